@@ -1,0 +1,103 @@
+"""Sampling loops: ancestral (DDPM Algorithm 2, any respacing) and DDIM (generation and encoding)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import Enum
+
+import numpy as np
+import torch
+
+from .diffusion import GaussianDiffusion, parse_enum
+from .respace import SpacedDiffusion
+
+
+class Skip(str, Enum):
+    """DDIM sub-sequences τ of length S (DDIM §4.2 and Appendix D.2)."""
+
+    UNIFORM = "uniform"  # τ_i = ⌊i T / S⌋
+    QUAD = "quad"  # τ_i = ⌊c i²⌋ reaching 0.8 T
+
+
+def ddim_timesteps(num_timesteps: int, steps: int, skip: str | Skip = Skip.UNIFORM) -> list[int]:
+    """The DDIM sub-sequence τ (0-based original indices), exactly ``steps`` long."""
+    skip = parse_enum(Skip, skip, "skip")
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"steps: must be in 1..{num_timesteps} (T), got {steps}")
+    if skip is Skip.UNIFORM:
+        seq = np.floor(np.arange(steps) * num_timesteps / steps).astype(np.int64)
+    else:
+        seq = np.floor(np.linspace(0.0, np.sqrt(num_timesteps * 0.8), steps) ** 2).astype(np.int64)
+        if len(set(seq.tolist())) != steps:
+            raise ValueError(f"steps: {steps} quadratic DDIM steps collide for T={num_timesteps}; use skip 'uniform'")
+    return seq.tolist()
+
+
+def _start(diffusion, shape, noise, generator, device, dtype):
+    if noise is not None:
+        return noise
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def _steps(diffusion: GaussianDiffusion, n: int, device) -> Iterator[torch.Tensor]:
+    for step in reversed(range(diffusion.num_timesteps)):
+        yield torch.full((n,), step, device=device, dtype=torch.long)
+
+
+@torch.no_grad()
+def ancestral_sample_progressive(
+    diffusion, model, shape, noise=None, clip_denoised=True, generator=None, device="cpu", dtype=torch.float32
+):
+    """DDPM Algorithm 2 step by step; yields ``{"t", "sample", "pred_xstart"}`` (DDPM Fig. 6's x̂0 along the chain)."""
+    x = _start(diffusion, shape, noise, generator, device, dtype)
+    for t in _steps(diffusion, x.shape[0], x.device):
+        out = diffusion.p_sample(model, x, t, clip_denoised=clip_denoised, generator=generator)
+        x = out["sample"]
+        yield {"t": int(t[0]), **out}
+
+
+def ancestral_sample(diffusion, model, shape, noise=None, clip_denoised=True, generator=None, device="cpu",
+                     dtype=torch.float32):
+    """DDPM Algorithm 2 over all steps of ``diffusion`` (respaced or not); returns x_0 in [-1, 1]."""
+    out = None
+    for out in ancestral_sample_progressive(diffusion, model, shape, noise, clip_denoised, generator, device, dtype):
+        pass
+    return out["sample"]
+
+
+@torch.no_grad()
+def ddim_sample_progressive(
+    diffusion, model, shape, steps, eta=0.0, skip="uniform", noise=None, clip_denoised=True, generator=None,
+    device="cpu", dtype=torch.float32,
+):
+    """DDIM eq. 12 over the sub-sequence τ of ``steps`` steps; yields ``{"t", "sample", "pred_xstart"}``."""
+    if not 0.0 <= float(eta) <= 1.0:
+        raise ValueError(f"eta: must be in [0, 1], got {eta}")
+    spaced = SpacedDiffusion(diffusion, ddim_timesteps(diffusion.num_timesteps, steps, skip))
+    x = _start(spaced, shape, noise, generator, device, dtype)
+    for t in _steps(spaced, x.shape[0], x.device):
+        out = spaced.ddim_step(model, x, t, eta=float(eta), clip_denoised=clip_denoised, generator=generator)
+        x = out["sample"]
+        yield {"t": int(spaced.timestep_map[int(t[0])]), **out}
+
+
+def ddim_sample(diffusion, model, shape, steps, eta=0.0, skip="uniform", noise=None, clip_denoised=True,
+                generator=None, device="cpu", dtype=torch.float32):
+    """DDIM generation (Song et al. eq. 12) with ``steps`` steps; ``noise`` is the starting x_T."""
+    out = None
+    for out in ddim_sample_progressive(
+        diffusion, model, shape, steps, eta, skip, noise, clip_denoised, generator, device, dtype
+    ):
+        pass
+    return out["sample"]
+
+
+@torch.no_grad()
+def ddim_encode(diffusion, model, x0, steps, skip="uniform", clip_denoised=False):
+    """DDIM §5.4: the deterministic (η = 0) encoding x0 → x_T along the same sub-sequence ``ddim_sample`` uses."""
+    spaced = SpacedDiffusion(diffusion, ddim_timesteps(diffusion.num_timesteps, steps, skip))
+    x = x0
+    for step in range(spaced.num_timesteps):
+        t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
+        x = spaced.ddim_reverse_step(model, x, t, clip_denoised=clip_denoised)["sample"]
+    return x
