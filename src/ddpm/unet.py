@@ -1,0 +1,205 @@
+"""The DDPM U-Net (Ho et al. 2020, Appendix B) with the iDDPM options (Nichol & Dhariwal 2021, §3 and App. A).
+
+Defaults reproduce DDPM's CIFAR10 network: ch=128, ch_mult=(1, 2, 2, 2), 2 residual blocks per level,
+self-attention at 16×16, dropout 0.1, GroupNorm(32), sinusoidal time embedding: 35.7M parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    in_channels: int = 3
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.1
+    resolution: int = 32
+    learn_sigma: bool = False  # iDDPM: 2C output channels (mean and variance interpolation v)
+    num_heads: int = 1  # iDDPM: multi-head attention
+    scale_shift_norm: bool = False  # iDDPM: adaptive GroupNorm, h = GN(h)(1 + s) + b
+    resblock_updown: bool = False  # BigGAN-style residual up/down-sampling blocks
+    num_groups: int = 32
+
+    def __post_init__(self):
+        for name in ("in_channels", "ch", "num_res_blocks", "resolution", "num_heads", "num_groups"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"model.{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.ch_mult or any(m < 1 for m in self.ch_mult):
+            raise ValueError(f"model.ch_mult: must be a non-empty list of positive integers, got {list(self.ch_mult)}")
+        if self.resolution % 2 ** (len(self.ch_mult) - 1):
+            raise ValueError(
+                f"model.ch_mult: {len(self.ch_mult)} levels halve the resolution {len(self.ch_mult) - 1} times; "
+                f"resolution {self.resolution} is not divisible by {2 ** (len(self.ch_mult) - 1)}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+        widths = {self.ch * m for m in self.ch_mult}
+        if any(w % self.num_groups for w in widths):
+            raise ValueError(f"model.ch: every level width {sorted(widths)} must be divisible by {self.num_groups} groups")
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * (2 if self.learn_sigma else 1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """DDPM App. B / Transformer sinusoidal embedding of the (original) integer timesteps."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - 1))
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x, temb=None):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x, temb=None):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class ResBlock(nn.Module):
+    """GN → SiLU → conv → (+ time) → GN → SiLU → dropout → conv, with a 1×1 shortcut when widths differ."""
+
+    def __init__(self, c_in, c_out, temb_dim, dropout, num_groups, scale_shift_norm=False, resample=None):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(num_groups, c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.scale_shift_norm = scale_shift_norm
+        self.temb_proj = nn.Linear(temb_dim, c_out * (2 if scale_shift_norm else 1))
+        self.norm2 = nn.GroupNorm(num_groups, c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.resample = resample  # "up" | "down" | None (BigGAN-style residual resampling)
+
+    def _resample(self, x):
+        if self.resample == "up":
+            return F.interpolate(x, scale_factor=2.0, mode="nearest")
+        if self.resample == "down":
+            return F.avg_pool2d(x, 2)
+        return x
+
+    def forward(self, x, temb):
+        h = F.silu(self.norm1(x))
+        h = self.conv1(self._resample(h))
+        x = self._resample(x)
+        emb = self.temb_proj(F.silu(temb))[:, :, None, None]
+        if self.scale_shift_norm:
+            scale, shift = emb.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + emb)
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.shortcut(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Self-attention over spatial positions (DDPM App. B), multi-head as in iDDPM; SDPA kernel."""
+
+    def __init__(self, channels, num_heads, num_groups):
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"model.num_heads: {num_heads} does not divide the attention width {channels}")
+        self.num_heads = num_heads
+        self.norm = nn.GroupNorm(num_groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x, temb=None):
+        b, c, hgt, wid = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, hgt * wid)
+        q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # (b, heads, hw, c/heads)
+        h = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(h.transpose(-1, -2).reshape(b, c, hgt, wid))
+
+
+class UNet(nn.Module):
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        ch, groups = cfg.ch, cfg.num_groups
+        temb_dim = 4 * ch
+        self.temb = nn.Sequential(nn.Linear(ch, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
+
+        def res(c_in, c_out, resample=None):
+            return ResBlock(c_in, c_out, temb_dim, cfg.dropout, groups, cfg.scale_shift_norm, resample)
+
+        def attn(c):
+            return AttnBlock(c, cfg.num_heads, groups)
+
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        self.down = nn.ModuleList()
+        skips, c, resolution = [ch], ch, cfg.resolution
+        for level, mult in enumerate(cfg.ch_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers = [res(c, ch * mult)]
+                c = ch * mult
+                if resolution in cfg.attn_resolutions:
+                    layers.append(attn(c))
+                self.down.append(nn.ModuleList(layers))
+                skips.append(c)
+            if level != len(cfg.ch_mult) - 1:
+                self.down.append(nn.ModuleList([res(c, c, "down") if cfg.resblock_updown else Downsample(c)]))
+                skips.append(c)
+                resolution //= 2
+        self.mid = nn.ModuleList([res(c, c), attn(c), res(c, c)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.ch_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [res(c + skips.pop(), ch * mult)]
+                c = ch * mult
+                if resolution in cfg.attn_resolutions:
+                    layers.append(attn(c))
+                if level != 0 and i == cfg.num_res_blocks:
+                    layers.append(res(c, c, "up") if cfg.resblock_updown else Upsample(c))
+                    resolution *= 2
+                self.up.append(nn.ModuleList(layers))
+        self.norm_out = nn.GroupNorm(groups, c)
+        self.conv_out = _zero(nn.Conv2d(c, cfg.out_channels, 3, padding=1))
+
+    @staticmethod
+    def _run(layers, h, temb):
+        for layer in layers:
+            h = layer(h, temb)
+        return h
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.temb(timestep_embedding(t, self.config.ch).to(x.dtype))
+        hs = [self.conv_in(x)]
+        for layers in self.down:
+            hs.append(self._run(layers, hs[-1], temb))
+        h = self._run(self.mid, hs[-1], temb)
+        for layers in self.up:
+            h = self._run(layers, torch.cat([h, hs.pop()], dim=1), temb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
