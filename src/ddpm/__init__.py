@@ -1,0 +1,1 @@
+"""ddpm-pipeline: DDPM, Improved DDPM and DDIM as a library (math and models; no DVC or MLflow inside)."""

@@ -1,0 +1,58 @@
+"""Stage evaluate: FID (and IS where its weights exist) of the samples; NLL bits/dim and rate–distortion."""
+
+import time
+
+import numpy as np
+import torch
+
+from ddpm import fid
+from ddpm.build import build_diffusion
+from ddpm.checkpoint import load_model
+from ddpm.evaluation import nll_bpd, rate_distortion
+from ddpm.loader import iter_batches
+from ddpm.stage import require, stage_main, write_csv, write_json
+
+
+def main(params, paths, run):
+    cfg = params.evaluate
+    require(paths.samples, "samples", "sample")
+    require(paths.model, "model", "train")
+    require(paths.shards, "shards", "prepare")
+    if cfg.fid:
+        require(paths.fid_ref, "FID reference statistics", "fid_ref")
+        fid.verified_weights_path()
+    with np.load(paths.samples, allow_pickle=False) as f:
+        images = f["images"]
+    metrics = {"num_samples": int(len(images))}
+    if cfg.fid:
+        ref = fid.load_statistics(paths.fid_ref)
+        start = time.perf_counter()
+        feats = fid.inception_features(fid.to_uint8_rgb_batches(images, params.fid.batch_size))
+        metrics["fid_train"] = fid.frechet_distance(fid.statistics(feats), ref)
+        metrics["fid_seconds"] = time.perf_counter() - start
+    if cfg.isc:
+        weights = fid.isc_weights_path(cfg.isc_weights)
+        if weights is None:
+            print(f"evaluate: IS {fid.ISC_UNAVAILABLE}")
+        else:
+            metrics.update(fid.inception_score(torch.from_numpy(images).permute(0, 3, 1, 2), weights))
+    run.log_metrics({k: v for k, v in metrics.items()})
+
+    start = time.perf_counter()
+    model = load_model(paths.model)
+    nll = nll_bpd(build_diffusion(params), model,
+                  iter_batches(paths.shards, "test", cfg.nll_batch_size, cfg.nll_images), params.seed)
+    metrics.update({"nll_bpd": nll["total_bpd"], "prior_bpd": nll["prior_bpd"], "nll_images": nll["count"],
+                    "nll_seconds": time.perf_counter() - start})
+    rows = rate_distortion(nll["prior_bpd"], nll["vb"], nll["xstart_mse"])
+    write_csv(paths.rd_plot, rows)
+    for i, row in enumerate(rows):
+        run.log_metrics({"rd_rate_bpd": row["rate_bpd"], "rd_distortion_rmse": row["distortion_rmse"]}, step=i)
+    run.log_metrics({k: metrics[k] for k in ("nll_bpd", "prior_bpd")})
+    run.log_json(rows, "rate_distortion.json")
+    write_json(paths.eval_metrics, metrics)
+    print(f"evaluate: {metrics}")
+
+
+if __name__ == "__main__":
+    stage_main("evaluate", main)

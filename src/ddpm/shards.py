@@ -1,0 +1,102 @@
+"""Deterministic WebDataset shards (``__key__``, ``png``, ``cls``) and their manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+
+MANIFEST = "manifest.json"
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_split(samples: Iterable, out_dir: Path, split: str, shard_size: int) -> dict:
+    """Write one split as ``{split}-%06d.tar`` shards with fixed member order, mtimes and owners."""
+    shards, writer, count, in_shard, shape = [], None, 0, 0, None
+    try:
+        for key, img, label in samples:
+            if shape is None:
+                shape = list(img.shape)
+            elif list(img.shape) != shape:
+                raise ValueError(f"{split}/{key}: image shape {list(img.shape)} differs from {shape}")
+            if writer is None or in_shard == shard_size:
+                if writer is not None:
+                    writer.close()
+                name = f"{split}-{len(shards):06d}.tar"
+                shards.append({"name": name, "count": 0})
+                writer = wds.TarWriter(str(out_dir / name), mtime=0.0, user="ddpm", group="ddpm", mode=0o444)
+                in_shard = 0
+            writer.write({"__key__": key, "png": encode_png(img), "cls": str(label).encode("ascii")})
+            in_shard += 1
+            shards[-1]["count"] += 1
+            count += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    if count == 0:
+        raise ValueError(f"data source: split {split!r} is empty")
+    for shard in shards:
+        shard["sha256"] = _sha256(out_dir / shard["name"])
+    return {"count": count, "shape": shape, "shards": shards}
+
+
+def write_dataset(splits: dict[str, Iterable], out_dir: Path, shard_size: int, meta: dict) -> dict:
+    """Write every split and the manifest into a temp folder beside ``out_dir``, then swap it in.
+
+    A failure leaves the previous ``out_dir`` (if any) untouched and no partial folder behind.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        manifest = dict(meta, shard_size=shard_size, splits={})
+        for split, samples in splits.items():
+            manifest["splits"][split] = _write_split(samples, tmp, split, shard_size)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old)
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_manifest(shard_dir: Path) -> dict:
+    path = Path(shard_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"shards: {path} not found; run the prepare stage")
+    return json.loads(path.read_text())
+
+
+def shard_urls(shard_dir: Path, split: str) -> list[str]:
+    manifest = read_manifest(shard_dir)
+    if split not in manifest["splits"]:
+        raise ValueError(f"shards: split {split!r} not in {shard_dir}; have {sorted(manifest['splits'])}")
+    return [str(Path(shard_dir) / s["name"]) for s in manifest["splits"][split]["shards"]]

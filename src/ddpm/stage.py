@@ -1,0 +1,69 @@
+"""Running one pipeline stage: validate params first, fail with one line, log the stage to MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import Params, load_params
+
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+
+
+class Paths:
+    """Where each stage reads and writes (the DVC outs in dvc.yaml), relative to the project root."""
+
+    def __init__(self, params: Params, root: Path = Path(".")):
+        ds = params.dataset.value
+        self.shards = root / "data" / "shards" / ds
+        self.fid_ref = root / "data" / "fid_ref" / f"{ds}-train.npz"
+        self.model = root / "models" / "ema.safetensors"
+        self.samples = root / "outputs" / "samples.npz"
+        self.sample_grid = root / "outputs" / "samples.png"
+        self.train_metrics = root / "metrics" / "train.json"
+        self.eval_metrics = root / "metrics" / "evaluate.json"
+        self.train_plot = root / "plots" / "train_loss.csv"
+        self.rd_plot = root / "plots" / "rate_distortion.csv"
+        self.report = root / "reports" / "results.md"
+
+
+def require(path: Path, what: str, producer: str) -> Path:
+    """Fail before any work when an input produced by an earlier stage is missing."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{what}: {path} not found; run the {producer} stage")
+    return path
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    cols = list(rows[0])
+    lines = [",".join(cols)] + [",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in cols)
+                                for r in rows]
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def stage_main(stage: str, body: Callable[[Params, Paths, object], None], params_path: str = "params.yaml") -> None:
+    """Validate params, open the MLflow stage run, run ``body(params, paths, run)``; user errors exit 2 in one line."""
+    try:
+        params = load_params(params_path)
+    except USER_ERRORS as err:
+        sys.exit(f"error: {err}")
+    from .tracking import StageRun  # imported late: validation must not wait for MLflow
+
+    try:
+        with StageRun(stage, params.model_dump(mode="json"), experiment=f"ddpm-{params.dataset.value}") as run:
+            body(params, Paths(params), run)
+    except USER_ERRORS as err:
+        sys.exit(f"error: {stage}: {err}")

@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ddpm.config import Params, ParamsError, load_params, validate_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+
+
+def test_committed_params_yaml_is_the_default_composition():
+    assert yaml.safe_load((ROOT / "params.yaml").read_text()) == _compose([])
+
+
+def test_default_params_are_ddpm_cifar10():
+    p = load_params(ROOT / "params.yaml")
+    assert (p.dataset.value, p.schedule.value, p.timesteps, p.objective.value, p.mean_type.value) == (
+        "cifar10", "linear", 1000, "simple", "eps")
+    assert (p.model.ch, p.model.ch_mult, p.model.attn_resolutions, p.model.dropout) == (128, [1, 2, 2, 2], [16], 0.1)
+    assert (p.train.lr, p.train.batch_size, p.train.steps, p.train.warmup, p.train.ema_decay) == (
+        2e-4, 128, 800_000, 5000, 0.9999)
+    assert p.sample.num_samples == 50_000
+
+
+def test_tiny_profile_validates_and_overrides_compose():
+    p = validate_params(_compose(["profile=tiny", "schedule=cosine"]))
+    assert (p.profile, p.dataset.value, p.schedule.value) == ("tiny", "digits", "cosine")
+
+
+BAD = [
+    ({"schedule": "quadratic"}, "params.yaml: schedule: Input should be 'linear' or 'cosine' (got 'quadratic')"),
+    ({"dataset": "mnist"}, "params.yaml: dataset: Input should be 'digits' or 'cifar10' (got 'mnist')"),
+    ({"objective": "l1"}, "params.yaml: objective: Input should be 'simple', 'vlb' or 'hybrid' (got 'l1')"),
+    ({"variance": "huge"}, "params.yaml: variance: Input should be"),
+    ({"mean_type": "score"}, "params.yaml: mean_type: Input should be"),
+    ({"timesteps": 0}, "params.yaml: timesteps: Input should be greater than 0 (got 0)"),
+    ({"seed": -1}, "params.yaml: seed: Input should be greater than or equal to 0"),
+    ({"colour": "red"}, "params.yaml: colour: unknown key"),
+    ({"train": {"lr": -1.0}}, "params.yaml: train.lr: Input should be greater than 0 (got -1.0)"),
+    ({"train": {"batch_size": "many"}}, "params.yaml: train.batch_size: Input should be a valid integer"),
+    ({"train": {"ema_decay": 1.0}}, "params.yaml: train.ema_decay: Input should be less than 1"),
+    ({"train": {"bacth_size": 4}}, "params.yaml: train.bacth_size: unknown key"),
+    ({"sample": {"eta": 1.5}}, "params.yaml: sample.eta: Input should be less than or equal to 1 (got 1.5)"),
+    ({"sample": {"steps": 2000}}, "params.yaml: sample.steps: 2000 exceeds timesteps (1000)"),
+    ({"sample": {"sampler": "euler"}}, "params.yaml: sample.sampler: Input should be 'ancestral' or 'ddim'"),
+    ({"sample": {"num_samples": 0}}, "params.yaml: sample.num_samples: Input should be greater than 0"),
+    ({"variance": "learned_range"}, "params.yaml: variance: 'learned_range' gets no gradient from objective 'simple'"),
+    ({"data": {"resolution": 30}}, "params.yaml: model.ch_mult: 4 levels need data.resolution divisible by 8"),
+    ({"model": {"ch_mult": []}}, "params.yaml: model.ch_mult: List should have at least 1 item"),
+    ({"model": {"dropout": 2}}, "params.yaml: model.dropout: Input should be less than 1"),
+    ({"evaluate": {"nll_images": -5}}, "params.yaml: evaluate.nll_images: Input should be greater than 0"),
+]
+
+
+@pytest.mark.parametrize("patch,message", BAD, ids=[m.split(": ")[1] for _, m in BAD])
+def test_bad_params_give_one_line_error_naming_the_key(patch, message):
+    raw = Params().model_dump(mode="json")
+    for key, value in patch.items():
+        if isinstance(value, dict):
+            raw[key] = raw[key] | value
+        else:
+            raw[key] = value
+    with pytest.raises(ParamsError) as err:
+        validate_params(raw)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_unreadable_params_files(tmp_path):
+    with pytest.raises(ParamsError, match="params: file .*nope.yaml not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schedule: [linear\n")
+    with pytest.raises(ParamsError, match="is not valid YAML"):
+        load_params(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ParamsError, match="must hold a mapping"):
+        load_params(bad)

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+import torch_fidelity
+
+from ddpm import fid
+
+
+def test_weights_are_the_pinned_file():
+    assert fid.verified_weights_path().name == "default_1.pt"
+
+
+def test_frechet_distance_golden_value():
+    d = 6
+    a = {"mu": np.zeros(d), "sigma": np.eye(d)}
+    b = {"mu": np.eye(d)[0], "sigma": 4 * np.eye(d)}
+    # ‖Δμ‖² + tr(Σa + Σb − 2 (Σa Σb)^½) = 1 + d (1 + 4 − 4)
+    assert fid.frechet_distance(a, b) == pytest.approx(1 + d)
+    assert fid.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_statistics_need_two_images():
+    with pytest.raises(ValueError, match="need at least 2 images"):
+        fid.statistics(np.zeros((1, 2048)))
+
+
+def test_extractor_rejects_float_input():
+    with pytest.raises(ValueError, match="FID input: expected uint8"):
+        fid.feature_extractor()(torch.zeros(1, 3, 8, 8))
+
+
+def test_registered_extractor_runs_offline_through_torch_fidelity():
+    """calculate_metrics(fid=True) with our registered TF-Inception: no download, grayscale expanded to RGB."""
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(6, 3, 8, 8, generator=g) * 255).to(torch.uint8)
+    b = (torch.rand(6, 3, 8, 8, generator=g) * 128).to(torch.uint8)
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, x):
+            self.x = x
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i]
+
+    out = torch_fidelity.calculate_metrics(input1=Images(a), input2=Images(b), fid=True, cuda=False,
+                                           feature_extractor=fid.EXTRACTOR_NAME, verbose=False, save_cpu_ram=True)
+    ours = fid.frechet_distance(fid.statistics(fid.inception_features([a])), fid.statistics(fid.inception_features([b])))
+    assert np.isfinite(out["frechet_inception_distance"])
+    assert out["frechet_inception_distance"] == pytest.approx(ours, rel=1e-3)
+    gray = fid.inception_features([a[:, :1]])
+    np.testing.assert_allclose(gray, fid.inception_features([a[:, :1].expand(-1, 3, -1, -1)]))
+
+
+def test_isc_weights_absent_here_are_reported_not_faked(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert fid.isc_weights_path() is None
+    assert fid.isc_weights_path(str(tmp_path / "missing.pth")) is None
+
+
+def test_statistics_roundtrip(tmp_path):
+    stats = fid.statistics(np.random.default_rng(0).normal(size=(10, 4)))
+    fid.save_statistics(tmp_path / "ref.npz", stats, count=10)
+    back = fid.load_statistics(tmp_path / "ref.npz")
+    np.testing.assert_array_equal(back["mu"], stats["mu"])
+    assert back["count"] == 10 and [p.name for p in tmp_path.iterdir()] == ["ref.npz"]
+    with pytest.raises(FileNotFoundError, match="run the fid_ref stage"):
+        fid.load_statistics(tmp_path / "none.npz")
