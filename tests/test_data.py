@@ -103,5 +103,6 @@ def test_pickle_with_code_is_refused(tmp_path):
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     p = validate_params({"dataset": "cifar10", "data": {"source": str(tmp_path / "evil.tar.gz")}})
-    with pytest.raises(ValueError, match=r"evil.tar.gz: cifar-10-batches-py/data_batch_1: refusing to load builtins.print"):
+    refused = r"evil.tar.gz: cifar-10-batches-py/data_batch_1: refusing to load builtins.print"
+    with pytest.raises(ValueError, match=refused):
         next(datasets.iter_split(p, "train"))

@@ -47,7 +47,8 @@ def test_registered_extractor_runs_offline_through_torch_fidelity():
 
     out = torch_fidelity.calculate_metrics(input1=Images(a), input2=Images(b), fid=True, cuda=False,
                                            feature_extractor=fid.EXTRACTOR_NAME, verbose=False, save_cpu_ram=True)
-    ours = fid.frechet_distance(fid.statistics(fid.inception_features([a])), fid.statistics(fid.inception_features([b])))
+    stats_a, stats_b = (fid.statistics(fid.inception_features([x])) for x in (a, b))
+    ours = fid.frechet_distance(stats_a, stats_b)
     assert np.isfinite(out["frechet_inception_distance"])
     assert out["frechet_inception_distance"] == pytest.approx(ours, rel=1e-3)
     gray = fid.inception_features([a[:, :1]])

@@ -28,8 +28,10 @@ def test_cosine_matches_iddpm_eq17_by_hand():
     assert np.all(np.diff(b) > 0)
 
 
-@pytest.mark.parametrize("name,T,msg", [("quadratic", 10, "schedule: unknown value 'quadratic'; allowed: linear, cosine"),
-                                        ("linear", 0, "timesteps: must be a positive integer")])
+@pytest.mark.parametrize("name,T,msg", [
+    ("quadratic", 10, "schedule: unknown value 'quadratic'; allowed: linear, cosine"),
+    ("linear", 0, "timesteps: must be a positive integer"),
+])
 def test_bad_schedule_arguments(name, T, msg):
     with pytest.raises(ValueError, match=msg):
         get_beta_schedule(name, T)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,12 +22,12 @@ class ParamsError(ValueError):
     """A one-line error naming the offending params key."""
 
 
-class Dataset(str, Enum):
+class Dataset(StrEnum):
     DIGITS = "digits"  # scikit-learn's 8×8 digits, bundled with scikit-learn (the tiny profile)
     CIFAR10 = "cifar10"
 
 
-class Sampler(str, Enum):
+class Sampler(StrEnum):
     ANCESTRAL = "ancestral"  # DDPM Algorithm 2
     DDIM = "ddim"  # DDIM eq. 12
 

@@ -6,7 +6,7 @@ Index ``t`` runs over 0..T-1 and stands for the papers' step t+1, so ``t = 0`` i
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import TypeVar
 
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from .losses import NATS_PER_BIT, discretized_gaussian_log_likelihood, mean_flat, normal_kl
 
 
-class MeanType(str, Enum):
+class MeanType(StrEnum):
     """What the network's mean output predicts (DDPM §3.2, Table 2)."""
 
     EPSILON = "eps"  # the noise ε (DDPM eq. 11)
@@ -24,7 +24,7 @@ class MeanType(str, Enum):
     PREVIOUS_X = "mu"  # the posterior mean μ̃ itself (DDPM's μ̃-prediction baseline)
 
 
-class VarType(str, Enum):
+class VarType(StrEnum):
     """How Σ_θ(x_t, t) is chosen (DDPM §3.2, iDDPM §3.1)."""
 
     FIXED_SMALL = "fixed_small"  # σ² = β̃_t, the posterior variance
@@ -33,7 +33,7 @@ class VarType(str, Enum):
     LEARNED_RANGE = "learned_range"  # iDDPM eq. 15: interpolate log β_t and log β̃_t
 
 
-class LossType(str, Enum):
+class LossType(StrEnum):
     """Training objective (DDPM eq. 14, iDDPM §3.1)."""
 
     SIMPLE = "simple"  # unweighted MSE on the mean target (L_simple)

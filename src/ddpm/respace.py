@@ -25,7 +25,9 @@ def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list
         try:
             counts = [int(c) for c in spec.split(",")]
         except ValueError:
-            raise ValueError(f"timestep_respacing: cannot parse {section_counts!r}; use e.g. '250' or '10,10,10' or 'ddim50'") from None
+            raise ValueError(
+                f"timestep_respacing: cannot parse {section_counts!r}; use e.g. '250', '10,10,10' or 'ddim50'"
+            ) from None
     else:
         counts = [int(c) for c in section_counts]
     sizes = [num_timesteps // len(counts) + (1 if i < num_timesteps % len(counts) else 0) for i in range(len(counts))]

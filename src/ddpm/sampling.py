@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from .diffusion import GaussianDiffusion, parse_enum
 from .respace import SpacedDiffusion
 
 
-class Skip(str, Enum):
+class Skip(StrEnum):
     """DDIM sub-sequences τ of length S (DDIM §4.2 and Appendix D.2)."""
 
     UNIFORM = "uniform"  # τ_i = ⌊i T / S⌋
@@ -31,6 +32,11 @@ def ddim_timesteps(num_timesteps: int, steps: int, skip: str | Skip = Skip.UNIFO
         if len(set(seq.tolist())) != steps:
             raise ValueError(f"steps: {steps} quadratic DDIM steps collide for T={num_timesteps}; use skip 'uniform'")
     return seq.tolist()
+
+
+def _last(steps: Iterator[dict]) -> dict:
+    """The final item of a progressive sampler, without keeping the others."""
+    return deque(steps, maxlen=1)[0]
 
 
 def _start(diffusion, shape, noise, generator, device, dtype):
@@ -59,10 +65,8 @@ def ancestral_sample_progressive(
 def ancestral_sample(diffusion, model, shape, noise=None, clip_denoised=True, generator=None, device="cpu",
                      dtype=torch.float32):
     """DDPM Algorithm 2 over all steps of ``diffusion`` (respaced or not); returns x_0 in [-1, 1]."""
-    out = None
-    for out in ancestral_sample_progressive(diffusion, model, shape, noise, clip_denoised, generator, device, dtype):
-        pass
-    return out["sample"]
+    steps = ancestral_sample_progressive(diffusion, model, shape, noise, clip_denoised, generator, device, dtype)
+    return _last(steps)["sample"]
 
 
 @torch.no_grad()
@@ -84,12 +88,9 @@ def ddim_sample_progressive(
 def ddim_sample(diffusion, model, shape, steps, eta=0.0, skip="uniform", noise=None, clip_denoised=True,
                 generator=None, device="cpu", dtype=torch.float32):
     """DDIM generation (Song et al. eq. 12) with ``steps`` steps; ``noise`` is the starting x_T."""
-    out = None
-    for out in ddim_sample_progressive(
+    return _last(ddim_sample_progressive(
         diffusion, model, shape, steps, eta, skip, noise, clip_denoised, generator, device, dtype
-    ):
-        pass
-    return out["sample"]
+    ))["sample"]
 
 
 @torch.no_grad()

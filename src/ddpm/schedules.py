@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
 
-class Schedule(str, Enum):
+class Schedule(StrEnum):
     LINEAR = "linear"
     COSINE = "cosine"
 

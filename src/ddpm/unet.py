@@ -44,7 +44,9 @@ class UNetConfig:
             raise ValueError(f"model.dropout: must be in [0, 1), got {self.dropout}")
         widths = {self.ch * m for m in self.ch_mult}
         if any(w % self.num_groups for w in widths):
-            raise ValueError(f"model.ch: every level width {sorted(widths)} must be divisible by {self.num_groups} groups")
+            raise ValueError(
+                f"model.ch: every level width {sorted(widths)} must be divisible by {self.num_groups} groups"
+            )
 
     @property
     def out_channels(self) -> int:

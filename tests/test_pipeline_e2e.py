@@ -1,0 +1,105 @@
+"""The tiny profile end to end through DVC, in a temporary copy of this checkout: what the quickstart runs."""
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = {"prepare", "fid_ref", "train", "sample", "evaluate", "report"}
+pytestmark = pytest.mark.e2e
+
+
+def sh(args, cwd, env, timeout=900):
+    res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res.stdout
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git repository holding this checkout's files (committed or not), with the tiny profile and a cosine run."""
+    repo = tmp_path_factory.mktemp("clone")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file() and not rel.startswith(("dvc.lock", "metrics/", "plots/", "reports/")):
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "DDPM_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env |= {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    sh(["git", "init", "-q"], repo, env)
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "snapshot"], repo, env)
+    first = sh(["dvc", "exp", "run", "-S", "profile=tiny", "--name", "tiny-linear"], repo, env)
+    metrics_first = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    second = sh(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "schedule=cosine", "--name", "tiny-cosine"],
+                repo, env)
+    return {"repo": repo, "env": env, "first": first, "second": second, "metrics_first": metrics_first}
+
+
+def test_metrics_are_finite_and_plausible(project):
+    m = project["metrics_first"]
+    assert m["num_samples"] == 256 and m["nll_images"] == 32
+    assert math.isfinite(m["fid_train"]) and 0 < m["fid_train"] < 400
+    assert 0 < m["nll_bpd"] < 8 and 0 <= m["prior_bpd"] < 0.01  # 8 bits/dim is a uniform model of the pixels
+    assert "isc" not in m  # torch-fidelity's IS weights are not on this machine: no number is invented
+    train = json.loads((project["repo"] / "metrics" / "train.json").read_text())
+    assert train["steps"] == 400 and train["final_loss"] < 0.5
+
+
+def test_plots_and_report(project):
+    repo = project["repo"]
+    with open(repo / "plots" / "rate_distortion.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 101  # T = 100 steps and the lossless end point
+    rates = [float(r["rate_bpd"]) for r in rows]
+    dist = [float(r["distortion_rmse"]) for r in rows]
+    assert rates == sorted(rates) and dist[-1] == 0 and dist[0] > dist[len(dist) // 2] > 0
+    with open(repo / "plots" / "train_loss.csv") as f:
+        assert len(list(csv.DictReader(f))) == 20  # every train.log_every = 20 steps
+    report = (repo / "reports" / "results.md").read_text()
+    assert "| FID (vs train)" in report and "| NLL test (bits/dim)" in report
+    assert (repo / "outputs" / "samples.png").stat().st_size > 0
+
+
+def test_dvc_exp_show_lists_fid_and_nll_for_both_experiments(project):
+    out = json.loads(sh(["dvc", "exp", "show", "--json"], project["repo"], project["env"]))
+    exps = {}
+    for baseline in out:
+        for exp in baseline.get("experiments") or []:
+            rev = exp["revs"][0]
+            data = rev["data"]
+            exps[exp.get("name") or rev.get("name")] = (
+                data["params"]["params.yaml"]["data"], data["metrics"]["metrics/evaluate.json"]["data"])
+    assert {"tiny-linear", "tiny-cosine"} <= set(exps)
+    assert exps["tiny-cosine"][0]["schedule"] == "cosine" and exps["tiny-linear"][0]["schedule"] == "linear"
+    for _, metrics in exps.values():
+        assert math.isfinite(metrics["fid_train"]) and math.isfinite(metrics["nll_bpd"])
+
+
+def test_mlflow_has_one_parent_per_execution_with_a_child_per_stage(project):
+    mlflow.set_tracking_uri(f"sqlite:///{project['repo'] / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
+    parents = runs[runs["tags.ddpm.role"] == "pipeline"]
+    assert sorted(parents["tags.dvc_experiment"]) == ["tiny-cosine", "tiny-linear"]
+    for _, parent in parents.iterrows():
+        children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+        expected = STAGES if parent["tags.dvc_experiment"] == "tiny-linear" else STAGES - {"prepare", "fid_ref"}
+        assert set(children["tags.dvc_stage"]) == expected  # DVC skips unchanged stages; they log nothing
+        assert (children["status"] == "FINISHED").all()
+        assert children["tags.git_commit"].str.len().eq(40).all()
+    train = runs[(runs["tags.dvc_stage"] == "train") & (runs["tags.dvc_experiment"] == "tiny-linear")]
+    history = mlflow.tracking.MlflowClient().get_metric_history(train["run_id"].iloc[0], "loss")
+    assert [m.step for m in history] == list(range(20, 401, 20))
+    sample = runs[(runs["tags.dvc_stage"] == "sample") & (runs["tags.dvc_experiment"] == "tiny-linear")]
+    artifacts = mlflow.tracking.MlflowClient().list_artifacts(sample["run_id"].iloc[0])
+    assert any("samples" in a.path for a in artifacts)
