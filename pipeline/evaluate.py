@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ddpm import fid
-from ddpm.build import build_diffusion
+from ddpm.build import build_diffusion, check_model_matches
 from ddpm.checkpoint import load_model
 from ddpm.evaluation import nll_bpd, rate_distortion
 from ddpm.loader import iter_batches
@@ -21,6 +21,8 @@ def main(params, paths, run):
     if cfg.fid:
         require(paths.fid_ref, "FID reference statistics", "fid_ref")
         fid.verified_weights_path()
+    model = load_model(paths.model)
+    check_model_matches(params, model, paths.model)
     with np.load(paths.samples, allow_pickle=False) as f:
         images = f["images"]
     metrics = {"num_samples": int(len(images))}
@@ -36,10 +38,9 @@ def main(params, paths, run):
             print(f"evaluate: IS {fid.ISC_UNAVAILABLE}")
         else:
             metrics.update(fid.inception_score(torch.from_numpy(images).permute(0, 3, 1, 2), weights))
-    run.log_metrics({k: v for k, v in metrics.items()})
+    run.log_metrics(metrics)
 
     start = time.perf_counter()
-    model = load_model(paths.model)
     nll = nll_bpd(build_diffusion(params), model,
                   iter_batches(paths.shards, "test", cfg.nll_batch_size, cfg.nll_images), params.seed)
     metrics.update({"nll_bpd": nll["total_bpd"], "prior_bpd": nll["prior_bpd"], "nll_images": nll["count"],

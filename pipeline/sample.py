@@ -6,7 +6,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from ddpm.build import build_diffusion
+from ddpm.build import build_diffusion, check_model_matches
 from ddpm.checkpoint import load_model
 from ddpm.generate import generate, image_grid
 from ddpm.stage import stage_main
@@ -14,6 +14,7 @@ from ddpm.stage import stage_main
 
 def main(params, paths, run):
     model = load_model(paths.model)
+    check_model_matches(params, model, paths.model)
     shape = (model.config.in_channels, params.data.resolution, params.data.resolution)
     start = time.perf_counter()
     images = generate(build_diffusion(params), model, params.sample, shape, params.seed)

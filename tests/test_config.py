@@ -48,7 +48,7 @@ BAD = [
     ({"train": {"batch_size": "many"}}, "params.yaml: train.batch_size: Input should be a valid integer"),
     ({"train": {"ema_decay": 1.0}}, "params.yaml: train.ema_decay: Input should be less than 1"),
     ({"train": {"bacth_size": 4}}, "params.yaml: train.bacth_size: unknown key"),
-    ({"sample": {"eta": 1.5}}, "params.yaml: sample.eta: Input should be less than or equal to 1 (got 1.5)"),
+    ({"sample": {"eta": 1.5}}, "params.yaml: sample.eta: must be a number in [0, 1] or 'sigma_hat' (got 1.5)"),
     ({"sample": {"steps": 2000}}, "params.yaml: sample.steps: 2000 exceeds timesteps (1000)"),
     ({"sample": {"sampler": "euler"}}, "params.yaml: sample.sampler: Input should be 'ancestral' or 'ddim'"),
     ({"sample": {"num_samples": 0}}, "params.yaml: sample.num_samples: Input should be greater than 0"),
@@ -57,6 +57,11 @@ BAD = [
     ({"model": {"ch_mult": []}}, "params.yaml: model.ch_mult: List should have at least 1 item"),
     ({"model": {"dropout": 2}}, "params.yaml: model.dropout: Input should be less than 1"),
     ({"evaluate": {"nll_images": -5}}, "params.yaml: evaluate.nll_images: Input should be greater than 0"),
+    ({"timestep_sampler": "greedy"}, "params.yaml: timestep_sampler: Input should be 'uniform' or 'loss_aware'"),
+    ({"sample": {"eta": "big"}}, "params.yaml: sample.eta: must be a number in [0, 1] or 'sigma_hat' (got 'big')"),
+    ({"sample": {"respacing": "10,x"}}, "params.yaml: sample.respacing: cannot parse '10,x'"),
+    ({"sample": {"respacing": "ddim999"}}, "params.yaml: sample.respacing: no integer stride gives exactly 999"),
+    ({"sample": {"respacing": "50", "sampler": "ddim"}}, "params.yaml: sample.respacing: applies to sampler"),
 ]
 
 
@@ -72,6 +77,14 @@ def test_bad_params_give_one_line_error_naming_the_key(patch, message):
         validate_params(raw)
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_paper_options_validate():
+    p = validate_params({"objective": "hybrid", "variance": "learned_range", "schedule": "cosine",
+                         "timestep_sampler": "loss_aware", "sample": {"sampler": "ddim", "eta": "sigma_hat",
+                                                                       "steps": 50, "skip": "quad"}})
+    assert p.sample.eta == "sigma_hat" and p.timestep_sampler.value == "loss_aware"
+    assert validate_params({"sample": {"respacing": "10,10,10"}}).sample.respacing == "10,10,10"
 
 
 def test_unreadable_params_files(tmp_path):

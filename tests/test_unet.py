@@ -36,3 +36,16 @@ def test_zero_initialised_output_predicts_zero_at_start():
 def test_bad_configs(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         UNetConfig(**kwargs)
+
+
+def test_variance_type_must_match_the_networks_outputs():
+    from ddpm.build import build_model, check_model_matches
+    from ddpm.config import validate_params
+
+    base = {"dataset": "digits", "data": {"resolution": 8}, "model": {"ch": 32, "ch_mult": [1, 2]}}
+    eps_only = build_model(validate_params(base), channels=1)
+    learned = validate_params(base | {"variance": "learned_range", "objective": "hybrid"})
+    mismatch = "variance: 'learned_range' needs a network with 2C outputs, but m.st outputs C"
+    with pytest.raises(ValueError, match=mismatch):
+        check_model_matches(learned, eps_only, "m.st")
+    check_model_matches(learned, build_model(learned, channels=1), "m.st")

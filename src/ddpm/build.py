@@ -37,3 +37,14 @@ def unet_config(params: Params, channels: int) -> UNetConfig:
 
 def build_model(params: Params, channels: int) -> UNet:
     return UNet(unet_config(params, channels))
+
+
+def check_model_matches(params: Params, model: UNet, path) -> None:
+    """A network trained for one variance type cannot serve another: its output channels differ."""
+    wants = unet_config(params, model.config.in_channels).learn_sigma
+    if wants != model.config.learn_sigma:
+        outputs = "2C (mean and variance)" if model.config.learn_sigma else "C (mean only)"
+        raise ValueError(
+            f"variance: {params.variance.value!r} needs a network with {'2C' if wants else 'C'} outputs, "
+            f"but {path} outputs {outputs}; retrain or set variance to match"
+        )

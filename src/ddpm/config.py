@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .diffusion import LossType, MeanType, VarType
+from .respace import space_timesteps
 from .sampling import Skip
 from .schedules import Schedule
+from .timesteps import TimestepSamplerType
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -71,10 +73,20 @@ class SampleParams(_Section):
     num_samples: PositiveInt = 50_000
     sampler: Sampler = Sampler.ANCESTRAL
     steps: PositiveInt | None = None  # None: all T steps
-    eta: Probability = 0.0
+    respacing: str | None = None  # ancestral only: iDDPM section counts such as "10,10,10" or "ddim50"
+    eta: float | Literal["sigma_hat"] = 0.0  # DDIM η in [0, 1], or DDIM Table 1's σ̂
     skip: Skip = Skip.UNIFORM
     batch_size: PositiveInt = 256
     grid_size: PositiveInt = 64
+
+    @field_validator("eta", mode="before")
+    @classmethod
+    def _eta(cls, value):
+        if value == "sigma_hat":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise ValueError("must be a number in [0, 1] or 'sigma_hat'")
+        return float(value)
 
 
 class FidParams(_Section):
@@ -99,6 +111,7 @@ class Params(_Section):
     mean_type: MeanType = MeanType.EPSILON
     variance: VarType = VarType.FIXED_LARGE
     hybrid_lambda: Annotated[float, Field(ge=0.0)] = 0.001
+    timestep_sampler: TimestepSamplerType = TimestepSamplerType.UNIFORM
     seed: NonNegativeInt = 0
     data: DataParams = Field(default_factory=DataParams)
     model: ModelParams = Field(default_factory=ModelParams)
@@ -115,6 +128,13 @@ class Params(_Section):
             )
         if self.sample.steps is not None and self.sample.steps > self.timesteps:
             raise ValueError(f"sample.steps: {self.sample.steps} exceeds timesteps ({self.timesteps})")
+        if self.sample.respacing is not None:
+            if self.sample.sampler is not Sampler.ANCESTRAL:
+                raise ValueError("sample.respacing: applies to sampler 'ancestral'; DDIM uses sample.steps and skip")
+            try:
+                space_timesteps(self.timesteps, self.sample.respacing)
+            except ValueError as err:
+                raise ValueError(f"sample.{err} (timesteps {self.timesteps})") from None
         levels = len(self.model.ch_mult) - 1
         if self.data.resolution % 2**levels:
             raise ValueError(

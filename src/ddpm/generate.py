@@ -18,8 +18,8 @@ def generate(diffusion: GaussianDiffusion, model, cfg: SampleParams, shape: tupl
     """``num_samples`` images as uint8 N×H×W×C; batch b uses the generator seeded with (seed, b)."""
     n = cfg.num_samples if num_samples is None else num_samples
     steps = cfg.steps or diffusion.num_timesteps
-    if cfg.sampler is Sampler.ANCESTRAL and steps < diffusion.num_timesteps:
-        diffusion = SpacedDiffusion(diffusion, space_timesteps(diffusion.num_timesteps, str(steps)))
+    if cfg.sampler is Sampler.ANCESTRAL and (cfg.respacing or steps < diffusion.num_timesteps):
+        diffusion = SpacedDiffusion(diffusion, space_timesteps(diffusion.num_timesteps, cfg.respacing or str(steps)))
     out = []
     bar = tqdm(total=n, desc="sample", unit="img", mininterval=2.0)
     for b, start in enumerate(range(0, n, cfg.batch_size)):

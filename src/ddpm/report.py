@@ -17,7 +17,10 @@ def _fmt(value) -> str:
 def results_table(params: Params, train: dict, evaluation: dict) -> str:
     sampler = params.sample.sampler.value
     if sampler == "ddim":
-        sampler += f" S={params.sample.steps} η={params.sample.eta:g}"
+        eta = params.sample.eta if isinstance(params.sample.eta, str) else f"{params.sample.eta:g}"
+        sampler += f" S={params.sample.steps or params.timesteps} {params.sample.skip.value} η={eta}"
+    elif params.sample.respacing or params.sample.steps:
+        sampler += f" respaced {params.sample.respacing or params.sample.steps}"
     if "isc" in evaluation:
         isc = f"{evaluation['isc']:.3g} ± {evaluation['isc_std']:.2g}"
     else:

@@ -21,12 +21,12 @@ def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list
                 kept = list(range(0, num_timesteps, stride))
                 if len(kept) == wanted:
                     return kept
-            raise ValueError(f"timestep_respacing: no integer stride gives exactly {wanted} of {num_timesteps} steps")
+            raise ValueError(f"respacing: no integer stride gives exactly {wanted} of {num_timesteps} steps")
         try:
             counts = [int(c) for c in spec.split(",")]
         except ValueError:
             raise ValueError(
-                f"timestep_respacing: cannot parse {section_counts!r}; use e.g. '250', '10,10,10' or 'ddim50'"
+                f"respacing: cannot parse {section_counts!r}; use e.g. '250', '10,10,10' or 'ddim50'"
             ) from None
     else:
         counts = [int(c) for c in section_counts]
@@ -34,7 +34,7 @@ def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list
     kept, start = [], 0
     for size, count in zip(sizes, counts, strict=True):
         if count < 1 or count > size:
-            raise ValueError(f"timestep_respacing: cannot keep {count} steps of a section of {size}")
+            raise ValueError(f"respacing: cannot keep {count} steps of a section of {size}")
         if count == 1:
             kept.append(start)
         else:

@@ -9,7 +9,7 @@ from enum import StrEnum
 import numpy as np
 import torch
 
-from .diffusion import GaussianDiffusion, parse_enum
+from .diffusion import GaussianDiffusion, VarType, parse_enum
 from .respace import SpacedDiffusion
 
 
@@ -45,28 +45,53 @@ def _start(diffusion, shape, noise, generator, device, dtype):
     return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
-def _steps(diffusion: GaussianDiffusion, n: int, device) -> Iterator[torch.Tensor]:
-    for step in reversed(range(diffusion.num_timesteps)):
+def _steps(diffusion: GaussianDiffusion, n: int, device, t_start: int | None = None) -> Iterator[torch.Tensor]:
+    start = diffusion.num_timesteps - 1 if t_start is None else t_start
+    if not 0 <= start < diffusion.num_timesteps:
+        raise ValueError(f"t_start: must be in 0..{diffusion.num_timesteps - 1}, got {start}")
+    for step in reversed(range(start + 1)):
         yield torch.full((n,), step, device=device, dtype=torch.long)
 
 
 @torch.no_grad()
 def ancestral_sample_progressive(
-    diffusion, model, shape, noise=None, clip_denoised=True, generator=None, device="cpu", dtype=torch.float32
+    diffusion, model, shape, noise=None, clip_denoised=True, generator=None, device="cpu", dtype=torch.float32,
+    t_start=None,
 ):
-    """DDPM Algorithm 2 step by step; yields ``{"t", "sample", "pred_xstart"}`` (DDPM Fig. 6's x̂0 along the chain)."""
+    """DDPM Algorithm 2 step by step; yields ``{"t", "sample", "pred_xstart"}`` (DDPM Fig. 6's x̂0 along the chain).
+
+    With ``t_start``, ``noise`` is x at that step and the chain runs from there (DDPM Fig. 7's p(x0 | x_t)).
+    """
+    if t_start is not None and noise is None:
+        raise ValueError("t_start: needs the starting x_t as noise")
     x = _start(diffusion, shape, noise, generator, device, dtype)
-    for t in _steps(diffusion, x.shape[0], x.device):
+    for t in _steps(diffusion, x.shape[0], x.device, t_start):
         out = diffusion.p_sample(model, x, t, clip_denoised=clip_denoised, generator=generator)
         x = out["sample"]
         yield {"t": int(t[0]), **out}
 
 
 def ancestral_sample(diffusion, model, shape, noise=None, clip_denoised=True, generator=None, device="cpu",
-                     dtype=torch.float32):
+                     dtype=torch.float32, t_start=None):
     """DDPM Algorithm 2 over all steps of ``diffusion`` (respaced or not); returns x_0 in [-1, 1]."""
-    steps = ancestral_sample_progressive(diffusion, model, shape, noise, clip_denoised, generator, device, dtype)
+    steps = ancestral_sample_progressive(diffusion, model, shape, noise, clip_denoised, generator, device, dtype,
+                                         t_start)
     return _last(steps)["sample"]
+
+
+SIGMA_HAT = "sigma_hat"
+
+
+def _check_eta(eta) -> float | str:
+    if eta == SIGMA_HAT:
+        return eta
+    try:
+        value = float(eta)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"eta: must be in [0, 1] or '{SIGMA_HAT}', got {eta!r}")
+    return value
 
 
 @torch.no_grad()
@@ -74,13 +99,21 @@ def ddim_sample_progressive(
     diffusion, model, shape, steps, eta=0.0, skip="uniform", noise=None, clip_denoised=True, generator=None,
     device="cpu", dtype=torch.float32,
 ):
-    """DDIM eq. 12 over the sub-sequence τ of ``steps`` steps; yields ``{"t", "sample", "pred_xstart"}``."""
-    if not 0.0 <= float(eta) <= 1.0:
-        raise ValueError(f"eta: must be in [0, 1], got {eta}")
+    """DDIM eq. 12 over the sub-sequence τ of ``steps`` steps; yields ``{"t", "sample", "pred_xstart"}``.
+
+    ``eta="sigma_hat"`` is DDIM Table 1's σ̂ row: σ̂_τi = √(1 − ᾱ_τi / ᾱ_τi−1), i.e. ancestral sampling of the
+    respaced process with σ² = β (larger than η = 1).
+    """
+    eta = _check_eta(eta)
     spaced = SpacedDiffusion(diffusion, ddim_timesteps(diffusion.num_timesteps, steps, skip))
+    if eta == SIGMA_HAT:
+        spaced.var_type = VarType.FIXED_LARGE
     x = _start(spaced, shape, noise, generator, device, dtype)
     for t in _steps(spaced, x.shape[0], x.device):
-        out = spaced.ddim_step(model, x, t, eta=float(eta), clip_denoised=clip_denoised, generator=generator)
+        if eta == SIGMA_HAT:
+            out = spaced.p_sample(model, x, t, clip_denoised=clip_denoised, generator=generator)
+        else:
+            out = spaced.ddim_step(model, x, t, eta=eta, clip_denoised=clip_denoised, generator=generator)
         x = out["sample"]
         yield {"t": int(spaced.timestep_map[int(t[0])]), **out}
 
@@ -102,3 +135,11 @@ def ddim_encode(diffusion, model, x0, steps, skip="uniform", clip_denoised=False
         t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
         x = spaced.ddim_reverse_step(model, x, t, clip_denoised=clip_denoised)["sample"]
     return x
+
+
+def ddim_reconstruction_error(diffusion, model, x0, steps, skip="uniform"):
+    """DDIM Table 2: per-example MSE (pixels scaled to [0, 1]) of decode(encode(x0)) with S = ``steps``, η = 0."""
+    x_T = ddim_encode(diffusion, model, x0, steps, skip)
+    rec = ddim_sample(diffusion, model, x0.shape, steps, eta=0.0, skip=skip, noise=x_T, clip_denoised=False,
+                      device=x0.device, dtype=x0.dtype)
+    return ((rec - x0) / 2).pow(2).mean(dim=tuple(range(1, x0.ndim)))

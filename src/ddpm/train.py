@@ -18,6 +18,7 @@ from .config import Params
 from .ema import EMA
 from .loader import train_stream
 from .shards import read_manifest
+from .timesteps import create_timestep_sampler
 from .unet import count_parameters
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -46,6 +47,7 @@ def train(params: Params, shard_dir: Path, model_path: Path, log: LogFn | None =
     cfg = params.train
     torch.manual_seed(params.seed * 7919 + accelerator.process_index)
     diffusion = build_diffusion(params)
+    timestep_sampler = create_timestep_sampler(params.timestep_sampler, diffusion.num_timesteps)
     model = build_model(params, channels)
     ema = EMA(model, cfg.ema_decay)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -65,9 +67,11 @@ def train(params: Params, shard_dir: Path, model_path: Path, log: LogFn | None =
     for step in bar:
         x0, _ = next(batches)
         x0 = x0.to(accelerator.device)
-        t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=x0.device)
+        t, weights = timestep_sampler.sample(x0.shape[0], x0.device)
         terms = diffusion.training_losses(model, x0, t)
-        loss = terms["loss"].mean()
+        loss = (terms["loss"] * weights).mean()
+        # Every process records every process's (t, loss), so the loss-aware history stays identical across ranks.
+        timestep_sampler.update(*accelerator.gather((t, terms["loss"].detach())))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"train: loss is {loss.item()} at step {step}; stopping (no weights written)")
         optimizer.zero_grad(set_to_none=True)
