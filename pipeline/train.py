@@ -5,12 +5,12 @@ from ddpm.train import train
 
 
 def main(params, paths, run):
-    result = train(params, paths.shards, paths.model, log=run.log_metrics)
+    result = train(params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics)
     write_json(paths.train_metrics, {"final_loss": result.final_loss, "steps": result.steps,
                                      "parameters": result.parameters,
                                      "images_per_second": result.images_per_second})
     write_csv(paths.train_plot, result.history)
-    run.log_metrics({"parameters": result.parameters})
+    run.log_metrics({"parameters": result.parameters, "resumed_from_step": result.resumed_from})
     run.log_artifact(paths.model, "model")
 
 

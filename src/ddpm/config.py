@@ -66,7 +66,8 @@ class TrainParams(_Section):
     random_flip: bool = True
     log_every: PositiveInt = 100
     shuffle_buffer: PositiveInt = 5000
-    num_workers: NonNegativeInt = 4
+    checkpoint_every: PositiveInt = 10_000  # steps between resumable checkpoints (also reseeds the data stream)
+    keep_checkpoints: PositiveInt = 2
 
 
 class SampleParams(_Section):

@@ -21,6 +21,7 @@ class Paths:
         self.shards = root / "data" / "shards" / ds
         self.fid_ref = root / "data" / "fid_ref" / f"{ds}-train.npz"
         self.model = root / "models" / "ema.safetensors"
+        self.checkpoints = root / "checkpoints"
         self.samples = root / "outputs" / "samples.npz"
         self.sample_grid = root / "outputs" / "samples.png"
         self.train_metrics = root / "metrics" / "train.json"

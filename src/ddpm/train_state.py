@@ -1,0 +1,106 @@
+"""Resumable training checkpoints: ``checkpoints/step-NNNNNNNNN/`` folders of safetensors and JSON (no pickle).
+
+Each holds the model, the EMA, the optimizer and LR-scheduler state, the timestep sampler's history, the step and
+the training log so far. Random streams need no saving: training reseeds them at every checkpoint boundary.
+A folder is written under a temporary name and renamed, so a checkpoint exists whole or not at all; the newest
+``keep`` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+META = "meta.json"
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    path: Path
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, key = flat.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def list_checkpoints(root: Path) -> list[Checkpoint]:
+    """Complete checkpoints under ``root``, oldest first."""
+    if not Path(root).is_dir():
+        return []
+    found = []
+    for p in Path(root).iterdir():
+        if p.is_dir() and p.name.startswith("step-") and (p / META).is_file():
+            found.append(Checkpoint(int(p.name.removeprefix("step-")), p))
+    return sorted(found, key=lambda c: c.step)
+
+
+def save_checkpoint(root: Path, step: int, fingerprint: str, model, ema_model, optimizer, scheduler,
+                    sampler_state: dict, history: list, keep: int) -> Path:
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:09d}"
+    tmp = root / f".tmp-step-{step:09d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, module in (("model", model), ("ema", ema_model)):
+            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            save_file(state, str(tmp / f"{name}.safetensors"))
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        extra = {f"sampler.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in sampler_state.items()}
+        save_file(extra or {"empty": torch.zeros(0)}, str(tmp / "state.safetensors"))
+        meta = {"step": step, "fingerprint": fingerprint, "optimizer": opt_meta,
+                "scheduler": scheduler.state_dict(), "history": history}
+        (tmp / META).write_text(json.dumps(meta))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old.path, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model, ema_model, optimizer, scheduler) -> dict:
+    """Restore everything into the given objects; returns ``{"step", "sampler_state", "history"}``."""
+    path = Path(path)
+    meta = json.loads((path / META).read_text())
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    ema_model.load_state_dict(load_file(str(path / "ema.safetensors")))
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
+                                                   meta["optimizer"]))
+    scheduler.load_state_dict(meta["scheduler"])
+    extra = load_file(str(path / "state.safetensors"))
+    sampler_state = {k.removeprefix("sampler."): v.numpy() for k, v in extra.items() if k.startswith("sampler.")}
+    return {"step": meta["step"], "sampler_state": sampler_state, "history": meta["history"],
+            "fingerprint": meta["fingerprint"]}
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    return json.loads((Path(path) / META).read_text())["fingerprint"]
