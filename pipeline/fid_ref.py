@@ -10,8 +10,7 @@ from ddpm.stage import stage_main
 def main(params, paths, run):
     fid.verified_weights_path()
     start = time.perf_counter()
-    batches = (b.permute(0, 3, 1, 2).contiguous() for b in
-               iter_batches(paths.shards, "train", params.fid.batch_size, params.fid.max_images))
+    batches = iter_batches(paths.shards, "train", params.fid.batch_size, params.fid.max_images)
     features = fid.inception_features(batches)
     stats = fid.statistics(features)
     fid.save_statistics(paths.fid_ref, stats, count=features.shape[0], extractor=fid.EXTRACTOR_NAME, split="train")

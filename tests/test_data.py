@@ -43,12 +43,12 @@ def test_loader_roundtrips_pixels_and_ranges(tmp_path):
     write(p, tmp_path / "d")
     first = next(iter_batches(tmp_path / "d", "test", 300))
     reference = np.stack([img for _, img, _ in datasets.iter_split(p, "test")])
-    np.testing.assert_array_equal(first.numpy(), reference)
+    np.testing.assert_array_equal(first.permute(0, 2, 3, 1).numpy(), reference)
     x = to_model_range(first)
     assert x.shape == (300, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
-    assert torch.equal(to_uint8(x), first)
-    xb, labels = next(train_stream(tmp_path / "d", 64, seed=0))
-    assert xb.shape == (64, 1, 8, 8) and labels.shape == (64,)
+    assert torch.equal(to_uint8(x), first.permute(0, 2, 3, 1))
+    xb, labels, keys = next(train_stream(tmp_path / "d", 64, seed=0))
+    assert xb.shape == (64, 1, 8, 8) and labels.shape == (64,) and len(keys) == 64
     assert sum(b.shape[0] for b in iter_batches(tmp_path / "d", "train", 100, limit=250)) == 250
 
 

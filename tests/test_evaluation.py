@@ -15,7 +15,7 @@ def test_rate_distortion_by_hand():
 
 
 def test_nll_over_batches_with_gaussian_model(linear100):
-    images = [torch.full((4, 2, 2, 1), 140, dtype=torch.uint8), torch.full((2, 2, 2, 1), 150, dtype=torch.uint8)]
+    images = [torch.full((4, 1, 2, 2), 140, dtype=torch.uint8), torch.full((2, 1, 2, 2), 150, dtype=torch.uint8)]
     out = nll_bpd(linear100, gaussian_eps_model(linear100), images, seed=0)
     assert out["count"] == 6 and out["vb"].shape == (100,) and out["xstart_mse"].shape == (100,)
     assert out["total_bpd"] == pytest.approx(out["prior_bpd"] + out["vb"].sum(), rel=1e-5)

@@ -13,7 +13,7 @@ from .loader import to_model_range
 
 def nll_bpd(diffusion: GaussianDiffusion, model, batches: Iterable[torch.Tensor], seed: int,
             device: str | torch.device = "cpu") -> dict:
-    """Full-T variational bound in bits/dim over uint8 N×H×W×C batches (``calc_bpd_loop`` per batch).
+    """Full-T variational bound in bits/dim over uint8 N×C×H×W batches (``calc_bpd_loop`` per batch).
 
     Returns the mean ``total_bpd`` and ``prior_bpd``, the number of images, and per-t means of ``vb`` (bits/dim)
     and ``xstart_mse`` (on [-1, 1]).

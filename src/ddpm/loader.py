@@ -1,77 +1,87 @@
-"""WebDataset readers: an infinite resampled training stream and ordered passes over a split."""
+"""WebDataset readers: an infinite resampled training stream per rank and ordered passes over a split.
+
+Images travel as uint8 N×C×H×W tensors until ``to_model_range`` turns them into floats in [-1, 1].
+"""
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 
-import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
+from torchvision.io import ImageReadMode, decode_png
 
 from .shards import shard_urls
 
 
-def decode_uint8(sample: dict) -> tuple[np.ndarray, int]:
-    """A shard sample → (H×W×C uint8 image, label)."""
-    img = np.asarray(Image.open(io.BytesIO(sample["png"])))
-    return (img[..., None] if img.ndim == 2 else img), int(sample["cls"])
-
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 N×H×W×C → float N×C×H×W in [-1, 1] (DDPM §3.3 scaling)."""
-    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float N×C×H×W in [-1, 1] → uint8 N×H×W×C, rounding to the nearest of 256 levels."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+def decode_sample(sample: dict) -> tuple[torch.Tensor, int, str]:
+    """A shard sample → (C×H×W uint8 image, label, key)."""
+    data = torch.frombuffer(bytearray(sample["png"]), dtype=torch.uint8)
+    return decode_png(data, ImageReadMode.UNCHANGED), int(sample["cls"]), sample["__key__"]
 
 
 def _collate(batch):
-    images = torch.from_numpy(np.stack([img for img, _ in batch]))
-    labels = torch.tensor([label for _, label in batch])
-    return images, labels
+    return (torch.stack([img for img, _, _ in batch]), torch.tensor([label for _, label, _ in batch]),
+            [key for _, _, key in batch])
 
 
-def train_stream(shard_dir: Path, batch_size: int, seed: int, rank: int = 0, random_flip: bool = True,
-                 shuffle_buffer: int = 5000):
-    """Infinite batches (float [-1, 1] N×C×H×W, labels) from shards resampled with a per-rank seed.
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N×C×H×W → float N×C×H×W in [-1, 1] (DDPM §3.3 scaling)."""
+    return images.float().div(127.5).sub(1.0)
 
-    Every rank resamples independently from all shards, so no node splitting is needed (and none is done);
-    do not pass the result through ``accelerator.prepare``.
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float N×C×H×W in [-1, 1] → uint8 N×H×W×C (the layout of sample files), rounding to the nearest level."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
+    """The disjoint subset of training shards that one process reads."""
+    if len(urls) < world_size:
+        raise ValueError(
+            f"data.shard_size: {len(urls)} training shard(s) cannot be split over {world_size} processes; "
+            f"set data.shard_size so the training split makes at least {world_size} shards and rerun prepare"
+        )
+    return urls[rank::world_size]
+
+
+def train_stream(shard_dir: Path, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 random_flip: bool = True, shuffle_buffer: int = 5000):
+    """Infinite batches ``(x, labels, keys)`` with x float in [-1, 1], from this rank's own shards, resampled.
+
+    Ranks read disjoint shards (split here, by rank), so the loader must not also go through
+    ``accelerator.prepare``; the stream never ends, so every rank yields as many batches as it is asked for.
     """
-    urls = shard_urls(shard_dir, "train")
-    rng = random.Random(seed * 1_000_003 + rank)
-    flip_gen = torch.Generator().manual_seed(seed * 1_000_003 + rank)
+    urls = rank_shards(shard_urls(shard_dir, "train"), rank, world_size)
+    rng = random.Random(seed)
+    flip_gen = torch.Generator().manual_seed(seed)
     pipeline = wds.DataPipeline(
-        wds.ResampledShards(urls, seed=seed, worker_seed=lambda: rank, deterministic=True),
+        wds.ResampledShards(urls, seed=seed, worker_seed=lambda: 0, deterministic=True),
         wds.tarfile_to_samples(),
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 1000), rng=rng),
-        wds.map(decode_uint8),
+        wds.map(decode_sample),
         wds.batched(batch_size, collation_fn=_collate, partial=False),
     )
-    for images, labels in pipeline:
+    for images, labels, keys in pipeline:
         x = to_model_range(images)
         if random_flip:
             flip = torch.rand(x.shape[0], generator=flip_gen) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        yield x, labels
+        yield x, labels, keys
 
 
 def iter_batches(shard_dir: Path, split: str, batch_size: int, limit: int | None = None):
-    """Ordered uint8 N×H×W×C batches over ``split`` (at most ``limit`` images)."""
+    """Ordered uint8 N×C×H×W batches over ``split`` (at most ``limit`` images)."""
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(shard_urls(shard_dir, split)),
         wds.tarfile_to_samples(),
-        wds.map(decode_uint8),
+        wds.map(decode_sample),
         wds.batched(batch_size, collation_fn=_collate, partial=True),
     )
     seen = 0
-    for images, _ in pipeline:
-        if limit is not None and seen + images.shape[0] > limit:
+    for images, _, _ in pipeline:
+        if limit is not None:
             images = images[: limit - seen]
         if images.shape[0] == 0:
             return

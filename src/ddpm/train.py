@@ -113,8 +113,8 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
             torch.manual_seed(segment_seed(params.seed, rank, segment))
             # Each rank resamples shards with its own seed, so the loader is not passed through accelerator.prepare.
             batches = train_stream(shard_dir, cfg.batch_size, segment_seed(params.seed, rank, segment), rank,
-                                   cfg.random_flip, cfg.shuffle_buffer)
-        x0, _ = next(batches)
+                                   accelerator.num_processes, cfg.random_flip, cfg.shuffle_buffer)
+        x0, _, _ = next(batches)
         x0 = x0.to(accelerator.device)
         t, weights = timestep_sampler.sample(x0.shape[0], x0.device)
         terms = diffusion.training_losses(model, x0, t)
