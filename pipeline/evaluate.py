@@ -19,7 +19,8 @@ def main(params, paths, run):
     require(paths.model, "model", "train")
     require(paths.shards, "shards", "prepare")
     if cfg.fid:
-        require(paths.fid_ref, "FID reference statistics", "fid_ref")
+        for path in paths.fid_refs.values():
+            require(path, "FID reference statistics", "fid_ref")
         fid.verified_weights_path()
     model = load_model(paths.model)
     check_model_matches(params, model, paths.model)
@@ -27,10 +28,10 @@ def main(params, paths, run):
         images = f["images"]
     metrics = {"num_samples": int(len(images))}
     if cfg.fid:
-        ref = fid.load_statistics(paths.fid_ref)
         start = time.perf_counter()
-        feats = fid.inception_features(fid.to_uint8_rgb_batches(images, params.fid.batch_size))
-        metrics["fid_train"] = fid.frechet_distance(fid.statistics(feats), ref)
+        stats = fid.statistics(fid.inception_features(fid.to_uint8_rgb_batches(images, params.fid.batch_size)))
+        for split, path in paths.fid_refs.items():
+            metrics[f"fid_{split}"] = fid.frechet_distance(stats, fid.load_statistics(path))
         metrics["fid_seconds"] = time.perf_counter() - start
     if cfg.isc:
         weights = fid.isc_weights_path(cfg.isc_weights)

@@ -9,9 +9,13 @@ def main(params, paths, run):
     check_source(params)
     meta = {"dataset": params.dataset.value, "resolution": params.data.resolution,
             "source_fingerprint": source_fingerprint(params)}
-    manifest = write_dataset({s: iter_split(params, s) for s in SPLITS}, paths.shards, params.data.shard_size, meta)
+    skipped: dict[str, list[str]] = {}
+    manifest = write_dataset({s: iter_split(params, s, skipped) for s in SPLITS}, paths.shards,
+                             params.data.shard_size, meta, skipped)
     counts = {f"{s}_images": manifest["splits"][s]["count"] for s in SPLITS}
-    run.log_metrics(counts | {f"{s}_shards": len(manifest["splits"][s]["shards"]) for s in SPLITS})
+    counts |= {f"{s}_shards": len(manifest["splits"][s]["shards"]) for s in SPLITS}
+    counts |= {f"{s}_skipped": manifest["splits"][s]["skipped"]["count"] for s in SPLITS}
+    run.log_metrics(counts)
     run.log_json(manifest, "manifest.json")
     print(f"prepare: {counts} → {paths.shards}")
 

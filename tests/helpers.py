@@ -36,3 +36,38 @@ def cifar_folder_tarball(path: Path, per_class: int = 2, corrupt: str | None = N
                     name = f"{split}/{cls}/{i:04d}.jpg"
                     _add(tar, name, b"not a jpeg" if name == corrupt else buf.getvalue())
     return path
+
+
+def encoded(img: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def lsun_lmdb(path: Path, n: int = 12, corrupt_key: bytes | None = None) -> Path:
+    """An lmdb like LSUN's exports: keys are hex ids, values encoded JPEG/WebP images of mixed, non-square sizes."""
+    import lmdb
+
+    rng = np.random.default_rng(0)
+    env = lmdb.open(str(path), map_size=1 << 26)
+    with env.begin(write=True) as txn:
+        for i in range(n):
+            key = f"{i:040x}".encode()
+            img = rng.integers(0, 256, (24 + i, 40 - i, 3), dtype=np.uint8)
+            value = b"\xff\xd8 truncated" if key == corrupt_key else encoded(img, "WEBP" if i % 2 else "JPEG")
+            txn.put(key, value)
+    env.close()
+    return path
+
+
+def image_folder(root: Path, corrupt: str | None = None) -> Path:
+    """cats/ and dogs/ with PNG and JPEG images of mixed sizes (some non-square)."""
+    rng = np.random.default_rng(1)
+    for cls in ("cats", "dogs"):
+        (root / cls / "sub").mkdir(parents=True)
+        for i in range(5):
+            img = rng.integers(0, 256, (20 + 3 * i, 20, 3), dtype=np.uint8)
+            name = root / cls / ("sub" if i == 4 else ".") / f"{i}.{'png' if i % 2 else 'jpg'}"
+            name.write_bytes(b"garbage" if name.name == corrupt else encoded(img, "PNG" if i % 2 else "JPEG"))
+    (root / "notes.txt").write_text("not an image")
+    return root

@@ -37,7 +37,8 @@ def test_tiny_profile_validates_and_overrides_compose():
 
 BAD = [
     ({"schedule": "quadratic"}, "params.yaml: schedule: Input should be 'linear' or 'cosine' (got 'quadratic')"),
-    ({"dataset": "mnist"}, "params.yaml: dataset: Input should be 'digits' or 'cifar10' (got 'mnist')"),
+    ({"dataset": "mnist"}, "params.yaml: dataset: Input should be 'digits', 'cifar10', 'lsun_church', 'lsun_bedroom', "
+                           "'lsun_cat', 'celebahq' or 'folder' (got 'mnist')"),
     ({"objective": "l1"}, "params.yaml: objective: Input should be 'simple', 'vlb' or 'hybrid' (got 'l1')"),
     ({"variance": "huge"}, "params.yaml: variance: Input should be"),
     ({"mean_type": "score"}, "params.yaml: mean_type: Input should be"),
@@ -97,3 +98,18 @@ def test_unreadable_params_files(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ParamsError, match="must hold a mapping"):
         load_params(bad)
+
+
+def test_dvc_yaml_paths_agree_with_the_stage_paths():
+    """The outs declared in dvc.yaml are where the stage scripts write (for the default and the tiny profile)."""
+    from ddpm.stage import Paths
+
+    text = (ROOT / "dvc.yaml").read_text()
+    for raw in (_compose([]), _compose(["profile=tiny"])):
+        p = validate_params(raw)
+        rendered = text.replace("${dataset}", p.dataset.value).replace("${data.resolution}", str(p.data.resolution))
+        paths = Paths(p)
+        for path in [paths.shards, paths.model, paths.checkpoints, paths.samples, paths.sample_grid,
+                     paths.train_metrics, paths.eval_metrics, paths.train_plot, paths.rd_plot, paths.report,
+                     *paths.fid_refs.values()]:
+            assert str(path) in rendered, f"{path} is not declared in dvc.yaml"

@@ -64,10 +64,10 @@ def test_cifar10_pickle_and_folder_sources(tmp_path):
 
 def test_missing_cifar_source_names_the_path(tmp_path):
     p = validate_params({"dataset": "cifar10", "data": {"source": str(tmp_path / "none.tar.gz")}})
-    with pytest.raises(FileNotFoundError, match=r"data.source: .*none.tar.gz not found; get cifar-10-python.tar.gz"):
+    with pytest.raises(FileNotFoundError, match=r"data.source: .*none.tar.gz not found; point it at cifar-10-python"):
         datasets.check_source(p)
-    with pytest.raises(FileNotFoundError, match="data.source: not set for dataset cifar10"):
-        datasets.check_source(validate_params({"dataset": "cifar10"}))
+    with pytest.raises(FileNotFoundError, match="data.source: not set for dataset cifar10 and data.download is false"):
+        datasets.check_source(validate_params({"dataset": "cifar10", "data": {"download": False}}))
 
 
 def test_failed_write_leaves_previous_shards_and_no_partial_folder(tmp_path):
@@ -76,7 +76,7 @@ def test_failed_write_leaves_previous_shards_and_no_partial_folder(tmp_path):
     before = digest_tree(out)
     bad = validate_params({"dataset": "cifar10", "data": {
         "source": str(cifar_folder_tarball(tmp_path / "c.tar.gz", corrupt="train/cat/0001.jpg"))}})
-    with pytest.raises(ValueError, match=r"cannot decode train/cat/0001.jpg in .*c.tar.gz"):
+    with pytest.raises(ValueError, match=r"c.tar.gz: train/cat/0001.jpg: cannot decode image"):
         write(bad, out)
     assert digest_tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tar.gz", "shards"]

@@ -49,7 +49,7 @@ def project(tmp_path_factory):
 def test_metrics_are_finite_and_plausible(project):
     m = project["metrics_first"]
     assert m["num_samples"] == 256 and m["nll_images"] == 32
-    assert math.isfinite(m["fid_train"]) and 0 < m["fid_train"] < 400
+    assert math.isfinite(m["fid_train"]) and 0 < m["fid_train"] < 400 and math.isfinite(m["fid_test"])
     assert 0 < m["nll_bpd"] < 8 and 0 <= m["prior_bpd"] < 0.01  # 8 bits/dim is a uniform model of the pixels
     assert "isc" not in m  # torch-fidelity's IS weights are not on this machine: no number is invented
     train = json.loads((project["repo"] / "metrics" / "train.json").read_text())
@@ -67,7 +67,7 @@ def test_plots_and_report(project):
     with open(repo / "plots" / "train_loss.csv") as f:
         assert len(list(csv.DictReader(f))) == 20  # every train.log_every = 20 steps
     report = (repo / "reports" / "results.md").read_text()
-    assert "| FID (vs train)" in report and "| NLL test (bits/dim)" in report
+    assert "| FID (vs train / test)" in report and "| NLL test (bits/dim)" in report
     assert (repo / "outputs" / "samples.png").stat().st_size > 0
 
 

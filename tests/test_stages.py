@@ -29,16 +29,16 @@ def test_bad_enum_fails_fast_in_one_line(stage, tmp_path):
 
 
 @pytest.mark.parametrize("stage,message", [
-    ("prepare", "error: prepare: data.source: not set for dataset cifar10"),
-    ("fid_ref", "error: fid_ref: shards: data/shards/digits/manifest.json not found; run the prepare stage"),
+    ("prepare", "error: prepare: data.source: not set for dataset cifar10 and data.download is false"),
+    ("fid_ref", "error: fid_ref: shards: data/shards/digits not found; run the prepare stage"),
     ("train", "error: train: shards: data/shards/digits/manifest.json not found; run the prepare stage"),
     ("sample", "error: sample: model: models/ema.safetensors not found; run the train stage"),
     ("evaluate", "error: evaluate: samples: outputs/samples.npz not found; run the sample stage"),
     ("report", "error: report: metrics: metrics/train.json not found; run the train stage"),
 ])
 def test_missing_inputs_name_the_path(stage, message, tmp_path):
-    params = {} if stage == "prepare" else {"dataset": "digits", "data": {"resolution": 8},
-                                             "model": {"ch_mult": [1, 2]}}
+    params = {"data": {"download": False}} if stage == "prepare" else {
+        "dataset": "digits", "data": {"resolution": 8}, "model": {"ch_mult": [1, 2]}}
     res = run_stage(stage, tmp_path, params)
     assert res.returncode != 0
     assert res.stderr.strip().splitlines()[-1].startswith(message)

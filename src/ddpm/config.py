@@ -26,7 +26,12 @@ class ParamsError(ValueError):
 
 class Dataset(StrEnum):
     DIGITS = "digits"  # scikit-learn's 8×8 digits, bundled with scikit-learn (the tiny profile)
-    CIFAR10 = "cifar10"
+    CIFAR10 = "cifar10"  # official pickle tarball (downloaded or local) or a tar of train/ and test/ class folders
+    LSUN_CHURCH = "lsun_church"  # LSUN lmdb exports
+    LSUN_BEDROOM = "lsun_bedroom"
+    LSUN_CAT = "lsun_cat"
+    CELEBAHQ = "celebahq"  # a folder (or tar) of 256×256 images
+    FOLDER = "folder"  # any folder or tar of images, optionally one sub-folder per class
 
 
 class Sampler(StrEnum):
@@ -38,11 +43,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
 
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+
 class DataParams(_Section):
-    source: str | None = None  # a local copy of the dataset (cifar10: cifar-10-python.tar.gz or a class-folder tar)
+    source: str | None = None  # a local copy: file, folder or lmdb (cifar10: the official tarball or class folders)
+    download: bool = True  # cifar10 without source: fetch url, resumable, MD5-checked
+    url: str = CIFAR10_URL
+    md5: str = CIFAR10_MD5
     resolution: PositiveInt = 32
     shard_size: PositiveInt = 10000  # images per shard
-    test_size: PositiveInt = 300  # digits only: images held out as the test split
+    test_size: PositiveInt = 300  # held-out test images (digits, lsun_*, celebahq, folder; cifar10 has its own)
+    limit: PositiveInt | None = None  # at most this many images per split
+    skip_corrupt: bool = False  # leave out (and count) undecodable images instead of failing
+    class_folders: bool = False  # folder: the first sub-folder names the class
 
 
 class ModelParams(_Section):

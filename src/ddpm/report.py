@@ -36,7 +36,7 @@ def results_table(params: Params, train: dict, evaluation: dict) -> str:
         ("final train loss", _fmt(train.get("final_loss"))),
         ("sampler", sampler),
         ("samples", _fmt(evaluation.get("num_samples"))),
-        ("FID (vs train)", _fmt(evaluation.get("fid_train"))),
+        ("FID (vs train / test)", f"{_fmt(evaluation.get('fid_train'))} / {_fmt(evaluation.get('fid_test'))}"),
         ("IS", isc),
         ("NLL test (bits/dim)", f"{_fmt(evaluation.get('nll_bpd'))} on {_fmt(evaluation.get('nll_images'))} images"),
         ("prior L_T (bits/dim)", _fmt(evaluation.get("prior_bpd"))),

@@ -62,9 +62,11 @@ def _write_split(samples: Iterable, out_dir: Path, split: str, shard_size: int) 
     return {"count": count, "shape": shape, "shards": shards}
 
 
-def write_dataset(splits: dict[str, Iterable], out_dir: Path, shard_size: int, meta: dict) -> dict:
+def write_dataset(splits: dict[str, Iterable], out_dir: Path, shard_size: int, meta: dict,
+                  skipped: dict[str, list[str]] | None = None) -> dict:
     """Write every split and the manifest into a temp folder beside ``out_dir``, then swap it in.
 
+    ``skipped`` (filled by the sources while the splits are consumed) goes into the manifest as counts and keys.
     A failure leaves the previous ``out_dir`` (if any) untouched and no partial folder behind.
     """
     out_dir = Path(out_dir)
@@ -74,6 +76,8 @@ def write_dataset(splits: dict[str, Iterable], out_dir: Path, shard_size: int, m
         manifest = dict(meta, shard_size=shard_size, splits={})
         for split, samples in splits.items():
             manifest["splits"][split] = _write_split(samples, tmp, split, shard_size)
+            keys = (skipped or {}).get(split, [])
+            manifest["splits"][split]["skipped"] = {"count": len(keys), "keys": keys}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         old = None
         if out_dir.exists():

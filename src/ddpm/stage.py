@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Params, load_params
+from .fid import EXTRACTOR_NAME
 
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 
@@ -19,7 +20,8 @@ class Paths:
     def __init__(self, params: Params, root: Path = Path(".")):
         ds = params.dataset.value
         self.shards = root / "data" / "shards" / ds
-        self.fid_ref = root / "data" / "fid_ref" / f"{ds}-train.npz"
+        key = f"{ds}-{params.data.resolution}-{EXTRACTOR_NAME}"
+        self.fid_refs = {split: root / "data" / "fid_ref" / f"{key}-{split}.npz" for split in ("train", "test")}
         self.model = root / "models" / "ema.safetensors"
         self.checkpoints = root / "checkpoints"
         self.samples = root / "outputs" / "samples.npz"
