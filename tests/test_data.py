@@ -106,3 +106,29 @@ def test_pickle_with_code_is_refused(tmp_path):
     refused = r"evil.tar.gz: cifar-10-batches-py/data_batch_1: refusing to load builtins.print"
     with pytest.raises(ValueError, match=refused):
         next(datasets.iter_split(p, "train"))
+
+
+def test_lean_shard_reader_matches_webdataset_and_names_truncated_shards(tmp_path):
+    import webdataset as wds
+
+    from ddpm.loader import tar_samples
+
+    write(digits_params(), tmp_path / "d")
+    urls = shards.shard_urls(tmp_path / "d", "train")
+    ours = list(tar_samples({"url": u} for u in urls))
+    theirs = list(wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()))
+    assert len(ours) == len(theirs) == 1497
+    for a, b in zip(ours, theirs, strict=True):
+        assert (a["__key__"], a["png"], a["cls"]) == (b["__key__"], b["png"], b["cls"])
+    import tarfile
+
+    with tarfile.open(urls[0]) as tar:
+        members = tar.getmembers()[:5]
+    assert [m.offset for m in members] == [0, 1024, 2048, 3072, 4096]  # no PAX headers: 512 B header + 1 block
+    whole, cut = Path(urls[0]).read_bytes(), tmp_path / "cut.tar"
+    cut.write_bytes(whole[: members[4].offset])  # cut between samples
+    with pytest.raises(ValueError, match=rf"shard .*cut.tar: truncated after member '{members[3].name}'"):
+        list(tar_samples([{"url": str(cut)}]))
+    cut.write_bytes(whole[: members[3].offset_data + 10])  # cut inside a PNG
+    with pytest.raises(ValueError, match=rf"shard .*cut.tar: member '{members[3].name}' is truncated"):
+        list(tar_samples([{"url": str(cut)}]))

@@ -15,6 +15,58 @@ from torchvision.io import ImageReadMode, decode_png
 from .shards import shard_urls
 
 
+def _members(url: str):
+    """(name, bytes) of each regular file in a tar shard, read header by header (no tarfile overhead).
+
+    PAX extended headers are honoured for the member name (``path``); other records are ignored.
+    """
+    with open(url, "rb", buffering=1 << 20) as f:
+        name, pax_path = None, None
+        while True:
+            header = f.read(512)
+            if len(header) < 512:  # a whole tar ends with zero blocks, never mid-way
+                raise ValueError(f"shard {url}: truncated after member {name!r}")
+            if header.count(0) == 512:
+                return
+            name = header[:100].split(b"\0", 1)[0].decode()
+            prefix = header[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = f"{prefix.decode()}/{name}"
+            try:
+                size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+            except ValueError:
+                raise ValueError(f"shard {url}: bad tar header at member {name!r}") from None
+            data = f.read(size)
+            if len(data) < size:
+                raise ValueError(f"shard {url}: member {name!r} is truncated")
+            f.seek((-size) % 512, 1)
+            kind = header[156:157]
+            if kind == b"x":
+                records = dict(r.split(" ", 1)[1].split("=", 1) for r in data.decode().splitlines() if " " in r)
+                pax_path = records.get("path", pax_path)
+            elif kind in (b"0", b"\0"):
+                yield (pax_path or name), data
+                pax_path = None
+
+
+def tar_samples(source):
+    """WebDataset stage: shard dicts (``url``) → sample dicts grouping members by key (``__key__``, ``png``, …).
+
+    A lean reader for the USTAR shards that ``prepare`` writes; about twice as fast as tarfile-based reading.
+    """
+    for shard in source:
+        url, sample = shard["url"], None
+        for name, data in _members(url):
+            key, _, ext = name.partition(".")
+            if sample is None or sample["__key__"] != key:
+                if sample is not None:
+                    yield sample
+                sample = {"__key__": key, "__url__": url}
+            sample[ext] = data
+        if sample is not None:
+            yield sample
+
+
 def decode_sample(sample: dict) -> tuple[torch.Tensor, int, str]:
     """A shard sample → (C×H×W uint8 image, label, key)."""
     data = torch.frombuffer(bytearray(sample["png"]), dtype=torch.uint8)
@@ -58,7 +110,7 @@ def train_stream(shard_dir: Path, batch_size: int, seed: int, rank: int = 0, wor
     flip_gen = torch.Generator().manual_seed(seed)
     pipeline = wds.DataPipeline(
         wds.ResampledShards(urls, seed=seed, worker_seed=lambda: 0, deterministic=True),
-        wds.tarfile_to_samples(),
+        tar_samples,
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 1000), rng=rng),
         wds.map(decode_sample),
         wds.batched(batch_size, collation_fn=_collate, partial=False),
@@ -75,7 +127,7 @@ def iter_batches(shard_dir: Path, split: str, batch_size: int, limit: int | None
     """Ordered uint8 N×C×H×W batches over ``split`` (at most ``limit`` images)."""
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(shard_urls(shard_dir, split)),
-        wds.tarfile_to_samples(),
+        tar_samples,
         wds.map(decode_sample),
         wds.batched(batch_size, collation_fn=_collate, partial=True),
     )

@@ -46,7 +46,8 @@ def _write_split(samples: Iterable, out_dir: Path, split: str, shard_size: int) 
                     writer.close()
                 name = f"{split}-{len(shards):06d}.tar"
                 shards.append({"name": name, "count": 0})
-                writer = wds.TarWriter(str(out_dir / name), mtime=0.0, user="ddpm", group="ddpm", mode=0o444)
+                # An integer mtime: a float one makes tarfile add a PAX header to every member.
+                writer = wds.TarWriter(str(out_dir / name), mtime=0, user="ddpm", group="ddpm", mode=0o444)
                 in_shard = 0
             writer.write({"__key__": key, "png": encode_png(img), "cls": str(label).encode("ascii")})
             in_shard += 1
