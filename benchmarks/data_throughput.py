@@ -109,7 +109,8 @@ def read_benchmark(tmp: Path) -> tuple[str, list[str]]:
     start, seen = time.perf_counter(), 0
     while seen < n:
         seen += next(stream)[0].shape[0]
-    rows.append(f"| training stream (resample, shuffle 5000, flip, float) | {seen / (time.perf_counter() - start):,.0f} |")
+    rate = seen / (time.perf_counter() - start)
+    rows.append(f"| training stream (resample, shuffle 5000, flip, float) | {rate:,.0f} |")
     header = (f"{label}: {n} images in {len(m['splits']['train']['shards'])} shards, {size_mb:.1f} MiB; "
               f"prepare took {prep_s:.1f} s ({n / prep_s:,.0f} images/s)")
     return header, rows
@@ -128,9 +129,11 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         header, rows = read_benchmark(tmp)
-        lines += ["## Shard reading, 32×32 RGB, one core", "", header, "", "| reader | images/s |", "|---|---|", *rows, ""]
+        lines += ["## Shard reading, 32×32 RGB, one core", "", header, "",
+                  "| reader | images/s |", "|---|---|", *rows, ""]
         lines += ["## prepare on LSUN-style lmdb sources (64×48 JPEG → 32×32 PNG shards), fresh process each", "",
-                  "| images | seconds | images/s | peak RSS (MiB) | peak anonymous RSS (MiB) |", "|---|---|---|---|---|"]
+                  "| images | seconds | images/s | peak RSS (MiB) | peak anonymous RSS (MiB) |",
+                  "|---|---|---|---|---|"]
         for n in args.sizes:
             src = tmp / f"lmdb-{n}"
             make_lmdb(src, n)
