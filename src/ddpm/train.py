@@ -45,6 +45,41 @@ def record_losses(accelerator: Accelerator, sampler, t: torch.Tensor, losses: to
     sampler.update(*accelerator.gather((t, losses.detach())))
 
 
+class Telemetry:
+    """Running means between log points: loss, its parts, and the loss per quartile of t (as iDDPM logs it)."""
+
+    def __init__(self, num_timesteps: int):
+        self.num_timesteps = num_timesteps
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.steps, self.start = 0, time.perf_counter()
+
+    def _add(self, key: str, total: float, count: int) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + total
+        self.counts[key] = self.counts.get(key, 0) + count
+
+    def add(self, loss: float, terms: dict[str, torch.Tensor], t: torch.Tensor) -> None:
+        self.steps += 1
+        self._add("loss", loss, 1)
+        for name in ("mse", "vb"):
+            if name in terms:
+                self._add(name, terms[name].detach().sum().item(), terms[name].numel())
+        quartile = (t * 4 // self.num_timesteps).tolist()
+        for q, value in zip(quartile, terms["loss"].detach().tolist(), strict=True):
+            self._add(f"loss_q{q}", value, 1)
+
+    def summary(self, images_per_step: int) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        out = {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+        out["images_per_second"] = self.steps * images_per_step / elapsed
+        if torch.cuda.is_available():
+            out["gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
+
+
 def training_fingerprint(params: Params) -> str:
     """What a checkpoint must share with the current params to be resumed (the step count may grow)."""
     raw = params.model_dump(mode="json", exclude={"profile", "sample", "fid", "evaluate"})
@@ -101,7 +136,7 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
     model, optimizer = accelerator.prepare(model, optimizer)
     ema.model.to(accelerator.device)
 
-    window_loss, window_mse, window_n, window_start = 0.0, 0.0, 0, time.perf_counter()
+    telemetry = Telemetry(diffusion.num_timesteps)
     images_per_second = history[-1]["images_per_second"] if history else 0.0
     loss_value = history[-1]["loss"] if history else math.nan
     batches = None
@@ -133,26 +168,17 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
         optimizer.step()
         scheduler.step()
         ema.update(accelerator.unwrap_model(model))
-        window_loss += loss.item()
-        window_mse += terms["mse"].mean().item()
-        window_n += 1
+        telemetry.add(loss.item(), terms, t)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            elapsed = time.perf_counter() - window_start
-            images_per_second = window_n * x0.shape[0] * accelerator.num_processes / max(elapsed, 1e-9)
-            loss_value = window_loss / window_n
-            record = {
-                "step": step,
-                "loss": loss_value,
-                "mse": window_mse / window_n,
-                "grad_norm": float(grad_norm),
-                "lr": scheduler.get_last_lr()[0],
-                "images_per_second": images_per_second,
-            }
+            summary = telemetry.summary(x0.shape[0] * accelerator.num_processes)
+            loss_value, images_per_second = summary["loss"], summary["images_per_second"]
+            record = {"step": step, "loss": loss_value, "mse": summary["mse"], "grad_norm": float(grad_norm),
+                      "lr": scheduler.get_last_lr()[0], "images_per_second": images_per_second}
             history.append(record)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_second:.0f}")
             if log is not None and accelerator.is_main_process:
-                log({k: v for k, v in record.items() if k != "step"}, step)
-            window_loss, window_mse, window_n, window_start = 0.0, 0.0, 0, time.perf_counter()
+                log(summary | {"grad_norm": float(grad_norm), "lr": record["lr"]}, step)
+            telemetry.reset()
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
