@@ -2,13 +2,13 @@
 
 import time
 
-import numpy as np
 import torch
 
 from ddpm import fid
 from ddpm.build import build_diffusion, check_model_matches
 from ddpm.checkpoint import load_model
 from ddpm.evaluation import nll_bpd, rate_distortion
+from ddpm.generate import load_samples
 from ddpm.loader import iter_batches
 from ddpm.stage import require, stage_main, write_csv, write_json
 
@@ -24,8 +24,7 @@ def main(params, paths, run):
         fid.verified_weights_path()
     model = load_model(paths.model)
     check_model_matches(params, model, paths.model)
-    with np.load(paths.samples, allow_pickle=False) as f:
-        images = f["images"]
+    images = load_samples(paths.samples)
     metrics = {"num_samples": int(len(images))}
     if cfg.fid:
         start = time.perf_counter()

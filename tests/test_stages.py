@@ -33,7 +33,7 @@ def test_bad_enum_fails_fast_in_one_line(stage, tmp_path):
     ("fid_ref", "error: fid_ref: shards: data/shards/digits not found; run the prepare stage"),
     ("train", "error: train: shards: data/shards/digits/manifest.json not found; run the prepare stage"),
     ("sample", "error: sample: model: models/ema.safetensors not found; run the train stage"),
-    ("evaluate", "error: evaluate: samples: outputs/samples.npz not found; run the sample stage"),
+    ("evaluate", "error: evaluate: samples: outputs/samples not found; run the sample stage"),
     ("report", "error: report: metrics: metrics/train.json not found; run the train stage"),
 ])
 def test_missing_inputs_name_the_path(stage, message, tmp_path):

@@ -93,6 +93,7 @@ class SampleParams(_Section):
     eta: float | Literal["sigma_hat"] = 0.0  # DDIM η in [0, 1], or DDIM Table 1's σ̂
     skip: Skip = Skip.UNIFORM
     batch_size: PositiveInt = 256
+    chunk_size: PositiveInt = 5000  # images per sample file (the unit of resumption and of work per process)
     grid_size: PositiveInt = 64
 
     @field_validator("eta", mode="before")

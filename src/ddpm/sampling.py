@@ -39,10 +39,19 @@ def _last(steps: Iterator[dict]) -> dict:
     return deque(steps, maxlen=1)[0]
 
 
-def _start(diffusion, shape, noise, generator, device, dtype):
+def _start(diffusion, shape, noise, generator, device, dtype, noise_fn=None):
     if noise is not None:
         return noise
+    if noise_fn is not None:
+        return noise_fn()
     return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def _step_noise(x, generator, noise_fn):
+    """Fresh noise for one step: from ``noise_fn`` (e.g. one generator per image) or from ``generator``."""
+    if noise_fn is not None:
+        return noise_fn()
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def _steps(diffusion: GaussianDiffusion, n: int, device, t_start: int | None = None) -> Iterator[torch.Tensor]:
@@ -56,26 +65,28 @@ def _steps(diffusion: GaussianDiffusion, n: int, device, t_start: int | None = N
 @torch.no_grad()
 def ancestral_sample_progressive(
     diffusion, model, shape, noise=None, clip_denoised=True, generator=None, device="cpu", dtype=torch.float32,
-    t_start=None,
+    t_start=None, noise_fn=None,
 ):
     """DDPM Algorithm 2 step by step; yields ``{"t", "sample", "pred_xstart"}`` (DDPM Fig. 6's x̂0 along the chain).
 
     With ``t_start``, ``noise`` is x at that step and the chain runs from there (DDPM Fig. 7's p(x0 | x_t)).
+    ``noise_fn()``, if given, draws x_T and every step's noise instead of ``generator``.
     """
     if t_start is not None and noise is None:
         raise ValueError("t_start: needs the starting x_t as noise")
-    x = _start(diffusion, shape, noise, generator, device, dtype)
+    x = _start(diffusion, shape, noise, generator, device, dtype, noise_fn)
     for t in _steps(diffusion, x.shape[0], x.device, t_start):
-        out = diffusion.p_sample(model, x, t, clip_denoised=clip_denoised, generator=generator)
+        z = _step_noise(x, generator, noise_fn)
+        out = diffusion.p_sample(model, x, t, clip_denoised=clip_denoised, noise=z)
         x = out["sample"]
         yield {"t": int(t[0]), **out}
 
 
 def ancestral_sample(diffusion, model, shape, noise=None, clip_denoised=True, generator=None, device="cpu",
-                     dtype=torch.float32, t_start=None):
+                     dtype=torch.float32, t_start=None, noise_fn=None):
     """DDPM Algorithm 2 over all steps of ``diffusion`` (respaced or not); returns x_0 in [-1, 1]."""
     steps = ancestral_sample_progressive(diffusion, model, shape, noise, clip_denoised, generator, device, dtype,
-                                         t_start)
+                                         t_start, noise_fn)
     return _last(steps)["sample"]
 
 
@@ -97,7 +108,7 @@ def _check_eta(eta) -> float | str:
 @torch.no_grad()
 def ddim_sample_progressive(
     diffusion, model, shape, steps, eta=0.0, skip="uniform", noise=None, clip_denoised=True, generator=None,
-    device="cpu", dtype=torch.float32,
+    device="cpu", dtype=torch.float32, noise_fn=None,
 ):
     """DDIM eq. 12 over the sub-sequence τ of ``steps`` steps; yields ``{"t", "sample", "pred_xstart"}``.
 
@@ -108,21 +119,22 @@ def ddim_sample_progressive(
     spaced = SpacedDiffusion(diffusion, ddim_timesteps(diffusion.num_timesteps, steps, skip))
     if eta == SIGMA_HAT:
         spaced.var_type = VarType.FIXED_LARGE
-    x = _start(spaced, shape, noise, generator, device, dtype)
+    x = _start(spaced, shape, noise, generator, device, dtype, noise_fn)
     for t in _steps(spaced, x.shape[0], x.device):
+        z = _step_noise(x, generator, noise_fn) if eta == SIGMA_HAT or eta > 0 else None
         if eta == SIGMA_HAT:
-            out = spaced.p_sample(model, x, t, clip_denoised=clip_denoised, generator=generator)
+            out = spaced.p_sample(model, x, t, clip_denoised=clip_denoised, noise=z)
         else:
-            out = spaced.ddim_step(model, x, t, eta=eta, clip_denoised=clip_denoised, generator=generator)
+            out = spaced.ddim_step(model, x, t, eta=eta, clip_denoised=clip_denoised, noise=z)
         x = out["sample"]
         yield {"t": int(spaced.timestep_map[int(t[0])]), **out}
 
 
 def ddim_sample(diffusion, model, shape, steps, eta=0.0, skip="uniform", noise=None, clip_denoised=True,
-                generator=None, device="cpu", dtype=torch.float32):
+                generator=None, device="cpu", dtype=torch.float32, noise_fn=None):
     """DDIM generation (Song et al. eq. 12) with ``steps`` steps; ``noise`` is the starting x_T."""
     return _last(ddim_sample_progressive(
-        diffusion, model, shape, steps, eta, skip, noise, clip_denoised, generator, device, dtype
+        diffusion, model, shape, steps, eta, skip, noise, clip_denoised, generator, device, dtype, noise_fn
     ))["sample"]
 
 

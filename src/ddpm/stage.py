@@ -24,7 +24,7 @@ class Paths:
         self.fid_refs = {split: root / "data" / "fid_ref" / f"{key}-{split}.npz" for split in ("train", "test")}
         self.model = root / "models" / "ema.safetensors"
         self.checkpoints = root / "checkpoints"
-        self.samples = root / "outputs" / "samples.npz"
+        self.samples = root / "outputs" / "samples"
         self.sample_grid = root / "outputs" / "samples.png"
         self.train_metrics = root / "metrics" / "train.json"
         self.eval_metrics = root / "metrics" / "evaluate.json"
@@ -63,10 +63,12 @@ def stage_main(stage: str, body: Callable[[Params, Paths, object], None], params
         params = load_params(params_path)
     except USER_ERRORS as err:
         sys.exit(f"error: {err}")
-    from .tracking import StageRun  # imported late: validation must not wait for MLflow
+    from .tracking import NullRun, StageRun  # imported late: validation must not wait for MLflow
 
+    # Under `accelerate launch` only the first process logs.
+    tracker = StageRun if int(os.environ.get("RANK", "0")) == 0 else NullRun
     try:
-        with StageRun(stage, params.model_dump(mode="json"), experiment=f"ddpm-{params.dataset.value}") as run:
+        with tracker(stage, params.model_dump(mode="json"), experiment=f"ddpm-{params.dataset.value}") as run:
             body(params, Paths(params), run)
     except USER_ERRORS as err:
         sys.exit(f"error: {stage}: {err}")
