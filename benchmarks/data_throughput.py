@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import write_results
 from PIL import Image
 
 from ddpm import datasets, shards
@@ -142,10 +143,7 @@ def main():
             r = json.loads(res.stdout.strip().splitlines()[-1])
             lines.append(f"| {r['images']:,} | {r['seconds']:.1f} | {r['images'] / r['seconds']:,.0f} | "
                          f"{r['peak_mib']:.0f} | {r['peak_anon_mib']:.0f} |")
-    out = Path(__file__).with_name("results") / "data.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("data.md", lines)
 
 
 if __name__ == "__main__":

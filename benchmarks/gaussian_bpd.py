@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+from _common import write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import MU, S, discrete_gaussian_bpd, gaussian_eps_model  # noqa: E402
@@ -41,10 +42,7 @@ def main():
         "|---|---|---|---|---|",
     ]
     lines += [f"| {T} | {a:.4f} | {b:.4f} | {c:.4f} | {analytic:.4f} |" for T, a, b, c in rows]
-    out = Path(__file__).with_name("results") / "gaussian_bpd.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("gaussian_bpd.md", lines)
 
 
 if __name__ == "__main__":

@@ -47,8 +47,8 @@ def main(params, paths, run):
                     "nll_seconds": time.perf_counter() - start})
     rows = rate_distortion(nll["prior_bpd"], nll["vb"], nll["xstart_mse"])
     write_csv(paths.rd_plot, rows)
-    for i, row in enumerate(rows):
-        run.log_metrics({"rd_rate_bpd": row["rate_bpd"], "rd_distortion_rmse": row["distortion_rmse"]}, step=i)
+    run.log_series({"rd_rate_bpd": [r["rate_bpd"] for r in rows],
+                    "rd_distortion_rmse": [r["distortion_rmse"] for r in rows]})
     run.log_metrics({k: metrics[k] for k in ("nll_bpd", "prior_bpd")})
     run.log_json(rows, "rate_distortion.json")
     write_json(paths.eval_metrics, metrics)

@@ -1,8 +1,8 @@
 """Stage report: the results table (Markdown), printed and logged."""
 
 import json
-import os
 
+from ddpm.fileio import atomic_write_text
 from ddpm.report import results_table
 from ddpm.stage import require, stage_main
 
@@ -13,10 +13,7 @@ def main(params, paths, run):
     train = json.loads(paths.train_metrics.read_text())
     evaluation = json.loads(paths.eval_metrics.read_text())
     table = results_table(params, train, evaluation)
-    paths.report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.report.with_name(paths.report.name + ".tmp")
-    tmp.write_text("# Results\n\n" + table)
-    os.replace(tmp, paths.report)
+    atomic_write_text(paths.report, "# Results\n\n" + table)
     run.log_artifact(paths.report)
     print(table)
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from .config import Dataset, Params
 from .download import fetch
+from .fileio import file_digest
 
 SPLITS = ("train", "test")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -276,13 +277,10 @@ def source_fingerprint(params: Params) -> str:
 
         return f"sklearn-digits:{sklearn.__version__}"
     path = cifar10_path(params) if params.dataset is Dataset.CIFAR10 else Path(params.data.source)
-    digest = hashlib.sha256()
     if path.is_dir():
+        digest = hashlib.sha256()
         for p in sorted(path.rglob("*")):
             if p.is_file():
                 digest.update(f"{p.relative_to(path).as_posix()}\0{p.stat().st_size}\n".encode())
         return f"{path.name}/:files:sha256:{digest.hexdigest()}"
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{path.name}:{path.stat().st_size}:sha256:{digest.hexdigest()}"
+    return f"{path.name}:{path.stat().st_size}:sha256:{file_digest(path)}"

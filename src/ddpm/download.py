@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()  # noqa: S324 - the published checksum of the file, not a security measure
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from .fileio import file_digest
 
 
 def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
@@ -24,7 +17,7 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
     truncated transfer can resume; delete that file to start over.
     """
     dest = Path(dest)
-    if dest.is_file() and md5sum(dest) == md5:
+    if dest.is_file() and file_digest(dest, "md5") == md5:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -44,7 +37,7 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
             f"data.url: cannot fetch {url} ({getattr(err, 'reason', err)}); bytes so far kept in {part}; "
             f"{_offline_hint()}"
         ) from None
-    got = md5sum(part)
+    got = file_digest(part, "md5")
     if got != md5:
         raise ValueError(
             f"data.md5: {url} downloaded with MD5 {got}, expected {md5}; the bytes stay in {part} for resuming "

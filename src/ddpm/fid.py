@@ -6,7 +6,6 @@ nothing is downloaded at run time. Inputs are uint8 images N×3×H×W (grayscale
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import warnings
@@ -20,6 +19,8 @@ import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+from .fileio import file_digest
 
 EXTRACTOR_NAME = "inception-v3-tf-ts"
 FEATURE = "2048"
@@ -44,12 +45,9 @@ def weights_path() -> Path:
 @lru_cache(maxsize=1)
 def verified_weights_path() -> Path:
     path = weights_path()
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != WEIGHTS_SHA1:
-        raise ValueError(f"FID weights: {path} has sha1 {digest.hexdigest()}, expected {WEIGHTS_SHA1}")
+    sha1 = file_digest(path, "sha1")
+    if sha1 != WEIGHTS_SHA1:
+        raise ValueError(f"FID weights: {path} has sha1 {sha1}, expected {WEIGHTS_SHA1}")
     return path
 
 

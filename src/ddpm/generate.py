@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .config import SampleParams, Sampler
 from .diffusion import GaussianDiffusion
+from .fileio import atomic_write_text, file_digest
 from .loader import to_uint8
 from .respace import SpacedDiffusion, space_timesteps
 from .sampling import ancestral_sample, ddim_sample
@@ -69,20 +70,12 @@ def generate(diffusion: GaussianDiffusion, model, cfg: SampleParams, shape: tupl
     return np.concatenate(out)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sample_fingerprint(params, model_path: Path) -> str:
     """What the samples depend on: the weights, the process and the sampling params (not the process count)."""
     keys = params.model_dump(mode="json", include={"schedule", "timesteps", "mean_type", "variance", "seed", "sample"})
     keys["sample"].pop("batch_size")
     keys["sample"].pop("grid_size")
-    keys["model_sha256"] = _sha256(Path(model_path))
+    keys["model_sha256"] = file_digest(Path(model_path))
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -138,11 +131,9 @@ def write_manifest(out_dir: Path, cfg: SampleParams, fingerprint: str) -> dict:
     for name, start, count in chunk_layout(cfg.num_samples, cfg.chunk_size):
         if not _valid_chunk(out_dir / name, count):
             raise ValueError(f"samples: chunk {out_dir / name} is missing or incomplete")
-        chunks.append({"name": name, "first": start, "count": count, "sha256": _sha256(out_dir / name)})
+        chunks.append({"name": name, "first": start, "count": count, "sha256": file_digest(out_dir / name)})
     manifest = {"num_samples": cfg.num_samples, "fingerprint": fingerprint, "chunks": chunks}
-    tmp = out_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -15,6 +14,8 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from .fileio import file_digest
+
 MANIFEST = "manifest.json"
 
 
@@ -22,14 +23,6 @@ def encode_png(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_split(samples: Iterable, out_dir: Path, split: str, shard_size: int) -> dict:
@@ -59,7 +52,7 @@ def _write_split(samples: Iterable, out_dir: Path, split: str, shard_size: int) 
     if count == 0:
         raise ValueError(f"data source: split {split!r} is empty")
     for shard in shards:
-        shard["sha256"] = _sha256(out_dir / shard["name"])
+        shard["sha256"] = file_digest(out_dir / shard["name"])
     return {"count": count, "shape": shape, "shards": shards}
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config import Params, load_params
 from .fid import EXTRACTOR_NAME
+from .fileio import atomic_write_text
 
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 
@@ -41,20 +42,14 @@ def require(path: Path, what: str, producer: str) -> Path:
 
 
 def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     cols = list(rows[0])
     lines = [",".join(cols)] + [",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in cols)
                                 for r in rows]
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def stage_main(stage: str, body: Callable[[Params, Paths, object], None], params_path: str = "params.yaml") -> None:

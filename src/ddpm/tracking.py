@@ -10,11 +10,13 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 PIPELINE_KEY_TAG = "ddpm.pipeline_key"
@@ -128,6 +130,13 @@ class StageRun:
         clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
         mlflow.log_metrics(clean, step=step)
 
+    def log_series(self, series: dict[str, list[float]]) -> None:
+        """Step-indexed metrics (step = position in each list), sent in batches rather than one call per step."""
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(v), now, step) for key, values in series.items() for step, v in enumerate(values)]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
@@ -156,4 +165,4 @@ class NullRun:
     def log_metrics(self, *args, **kwargs) -> None:
         pass
 
-    log_artifact = log_image = log_json = log_metrics
+    log_artifact = log_image = log_json = log_series = log_metrics
