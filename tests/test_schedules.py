@@ -31,7 +31,16 @@ def test_cosine_matches_iddpm_eq17_by_hand():
 @pytest.mark.parametrize("name,T,msg", [
     ("quadratic", 10, "schedule: unknown value 'quadratic'; allowed: linear, cosine"),
     ("linear", 0, "timesteps: must be a positive integer"),
+    ("linear", 20, "timesteps: the linear schedule scaled to T=20 reaches β = 1 "),
 ])
 def test_bad_schedule_arguments(name, T, msg):
     with pytest.raises(ValueError, match=msg):
         get_beta_schedule(name, T)
+
+
+def test_beta_of_one_is_refused():
+    from ddpm.diffusion import GaussianDiffusion
+
+    assert get_beta_schedule("linear", 21)[-1] < 1
+    with pytest.raises(ValueError, match=r"betas: must be .* values in \(0, 1\)"):
+        GaussianDiffusion(np.array([0.1, 1.0]))

@@ -23,3 +23,38 @@ def test_training_fingerprint_ignores_step_count_and_logging_only():
     assert training_fingerprint(base) == training_fingerprint(longer)
     assert training_fingerprint(base) != training_fingerprint(validate_params({"train": {"lr": 1e-3}}))
     assert training_fingerprint(base) != training_fingerprint(validate_params({"schedule": "cosine"}))
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import pytest
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from ddpm import datasets, shards
+    from ddpm.diffusion import GaussianDiffusion
+    from ddpm.train import train
+    from ddpm.train_state import list_checkpoints
+
+    p = validate_params({"dataset": "digits", "timesteps": 50, "data": {"resolution": 8},
+                         "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []},
+                         "train": {"steps": 30, "batch_size": 16, "checkpoint_every": 10, "log_every": 5,
+                                   "shuffle_buffer": 50}})
+    shard_dir = tmp_path / "digits"
+    shards.write_dataset({"train": datasets.iter_split(p, "train")}, shard_dir, 500, {})
+    original, calls = GaussianDiffusion.training_losses, {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        terms = original(self, *args, **kwargs)
+        if calls["n"] == 25:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(GaussianDiffusion, "training_losses", poisoned)
+    try:
+        with pytest.raises(FloatingPointError, match="train: loss is nan at step 25; stopping"):
+            train(p, shard_dir, tmp_path / "ema.safetensors", tmp_path / "ck", accelerator=Accelerator(cpu=True))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)  # leave no process-wide state to later tests
+    assert [c.step for c in list_checkpoints(tmp_path / "ck")] == [10, 20]
+    assert not (tmp_path / "ema.safetensors").exists()

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .diffusion import LossType, MeanType, VarType
 from .respace import space_timesteps
 from .sampling import Skip
-from .schedules import Schedule
+from .schedules import Schedule, get_beta_schedule
 from .timesteps import TimestepSamplerType
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -139,6 +139,7 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _consistent(self):
+        get_beta_schedule(self.schedule.value, self.timesteps)  # e.g. a linear schedule that reaches β = 1
         if self.variance in (VarType.LEARNED, VarType.LEARNED_RANGE) and self.objective is LossType.SIMPLE:
             raise ValueError(
                 f"variance: {self.variance.value!r} gets no gradient from objective 'simple'; use 'hybrid' or 'vlb'"

@@ -83,8 +83,8 @@ class GaussianDiffusion:
         self.hybrid_lambda = float(hybrid_lambda)
 
         betas = np.asarray(betas, dtype=np.float64)
-        if betas.ndim != 1 or betas.size == 0 or not ((betas > 0) & (betas <= 1)).all():
-            raise ValueError("betas: must be a non-empty 1-D array with values in (0, 1]")
+        if betas.ndim != 1 or betas.size == 0 or not ((betas > 0) & (betas < 1)).all():
+            raise ValueError("betas: must be a non-empty 1-D array with values in (0, 1) (β = 1 makes ᾱ_T = 0)")
         self.betas = betas
         self.num_timesteps = int(betas.shape[0])
 

@@ -16,6 +16,11 @@ class Schedule(StrEnum):
 def linear_betas(num_timesteps: int) -> np.ndarray:
     """DDPM §4: β linear from 1e-4 to 0.02 at T=1000, rescaled by 1000/T for other T (iDDPM §3.2)."""
     scale = 1000.0 / num_timesteps
+    if scale * 0.02 >= 1.0:
+        raise ValueError(
+            f"timesteps: the linear schedule scaled to T={num_timesteps} reaches β = {scale * 0.02:g} (ᾱ_T = 0); "
+            "use T > 20 or the cosine schedule"
+        )
     return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
 
 
