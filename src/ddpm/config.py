@@ -17,7 +17,6 @@ from .timesteps import TimestepSamplerType
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class ParamsError(ValueError):
