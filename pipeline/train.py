@@ -5,7 +5,8 @@ from ddpm.train import train
 
 
 def main(params, paths, run):
-    result = train(params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics)
+    result = train(params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics,
+                   log_image=run.log_image)
     write_json(paths.train_metrics, {"final_loss": result.final_loss, "steps": result.steps,
                                      "parameters": result.parameters,
                                      "images_per_second": result.images_per_second})

@@ -64,6 +64,11 @@ BAD = [
     ({"sample": {"respacing": "10,x"}}, "params.yaml: sample.respacing: cannot parse '10,x'"),
     ({"sample": {"respacing": "ddim999"}}, "params.yaml: sample.respacing: no integer stride gives exactly 999"),
     ({"sample": {"respacing": "50", "sampler": "ddim"}}, "params.yaml: sample.respacing: applies to sampler"),
+    ({"train": {"mixed_precision": "fp8"}}, "params.yaml: train.mixed_precision: Input should be 'no', 'bf16'"),
+    ({"train": {"grad_accumulation": 3}}, "params.yaml: train.batch_size: 128 is not divisible by "
+                                          "train.grad_accumulation (3)"),
+    ({"train": {"grad_accumulation": 0}}, "params.yaml: train.grad_accumulation: Input should be greater than 0"),
+    ({"train": {"sample_steps": 5000}}, "params.yaml: train.sample_steps: 5000 exceeds timesteps (1000)"),
 ]
 
 

@@ -1,7 +1,8 @@
 import torch
 
 from ddpm.config import validate_params
-from ddpm.train import Telemetry, training_fingerprint
+from ddpm.telemetry import Telemetry
+from ddpm.train import training_fingerprint
 
 
 def test_telemetry_means_and_quartiles_of_t():
@@ -58,3 +59,59 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
         AcceleratorState._reset_state(reset_partial_state=True)  # leave no process-wide state to later tests
     assert [c.step for c in list_checkpoints(tmp_path / "ck")] == [10, 20]
     assert not (tmp_path / "ema.safetensors").exists()
+
+
+def test_ema_sample_grid_is_reproducible_and_leaves_training_randomness_alone():
+    from ddpm.diffusion import GaussianDiffusion
+    from ddpm.schedules import get_beta_schedule
+    from ddpm.telemetry import ema_sample_grid
+    from ddpm.unet import UNet, UNetConfig
+
+    model = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1, 2), attn_resolutions=(), resolution=8)).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    diffusion = GaussianDiffusion(get_beta_schedule("linear", 50))
+    torch.manual_seed(5)
+    expected_next = torch.rand(1)
+    torch.manual_seed(5)
+    a = ema_sample_grid(diffusion, model, 4, (1, 8, 8), 5, seed=0, device="cpu")
+    assert torch.equal(torch.rand(1), expected_next)  # the global generator was not advanced
+    b = ema_sample_grid(diffusion, model, 4, (1, 8, 8), 5, seed=0, device="cpu")
+    assert a.shape == (4, 8, 8, 1) and a.dtype.name == "uint8" and (a == b).all()
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    from accelerate.state import AcceleratorState
+
+    from ddpm import datasets, shards
+    from ddpm.train import make_accelerator, train
+
+    p = validate_params({"dataset": "digits", "timesteps": 50, "objective": "hybrid", "variance": "learned_range",
+                         "data": {"resolution": 8},
+                         "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4]},
+                         "train": {"steps": 4, "batch_size": 8, "grad_accumulation": 2, "mixed_precision": "bf16",
+                                   "channels_last": True, "activation_checkpointing": True, "log_every": 2,
+                                   "shuffle_buffer": 50}})
+    shard_dir = tmp_path / "digits"
+    shards.write_dataset({"train": datasets.iter_split(p, "train")}, shard_dir, 500, {})
+    try:
+        acc = make_accelerator(p)
+        assert acc.mixed_precision == "bf16"
+        result = train(p, shard_dir, tmp_path / "ema.safetensors", tmp_path / "ck", accelerator=acc)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert result.steps == 4 and torch.isfinite(torch.tensor(result.final_loss))
+    from ddpm.checkpoint import load_model
+
+    assert next(load_model(tmp_path / "ema.safetensors").parameters()).dtype == torch.float32  # EMA kept in fp32
+
+
+def test_fp16_without_a_gpu_is_refused_naming_the_key():
+    import pytest
+
+    from ddpm.train import make_accelerator
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="train.mixed_precision: 'fp16' needs a CUDA GPU"):
+        make_accelerator(validate_params({"train": {"mixed_precision": "fp16"}}))

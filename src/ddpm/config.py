@@ -38,6 +38,12 @@ class Sampler(StrEnum):
     DDIM = "ddim"  # DDIM eq. 12
 
 
+class Precision(StrEnum):
+    NO = "no"  # float32
+    BF16 = "bf16"  # bfloat16 autocast (CPU and Ampere+ GPUs)
+    FP16 = "fp16"  # float16 autocast with loss scaling (CUDA only)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
@@ -82,6 +88,14 @@ class TrainParams(_Section):
     shuffle_buffer: PositiveInt = 5000
     checkpoint_every: PositiveInt = 10_000  # steps between resumable checkpoints (also reseeds the data stream)
     keep_checkpoints: PositiveInt = 2
+    grad_accumulation: PositiveInt = 1  # micro-batches per optimizer step (batch_size is the global batch)
+    mixed_precision: Precision = Precision.NO
+    activation_checkpointing: bool = False  # recompute U-Net blocks in backward: less memory, ~30% more compute
+    compile: bool = False  # torch.compile the network
+    channels_last: bool = False  # NHWC memory format (faster convolutions on tensor cores)
+    sample_every: NonNegativeInt = 0  # steps between EMA sample grids logged to MLflow (0: none)
+    sample_images: PositiveInt = 16  # images in that grid
+    sample_steps: PositiveInt = 50  # DDIM (η = 0) steps for that grid
 
 
 class SampleParams(_Section):
@@ -129,6 +143,7 @@ class Params(_Section):
     hybrid_lambda: Annotated[float, Field(ge=0.0)] = 0.001
     timestep_sampler: TimestepSamplerType = TimestepSamplerType.UNIFORM
     seed: NonNegativeInt = 0
+    launcher: Annotated[str, Field(min_length=1)] = "python"  # how dvc.yaml starts train and sample
     data: DataParams = Field(default_factory=DataParams)
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = Field(default_factory=TrainParams)
@@ -143,6 +158,13 @@ class Params(_Section):
             raise ValueError(
                 f"variance: {self.variance.value!r} gets no gradient from objective 'simple'; use 'hybrid' or 'vlb'"
             )
+        if self.train.batch_size % self.train.grad_accumulation:
+            raise ValueError(
+                f"train.batch_size: {self.train.batch_size} is not divisible by train.grad_accumulation "
+                f"({self.train.grad_accumulation})"
+            )
+        if self.train.sample_steps > self.timesteps:
+            raise ValueError(f"train.sample_steps: {self.train.sample_steps} exceeds timesteps ({self.timesteps})")
         if self.sample.steps is not None and self.sample.steps > self.timesteps:
             raise ValueError(f"sample.steps: {self.sample.steps} exceeds timesteps ({self.timesteps})")
         if self.sample.respacing is not None:

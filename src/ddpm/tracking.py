@@ -140,8 +140,13 @@ class StageRun:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
-    def log_image(self, image: np.ndarray, name: str) -> None:
-        mlflow.log_image(image[..., 0] if image.shape[-1] == 1 else image, name)
+    def log_image(self, image: np.ndarray, name: str, step: int | None = None) -> None:
+        """An image artifact ``name``; with ``step``, one frame of the step-indexed image series ``name``."""
+        image = image[..., 0] if image.shape[-1] == 1 else image
+        if step is None:
+            mlflow.log_image(image, name)
+        else:
+            mlflow.log_image(image, key=name, step=step)
 
     def log_json(self, obj, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,5 @@
-"""The training loop (DDPM Algorithm 1) under Accelerate: Adam, linear warm-up, gradient clipping, EMA,
-resumable checkpoints."""
+"""The training loop (DDPM Algorithm 1) under Accelerate: Adam, linear warm-up, gradient clipping and
+accumulation, mixed precision, EMA, resumable checkpoints, telemetry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import hashlib
 import json
 import math
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +18,23 @@ from tqdm import tqdm
 
 from .build import build_diffusion, build_model
 from .checkpoint import save_model
-from .config import Params
+from .config import Params, Precision
 from .ema import EMA
+from .generate import image_grid
 from .loader import train_stream
 from .shards import read_manifest
+from .telemetry import Telemetry, ema_sample_grid
 from .timesteps import create_timestep_sampler
 from .train_state import checkpoint_fingerprint, list_checkpoints, load_checkpoint, save_checkpoint
+from .train_step import MicroBatch, build_optimizer, micro_batch_size, optimization_step
 from .unet import count_parameters
 
 LogFn = Callable[[dict[str, float], int], None]
+ImageLogFn = Callable[[np.ndarray, str, int], None]
+
+# Train params that do not change the weights a run arrives at: a checkpoint made under other values resumes.
+_NOT_IN_FINGERPRINT = ("steps", "log_every", "keep_checkpoints", "activation_checkpointing", "compile",
+                       "channels_last", "sample_every", "sample_images", "sample_steps")
 
 
 @dataclass
@@ -45,45 +52,10 @@ def record_losses(accelerator: Accelerator, sampler, t: torch.Tensor, losses: to
     sampler.update(*accelerator.gather((t, losses.detach())))
 
 
-class Telemetry:
-    """Running means between log points: loss, its parts, and the loss per quartile of t (as iDDPM logs it)."""
-
-    def __init__(self, num_timesteps: int):
-        self.num_timesteps = num_timesteps
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self.steps, self.start = 0, time.perf_counter()
-
-    def _add(self, key: str, total: float, count: int) -> None:
-        self.sums[key] = self.sums.get(key, 0.0) + total
-        self.counts[key] = self.counts.get(key, 0) + count
-
-    def add(self, loss: float, terms: dict[str, torch.Tensor], t: torch.Tensor) -> None:
-        self.steps += 1
-        self._add("loss", loss, 1)
-        for name in ("mse", "vb"):
-            if name in terms:
-                self._add(name, terms[name].detach().sum().item(), terms[name].numel())
-        quartile = (t * 4 // self.num_timesteps).tolist()
-        for q, value in zip(quartile, terms["loss"].detach().tolist(), strict=True):
-            self._add(f"loss_q{q}", value, 1)
-
-    def summary(self, images_per_step: int) -> dict[str, float]:
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        out = {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
-        out["images_per_second"] = self.steps * images_per_step / elapsed
-        if torch.cuda.is_available():
-            out["gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        return out
-
-
 def training_fingerprint(params: Params) -> str:
     """What a checkpoint must share with the current params to be resumed (the step count may grow)."""
-    raw = params.model_dump(mode="json", exclude={"profile", "sample", "fid", "evaluate"})
-    for key in ("steps", "log_every", "keep_checkpoints"):
+    raw = params.model_dump(mode="json", exclude={"profile", "launcher", "sample", "fid", "evaluate"})
+    for key in _NOT_IN_FINGERPRINT:
         raw["train"].pop(key)
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -93,15 +65,36 @@ def segment_seed(seed: int, rank: int, segment: int) -> int:
     return int(np.random.SeedSequence([seed, rank, segment]).generate_state(1)[0])
 
 
+def match_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give restored optimizer moments their parameter's memory format (checkpoints store them contiguous)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)  # empty_like keeps p's layout
+
+
+def make_accelerator(params: Params) -> Accelerator:
+    """The Accelerator for ``params.train`` (launch settings such as the process count come from the launcher)."""
+    precision = params.train.mixed_precision
+    if precision is Precision.FP16 and not torch.cuda.is_available():
+        raise ValueError("train.mixed_precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
+    return Accelerator(mixed_precision=precision.value)
+
+
 def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Path, log: LogFn | None = None,
-          accelerator: Accelerator | None = None) -> TrainResult:
+          accelerator: Accelerator | None = None, log_image: ImageLogFn | None = None) -> TrainResult:
     """Train the network of ``params`` on the shards and write the EMA weights to ``model_path`` (rank 0).
 
-    Resumes from the newest checkpoint in ``checkpoint_dir`` made with the same training params; checkpoints of
-    other params are removed. Data order and random draws are reseeded at every checkpoint boundary, so an
-    interrupted and resumed run ends with the same weights as an uninterrupted one.
+    ``train.batch_size`` is the global batch: each optimizer step averages the loss over that many images,
+    split over the processes and ``train.grad_accumulation`` micro-batches. Resumes from the newest checkpoint
+    in ``checkpoint_dir`` made with the same training params; checkpoints of other params are removed. Data order
+    and random draws are reseeded at every checkpoint boundary, so an interrupted and resumed run ends with the
+    same weights as an uninterrupted one. Only the main process logs and writes.
     """
-    accelerator = accelerator or Accelerator()
+    cfg = params.train
+    accelerator = accelerator or make_accelerator(params)
     manifest = read_manifest(shard_dir)
     channels = manifest["splits"]["train"]["shape"][2]
     if manifest["splits"]["train"]["shape"][0] != params.data.resolution:
@@ -109,13 +102,16 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
             f"data.resolution: {params.data.resolution} differs from the shards' "
             f"{manifest['splits']['train']['shape'][0]}; rerun the prepare stage"
         )
-    cfg, rank = params.train, accelerator.process_index
+    micro = micro_batch_size(cfg.batch_size, accelerator.num_processes, cfg.grad_accumulation)
+    rank, device = accelerator.process_index, accelerator.device
     torch.manual_seed(int(np.random.SeedSequence([params.seed]).generate_state(1)[0]))  # same init on every rank
     diffusion = build_diffusion(params)
     timestep_sampler = create_timestep_sampler(params.timestep_sampler, diffusion.num_timesteps)
     model = build_model(params, channels)
-    ema = EMA(model, cfg.ema_decay)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ema = EMA(model, cfg.ema_decay)  # float32, contiguous, outside DDP
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    optimizer = build_optimizer(model, cfg.lr, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
     )
@@ -130,11 +126,16 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
         checkpoints = []
     if checkpoints:
         state = load_checkpoint(checkpoints[-1].path, model, ema.model, optimizer, scheduler)
+        match_layout(optimizer)
         timestep_sampler.load_state_dict(state["sampler_state"])
         start, history = min(state["step"], cfg.steps), state["history"]
         accelerator.print(f"train: resuming from {checkpoints[-1].path} (step {state['step']})")
+    model.gradient_checkpointing = cfg.activation_checkpointing
+    if cfg.compile:
+        model.compile()  # in place: parameter names and state_dict keys stay as they are
     model, optimizer = accelerator.prepare(model, optimizer)
-    ema.model.to(accelerator.device)
+    ema.model.to(device)
+    shape = (channels, params.data.resolution, params.data.resolution)
 
     telemetry = Telemetry(diffusion.num_timesteps)
     images_per_second = history[-1]["images_per_second"] if history else 0.0
@@ -147,30 +148,25 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
             segment = (step - 1) // cfg.checkpoint_every
             torch.manual_seed(segment_seed(params.seed, rank, segment))
             # Each rank resamples shards with its own seed, so the loader is not passed through accelerator.prepare.
-            batches = train_stream(shard_dir, cfg.batch_size, segment_seed(params.seed, rank, segment), rank,
+            batches = train_stream(shard_dir, micro, segment_seed(params.seed, rank, segment), rank,
                                    accelerator.num_processes, cfg.random_flip, cfg.shuffle_buffer)
-        x0, _, _ = next(batches)
-        x0 = x0.to(accelerator.device)
-        t, weights = timestep_sampler.sample(x0.shape[0], x0.device)
-        terms = diffusion.training_losses(model, x0, t)
-        loss = (terms["loss"] * weights).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"train: loss is {loss.item()} at step {step}; stopping (the last checkpoint in {checkpoint_dir} "
-                "is kept)"
-            )
-        record_losses(accelerator, timestep_sampler, t, terms["loss"])
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        grad_norm = (
-            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
-        )
-        optimizer.step()
+        micro_batches = []
+        for _ in range(cfg.grad_accumulation):
+            x0 = next(batches)[0].to(device).contiguous(memory_format=memory_format)
+            micro_batches.append(MicroBatch(x0, *timestep_sampler.sample(x0.shape[0], device)))
+        try:
+            loss, terms_list, grad_norm = optimization_step(accelerator, model, diffusion, optimizer, micro_batches,
+                                                            cfg.grad_clip, step)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err}; stopping (the last checkpoint in {checkpoint_dir} is kept)") from None
         scheduler.step()
         ema.update(accelerator.unwrap_model(model))
-        telemetry.add(loss.item(), terms, t)
+        t_all = torch.cat([mb.t for mb in micro_batches])
+        terms = {k: torch.cat([tm[k].detach().float() for tm in terms_list]) for k in terms_list[0]}
+        record_losses(accelerator, timestep_sampler, t_all, terms["loss"])
+        telemetry.add(loss, terms, t_all)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            summary = telemetry.summary(x0.shape[0] * accelerator.num_processes)
+            summary = telemetry.summary(cfg.batch_size)
             loss_value, images_per_second = summary["loss"], summary["images_per_second"]
             record = {"step": step, "loss": loss_value, "mse": summary["mse"], "grad_norm": float(grad_norm),
                       "lr": scheduler.get_last_lr()[0], "images_per_second": images_per_second}
@@ -179,6 +175,10 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
             if log is not None and accelerator.is_main_process:
                 log(summary | {"grad_norm": float(grad_norm), "lr": record["lr"]}, step)
             telemetry.reset()
+        if cfg.sample_every and step % cfg.sample_every == 0 and accelerator.is_main_process and log_image:
+            images = ema_sample_grid(diffusion, ema.model, cfg.sample_images, shape, cfg.sample_steps, params.seed,
+                                     device)
+            log_image(image_grid(images, cfg.sample_images), "ema_samples", step)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -185,11 +186,15 @@ class UNet(nn.Module):
                 self.up.append(nn.ModuleList(layers))
         self.norm_out = nn.GroupNorm(groups, c)
         self.conv_out = _zero(nn.Conv2d(c, cfg.out_channels, 3, padding=1))
+        # Activation checkpointing (a training option, not architecture): recompute each block in backward.
+        self.gradient_checkpointing = False
 
-    @staticmethod
-    def _run(layers, h, temb):
+    def _run(self, layers, h, temb):
         for layer in layers:
-            h = layer(h, temb)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                h = checkpoint(layer, h, temb, use_reentrant=False)
+            else:
+                h = layer(h, temb)
         return h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
