@@ -1,4 +1,5 @@
-"""Stage evaluate: FID (and IS where its weights exist) of the samples; NLL bits/dim and rate–distortion."""
+"""Stage evaluate: FID, KID, precision/recall (and IS where its weights exist) of the samples; NLL bits/dim
+and rate–distortion."""
 
 import time
 
@@ -21,6 +22,7 @@ def main(params, paths, run):
     if cfg.fid:
         for path in paths.fid_refs.values():
             require(path, "FID reference statistics", "fid_ref")
+        fid.load_features(paths.fid_refs["train"])  # fails now, not after the samples' features, if missing
         fid.verified_weights_path()
     model = load_model(paths.model)
     check_model_matches(params, model, paths.model)
@@ -28,10 +30,14 @@ def main(params, paths, run):
     metrics = {"num_samples": int(len(images))}
     if cfg.fid:
         start = time.perf_counter()
-        stats = fid.statistics(fid.inception_features(fid.to_uint8_rgb_batches(images, params.fid.batch_size)))
+        features = fid.inception_features(fid.to_uint8_rgb_batches(images, params.fid.batch_size))
+        stats = fid.statistics(features)
         for split, path in paths.fid_refs.items():
             metrics[f"fid_{split}"] = fid.frechet_distance(stats, fid.load_statistics(path))
         metrics["fid_seconds"] = time.perf_counter() - start
+        # KID and precision/recall against the training split (the FID reference of DDPM and iDDPM).
+        metrics.update(fid.kid_precision_recall(features, fid.load_features(paths.fid_refs["train"]),
+                                                params.fid.kid_subset_size, params.seed))
     if cfg.isc:
         weights = fid.isc_weights_path(cfg.isc_weights)
         if weights is None:
@@ -50,7 +56,7 @@ def main(params, paths, run):
     run.log_series({"rd_rate_bpd": [r["rate_bpd"] for r in rows],
                     "rd_distortion_rmse": [r["distortion_rmse"] for r in rows]})
     run.log_metrics({k: metrics[k] for k in ("nll_bpd", "prior_bpd")})
-    run.log_json(rows, "rate_distortion.json")
+    run.log_table(rows, "rate_distortion.json")
     write_json(paths.eval_metrics, metrics)
     print(f"evaluate: {metrics}")
 

@@ -14,8 +14,8 @@ def main(params, paths, run):
         start = time.perf_counter()
         features = fid.inception_features(iter_batches(paths.shards, split, params.fid.batch_size,
                                                        params.fid.max_images))
-        fid.save_statistics(path, fid.statistics(features), count=features.shape[0], extractor=fid.EXTRACTOR_NAME,
-                            split=split)
+        fid.save_statistics(path, fid.statistics(features), features[: params.fid.feature_images],
+                            count=features.shape[0], extractor=fid.EXTRACTOR_NAME, split=split)
         seconds = time.perf_counter() - start
         run.log_metrics({f"{split}_reference_images": features.shape[0], f"{split}_seconds": seconds})
         print(f"fid_ref: {features.shape[0]} {split} images in {seconds:.0f}s → {path}")

@@ -116,6 +116,8 @@ def test_dvc_yaml_paths_agree_with_the_stage_paths():
         rendered = text.replace("${dataset}", p.dataset.value).replace("${data.resolution}", str(p.data.resolution))
         paths = Paths(p)
         for path in [paths.shards, paths.model, paths.checkpoints, paths.samples, paths.sample_grid,
-                     paths.train_metrics, paths.eval_metrics, paths.train_plot, paths.rd_plot, paths.report,
-                     *paths.fid_refs.values()]:
+                     paths.train_metrics, paths.eval_metrics, paths.train_plot, paths.rd_plot, paths.report.parent,
+                     paths.figures, paths.reconstruction_metrics, paths.ddim_table, *paths.fid_refs.values()]:
             assert str(path) in rendered, f"{path} is not declared in dvc.yaml"
+        assert "metrics/ddim_table/S${item.steps}-eta${item.eta}.json" in text
+        assert paths.ddim_cell("10", "sigma_hat") == paths.ddim_table / "S10-etasigma_hat.json"

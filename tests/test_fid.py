@@ -69,3 +69,30 @@ def test_statistics_roundtrip(tmp_path):
     assert back["count"] == 10 and [p.name for p in tmp_path.iterdir()] == ["ref.npz"]
     with pytest.raises(FileNotFoundError, match="run the fid_ref stage"):
         fid.load_statistics(tmp_path / "none.npz")
+
+
+def test_kid_and_precision_recall_separate_matching_from_shifted_features():
+    import numpy as np
+
+    from ddpm.fid import kid_precision_recall
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 16))
+    same = kid_precision_recall(rng.normal(size=(200, 16)), real, subset_size=100)
+    shifted = kid_precision_recall(rng.normal(size=(200, 16)) + 3.0, real, subset_size=100)
+    assert abs(same["kid"]) < 0.05 and same["precision"] > 0.6 and same["recall"] > 0.6
+    assert shifted["kid"] > 1.0 and shifted["precision"] < 0.2 and shifted["recall"] < 0.2
+
+
+def test_statistics_files_keep_features_for_kid_and_say_when_they_lack_them(tmp_path):
+    import numpy as np
+    import pytest
+
+    from ddpm.fid import load_features, save_statistics, statistics
+
+    feats = np.random.default_rng(0).normal(size=(10, 4))
+    save_statistics(tmp_path / "ref.npz", statistics(feats), feats[:6], count=10)
+    assert load_features(tmp_path / "ref.npz").shape == (6, 4)
+    save_statistics(tmp_path / "old.npz", statistics(feats), count=10)
+    with pytest.raises(ValueError, match="old.npz holds no features .* rerun the fid_ref stage"):
+        load_features(tmp_path / "old.npz")

@@ -45,7 +45,7 @@ def run_steps(accelerator: Accelerator, accumulation: int = 1) -> dict[str, torc
                             learn_sigma=True))
     diffusion = GaussianDiffusion(get_beta_schedule("linear", 50), var_type=VarType.LEARNED_RANGE,
                                   loss_type=LossType.HYBRID)
-    optimizer = build_optimizer(model, 1e-3, accelerator.device)
+    optimizer = build_optimizer(model, 1e-3)
     model, optimizer = accelerator.prepare(model, optimizer)
     micro = micro_batch_size(GLOBAL_BATCH, accelerator.num_processes, accumulation)
     grads = []

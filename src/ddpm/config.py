@@ -122,6 +122,8 @@ class SampleParams(_Section):
 class FidParams(_Section):
     max_images: PositiveInt | None = None  # None: the whole split
     batch_size: PositiveInt = 64
+    feature_images: PositiveInt = 10_000  # reference features kept for KID and precision/recall
+    kid_subset_size: PositiveInt = 1000
 
 
 class EvaluateParams(_Section):
@@ -130,6 +132,36 @@ class EvaluateParams(_Section):
     isc_weights: str | None = None  # torch-fidelity's Inception weights file, if you have it (IS needs them)
     nll_images: PositiveInt = 10_000
     nll_batch_size: PositiveInt = 100
+
+
+class FiguresParams(_Section):
+    images: PositiveInt = 8  # progressive generation: rows (one reverse chain each)
+    frames: Annotated[int, Field(ge=2)] = 10  # progressive generation: x̂0 snapshots per chain
+    latent_fractions: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75, 1.0], min_length=1)  # shared x_t at t = fraction × T
+    per_latent: PositiveInt = 3  # samples from each shared x_t
+    interpolation_points: Annotated[int, Field(ge=2)] = 8
+    ddim_steps: PositiveInt = 50  # DDIM slerp interpolation steps
+    reconstruction_images: PositiveInt = 64  # test images for DDIM Table 2
+    reconstruction_steps: list[PositiveInt] = Field(default_factory=lambda: [10, 20, 50, 100, 200, 500, 1000],
+                                                    min_length=1)  # S > T are left out of the table
+
+
+class DdimTableParams(_Section):
+    """DDIM Table 1: FID for every S × η (the ddim_fid stage is a DVC matrix over these lists)."""
+
+    steps: list[PositiveInt] = Field(default_factory=lambda: [10, 20, 50, 100, 1000], min_length=1)  # S > T: n/a
+    etas: list[float | Literal["sigma_hat"]] = Field(default_factory=lambda: [0.0, 0.2, 0.5, 1.0, "sigma_hat"],
+                                                    min_length=1)
+    num_samples: PositiveInt = 50_000  # per cell (DDIM used 50k)
+
+    @field_validator("etas", mode="before")
+    @classmethod
+    def _etas(cls, values):
+        if isinstance(values, list):
+            for v in values:
+                SampleParams._eta(v)
+        return values
 
 
 class Params(_Section):
@@ -150,6 +182,8 @@ class Params(_Section):
     sample: SampleParams = Field(default_factory=SampleParams)
     fid: FidParams = Field(default_factory=FidParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    figures: FiguresParams = Field(default_factory=FiguresParams)
+    ddim_table: DdimTableParams = Field(default_factory=DdimTableParams)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -165,6 +199,10 @@ class Params(_Section):
             )
         if self.train.sample_steps > self.timesteps:
             raise ValueError(f"train.sample_steps: {self.train.sample_steps} exceeds timesteps ({self.timesteps})")
+        if self.figures.ddim_steps > self.timesteps:
+            raise ValueError(f"figures.ddim_steps: {self.figures.ddim_steps} exceeds timesteps ({self.timesteps})")
+        if min(self.figures.reconstruction_steps) > self.timesteps:
+            raise ValueError(f"figures.reconstruction_steps: all exceed timesteps ({self.timesteps})")
         if self.sample.steps is not None and self.sample.steps > self.timesteps:
             raise ValueError(f"sample.steps: {self.sample.steps} exceeds timesteps ({self.timesteps})")
         if self.sample.respacing is not None:

@@ -19,6 +19,8 @@ import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 from torch_fidelity.metric_fid import fid_statistics_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
 
 from .fileio import file_digest
 
@@ -121,12 +123,36 @@ def frechet_distance(stats_a: dict, stats_b: dict) -> float:
     return float(fid_statistics_to_metric(a, b, verbose=False)["frechet_inception_distance"])
 
 
-def save_statistics(path: Path, stats: dict, **meta) -> None:
-    """Write statistics atomically (temp file, then rename)."""
+def kid_precision_recall(samples: np.ndarray, reference: np.ndarray, subset_size: int = 1000,
+                         seed: int = 0) -> dict[str, float]:
+    """KID (MMD² with the cubic polynomial kernel, mean ± std over 100 subsets) and precision / recall
+    (k = 3 nearest-neighbour balls) of sample features against reference features, computed by torch-fidelity."""
+    n = min(len(samples), len(reference), subset_size)
+    if n < 4:
+        raise ValueError(f"KID / precision-recall: need at least 4 images on each side, got {n}")
+    a, b = torch.from_numpy(np.asarray(samples, np.float64)), torch.from_numpy(np.asarray(reference, np.float64))
+    kid = kid_features_to_metric(a, b, kid_subset_size=n, rng_seed=seed, verbose=False)
+    prc = prc_features_to_metric(a.float(), b.float(), save_cpu_ram=True, verbose=False)
+    return {"kid": float(kid["kernel_inception_distance_mean"]), "kid_std": float(kid["kernel_inception_distance_std"]),
+            "precision": float(prc["precision"]), "recall": float(prc["recall"])}
+
+
+def save_statistics(path: Path, stats: dict, features: np.ndarray | None = None, **meta) -> None:
+    """Write statistics (and optionally raw features, for KID and precision/recall) atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, mu=stats["mu"], sigma=stats["sigma"], **{k: np.asarray(v) for k, v in meta.items()})
+    extra = {} if features is None else {"features": np.asarray(features, np.float32)}
+    np.savez(tmp, mu=stats["mu"], sigma=stats["sigma"], **extra, **{k: np.asarray(v) for k, v in meta.items()})
     os.replace(tmp, path)
+
+
+def load_features(path: Path) -> np.ndarray:
+    """The raw reference features stored beside the statistics."""
+    with np.load(path, allow_pickle=False) as data:
+        if "features" not in data:
+            raise ValueError(f"FID reference statistics: {path} holds no features (made by an older version); "
+                             "rerun the fid_ref stage")
+        return data["features"]
 
 
 def load_statistics(path: Path) -> dict[str, np.ndarray]:

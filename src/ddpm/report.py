@@ -37,6 +37,8 @@ def results_table(params: Params, train: dict, evaluation: dict) -> str:
         ("sampler", sampler),
         ("samples", _fmt(evaluation.get("num_samples"))),
         ("FID (vs train / test)", f"{_fmt(evaluation.get('fid_train'))} / {_fmt(evaluation.get('fid_test'))}"),
+        ("KID (vs train)", f"{_fmt(evaluation.get('kid'))} ± {_fmt(evaluation.get('kid_std'))}"),
+        ("precision / recall (vs train)", f"{_fmt(evaluation.get('precision'))} / {_fmt(evaluation.get('recall'))}"),
         ("IS", isc),
         ("NLL test (bits/dim)", f"{_fmt(evaluation.get('nll_bpd'))} on {_fmt(evaluation.get('nll_images'))} images"),
         ("prior L_T (bits/dim)", _fmt(evaluation.get("prior_bpd"))),

@@ -32,6 +32,14 @@ class Paths:
         self.train_plot = root / "plots" / "train_loss.csv"
         self.rd_plot = root / "plots" / "rate_distortion.csv"
         self.report = root / "reports" / "results.md"
+        self.paper_tables = root / "reports" / "paper_tables.md"
+        self.figures = root / "outputs" / "figures"
+        self.reconstruction_metrics = root / "metrics" / "reconstruction.json"
+        self.ddim_table = root / "metrics" / "ddim_table"
+
+    def ddim_cell(self, steps: str, eta: str) -> Path:
+        """One DDIM Table 1 cell's metrics file (named as dvc.yaml's matrix names it)."""
+        return self.ddim_table / f"S{steps}-eta{eta}.json"
 
 
 def require(path: Path, what: str, producer: str) -> Path:
@@ -47,8 +55,12 @@ def write_json(path: Path, obj) -> None:
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     cols = list(rows[0])
-    lines = [",".join(cols)] + [",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in cols)
-                                for r in rows]
+    def cell(value) -> str:
+        if value is None:
+            return ""
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    lines = [",".join(cols)] + [",".join(cell(r.get(c)) for c in cols) for r in rows]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -148,11 +148,31 @@ class StageRun:
         else:
             mlflow.log_image(image, key=name, step=step)
 
+    def log_table(self, rows: list[dict], name: str) -> None:
+        """Rows as an MLflow table artifact (shown in the UI's artifact and evaluation views)."""
+        if rows:
+            mlflow.log_table({k: [r.get(k) for r in rows] for k in rows[0]}, artifact_file=name)
+
     def log_json(self, obj, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             path.write_text(json.dumps(obj, indent=2))
             mlflow.log_artifact(str(path))
+
+
+def evaluated_runs(experiment: str) -> list[dict]:
+    """Every finished ``evaluate`` stage run of ``experiment``, oldest first: its params, metrics and experiment
+    name. Empty when the experiment does not exist yet."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'evaluate' and "
+                              "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"],
+                              max_results=5000)
+    return [{"params": dict(r.data.params), "metrics": dict(r.data.metrics),
+             "label": r.data.tags.get("dvc_experiment", r.info.run_id[:8])} for r in runs]
 
 
 class NullRun:
@@ -170,4 +190,4 @@ class NullRun:
     def log_metrics(self, *args, **kwargs) -> None:
         pass
 
-    log_artifact = log_image = log_json = log_series = log_metrics
+    log_artifact = log_image = log_json = log_series = log_table = log_metrics

@@ -32,6 +32,8 @@ from .unet import count_parameters
 LogFn = Callable[[dict[str, float], int], None]
 ImageLogFn = Callable[[np.ndarray, str, int], None]
 
+# Sections that training does not read.
+_NOT_TRAINING = {"profile", "launcher", "sample", "fid", "evaluate", "figures", "ddim_table"}
 # Train params that do not change the weights a run arrives at: a checkpoint made under other values resumes.
 _NOT_IN_FINGERPRINT = ("steps", "log_every", "keep_checkpoints", "activation_checkpointing", "compile",
                        "channels_last", "sample_every", "sample_images", "sample_steps")
@@ -54,7 +56,7 @@ def record_losses(accelerator: Accelerator, sampler, t: torch.Tensor, losses: to
 
 def training_fingerprint(params: Params) -> str:
     """What a checkpoint must share with the current params to be resumed (the step count may grow)."""
-    raw = params.model_dump(mode="json", exclude={"profile", "launcher", "sample", "fid", "evaluate"})
+    raw = params.model_dump(mode="json", exclude=_NOT_TRAINING)
     for key in _NOT_IN_FINGERPRINT:
         raw["train"].pop(key)
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
@@ -111,7 +113,7 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
     ema = EMA(model, cfg.ema_decay)  # float32, contiguous, outside DDP
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
-    optimizer = build_optimizer(model, cfg.lr, device)
+    optimizer = build_optimizer(model, cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
     )

@@ -137,10 +137,15 @@ class AttnBlock(nn.Module):
 
     def forward(self, x, temb=None):
         b, c, hgt, wid = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, hgt * wid)
-        q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # (b, heads, hw, c/heads)
-        h = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj(h.transpose(-1, -2).reshape(b, c, hgt, wid))
+        d = c // self.num_heads
+        # Tokens-last layout: the 1×1 convolutions as matmuls, and q, k, v as strided views SDPA's fused CPU and
+        # GPU kernels take directly (no transposed copies). Same parameters and result as the 1×1 convolutions.
+        h = self.norm(x).reshape(b, c, hgt * wid).transpose(1, 2)  # (b, hw, c)
+        qkv = F.linear(h, self.qkv.weight.view(3 * c, c), self.qkv.bias)  # (b, hw, 3c), channels as (3, heads, d)
+        q, k, v = qkv.view(b, hgt * wid, 3, self.num_heads, d).permute(2, 0, 3, 1, 4)  # each (b, heads, hw, d)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, hgt * wid, c)
+        h = F.linear(h, self.proj.weight.view(c, c), self.proj.bias)
+        return x + h.transpose(1, 2).reshape(b, c, hgt, wid)
 
 
 class UNet(nn.Module):
