@@ -1,7 +1,12 @@
-"""Synthetic inputs the tests build: CIFAR-10 in its official pickle layout and as class folders."""
+"""What the tests build: synthetic datasets (CIFAR-10 pickles and class folders, LSUN-style lmdb, image folders)
+and git repositories holding this checkout for pipeline runs."""
 
 import io
+import os
 import pickle
+import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -71,3 +76,34 @@ def image_folder(root: Path, corrupt: str | None = None) -> Path:
             name.write_bytes(b"garbage" if name.name == corrupt else encoded(img, "PNG" if i % 2 else "JPEG"))
     (root / "notes.txt").write_text("not an image")
     return root
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sh(args, cwd, env, timeout=900):
+    res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res.stdout
+
+
+def pipeline_env() -> dict[str, str]:
+    """The environment for running dvc in a test repository: this venv first, no outer MLflow/DVC settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "DDPM_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env | {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                  "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def checkout_copy(repo: Path, env: dict[str, str]) -> Path:
+    """A git repository at ``repo`` holding this checkout's files (committed or not), without local outputs."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file() and not rel.startswith(("dvc.lock", "metrics/", "plots/", "reports/")):
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    sh(["git", "init", "-q"], repo, env)
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "snapshot"], repo, env)
+    return repo

@@ -2,8 +2,8 @@
 
 import numpy as np
 import torch
-
 from conftest import gaussian_eps_model
+
 from ddpm import figures, paper_tables
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.schedules import get_beta_schedule

@@ -3,42 +3,21 @@
 import csv
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
+from helpers import checkout_copy, pipeline_env, sh
 
-ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"prepare", "fid_ref", "train", "sample", "evaluate", "report"}
+CELLS = {"ddim_fid@10-0.0", "ddim_fid@10-1.0", "ddim_fid@50-0.0", "ddim_fid@50-1.0"}  # the tiny DDIM table
+STAGES = {"prepare", "fid_ref", "train", "sample", "evaluate", "figures", "report"} | CELLS
 pytestmark = pytest.mark.e2e
-
-
-def sh(args, cwd, env, timeout=900):
-    res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-    return res.stdout
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A git repository holding this checkout's files (committed or not), with the tiny profile and a cosine run."""
-    repo = tmp_path_factory.mktemp("clone")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        if (ROOT / rel).is_file() and not rel.startswith(("dvc.lock", "metrics/", "plots/", "reports/")):
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "DDPM_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env |= {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    sh(["git", "init", "-q"], repo, env)
-    sh(["git", "add", "-A"], repo, env)
-    sh(["git", "commit", "-qm", "snapshot"], repo, env)
+    env = pipeline_env()
+    repo = checkout_copy(tmp_path_factory.mktemp("clone"), env)
     first = sh(["dvc", "exp", "run", "-S", "profile=tiny", "--name", "tiny-linear"], repo, env)
     metrics_first = json.loads((repo / "metrics" / "evaluate.json").read_text())
     second = sh(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "schedule=cosine", "--name", "tiny-cosine"],
@@ -67,8 +46,27 @@ def test_plots_and_report(project):
     with open(repo / "plots" / "train_loss.csv") as f:
         assert len(list(csv.DictReader(f))) == 20  # every train.log_every = 20 steps
     report = (repo / "reports" / "results.md").read_text()
-    assert "| FID (vs train / test)" in report and "| NLL test (bits/dim)" in report
+    assert "| FID (vs train / test)" in report and "| NLL test (bits/dim)" in report and "| KID (vs train)" in report
     assert (repo / "outputs" / "samples.png").stat().st_size > 0
+
+
+def test_kid_precision_recall_figures_and_paper_tables(project):
+    repo = project["repo"]
+    m = project["metrics_first"]
+    assert math.isfinite(m["kid"]) and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
+    figures = {p.name for p in (repo / "outputs" / "figures").glob("*.png")}
+    assert figures == {"progressive.png", "shared_latent.png", "ddpm_interpolation.png", "ddim_interpolation.png",
+                       "ddim_reconstruction.png", "rate_distortion.png"}
+    recon = json.loads((repo / "metrics" / "reconstruction.json").read_text())["table"]
+    assert [r["steps"] for r in recon] == [10, 20, 50, 100]  # S > T = 100 left out
+    assert all(a["mse"] > b["mse"] for a, b in zip(recon, recon[1:]))  # more steps, closer reconstructions
+    cells = [json.loads(p.read_text()) for p in (repo / "metrics" / "ddim_table").glob("*.json")]
+    assert len(cells) == 4 and all(math.isfinite(c["fid"]) and c["num_samples"] == 64 for c in cells)
+    tables = (repo / "reports" / "paper_tables.md").read_text()
+    assert "13.36" in tables and "| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 |" in tables
+    assert "| cosine | L_simple |" in tables and "tiny-linear" in tables  # rows filled from the MLflow runs
+    for name in ("ddpm_table.csv", "ddim_table1.csv", "ddim_table2.csv", "iddpm_table.csv"):
+        assert (repo / "reports" / name).stat().st_size > 0
 
 
 def test_dvc_exp_show_lists_fid_and_nll_for_both_experiments(project):
@@ -100,6 +98,8 @@ def test_mlflow_has_one_parent_per_execution_with_a_child_per_stage(project):
     train = runs[(runs["tags.dvc_stage"] == "train") & (runs["tags.dvc_experiment"] == "tiny-linear")]
     history = mlflow.tracking.MlflowClient().get_metric_history(train["run_id"].iloc[0], "loss")
     assert [m.step for m in history] == list(range(20, 401, 20))
+    images = mlflow.tracking.MlflowClient().list_artifacts(train["run_id"].iloc[0], "images")
+    assert any("ema_samples" in a.path for a in images)  # the EMA grid, logged at steps 200 and 400
     sample = runs[(runs["tags.dvc_stage"] == "sample") & (runs["tags.dvc_experiment"] == "tiny-linear")]
     artifacts = mlflow.tracking.MlflowClient().list_artifacts(sample["run_id"].iloc[0])
     assert any("samples" in a.path for a in artifacts)

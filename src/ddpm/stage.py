@@ -70,12 +70,21 @@ def stage_main(stage: str, body: Callable[[Params, Paths, object], None], params
         params = load_params(params_path)
     except USER_ERRORS as err:
         sys.exit(f"error: {err}")
-    from .tracking import NullRun, StageRun  # imported late: validation must not wait for MLflow
+    from .spool import ResilientRun  # imported late: validation must not wait for MLflow
+    from .tracking import NullRun, StageRun, project_root
 
+    # A dead tracking server should cost seconds, not MLflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    experiment = f"ddpm-{params.dataset.value}"
     # Under `accelerate launch` only the first process logs.
-    tracker = StageRun if int(os.environ.get("RANK", "0")) == 0 else NullRun
+    if int(os.environ.get("RANK", "0")) == 0:
+        tracker = ResilientRun(StageRun(stage, params.model_dump(mode="json"), experiment),
+                               project_root() / "mlflow-pending")
+    else:
+        tracker = NullRun()
     try:
-        with tracker(stage, params.model_dump(mode="json"), experiment=f"ddpm-{params.dataset.value}") as run:
+        with tracker as run:
             body(params, Paths(params), run)
     except USER_ERRORS as err:
         sys.exit(f"error: {stage}: {err}")
