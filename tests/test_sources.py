@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import cifar_pickle_tarball, image_folder, lsun_lmdb
+from helpers import cifar_pickle_tarball, encoded, image_folder, lsun_lmdb
 
 from ddpm import datasets, shards
 from ddpm.config import validate_params
@@ -90,6 +90,39 @@ def test_archive_members_escaping_or_linking_are_refused(tmp_path, member):
     with pytest.raises(ValueError, match="refusing"):
         datasets.check_source(p)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.tar"]
+
+
+@pytest.mark.parametrize("member", ["../evil.png", "/etc/evil.png", "link.png"])
+def test_zip_members_escaping_or_linking_are_refused(tmp_path, member):
+    import stat
+    import zipfile
+
+    path = tmp_path / "bad.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("ok/a.png", encoded(np.zeros((8, 8, 3), np.uint8), "PNG"))
+        info = zipfile.ZipInfo(member)
+        if member == "link.png":
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+        else:
+            zf.writestr(info, b"abc")
+    p = validate_params({"dataset": "celebahq", "data": {"source": str(path)}})
+    with pytest.raises(ValueError, match="refusing"):
+        datasets.check_source(p)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.zip"]  # nothing was extracted anywhere
+
+
+def test_zip_of_images_is_read_in_memory(tmp_path):
+    import zipfile
+
+    path = tmp_path / "faces.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(5):
+            zf.writestr(f"imgs/{i}.png", encoded(np.full((12, 10, 3), 40 * i, np.uint8), "PNG"))
+    p = validate_params({"dataset": "celebahq", "data": {"source": str(path), "resolution": 8, "test_size": 2}})
+    train = list(datasets.iter_split(p, "train"))
+    test = list(datasets.iter_split(p, "test"))
+    assert len(train) == 3 and len(test) == 2 and train[0][1].shape == (8, 8, 3)
 
 
 def test_empty_source_is_an_error(tmp_path):

@@ -11,7 +11,9 @@ import hashlib
 import io
 import pickle  # noqa: S403 - only for the official CIFAR-10 batches, read with a restricted unpickler
 import re
+import stat
 import tarfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +109,21 @@ def _safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return sorted(members, key=lambda m: m.name)
 
 
+def _safe_zip_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The zip counterpart of ``_safe_members``: links (Unix mode in the external attributes) and escaping names
+    refuse the archive."""
+    members = []
+    for m in zf.infolist():
+        name = m.filename
+        if stat.S_ISLNK(m.external_attr >> 16):
+            raise ValueError(f"data.source: {zf.filename}: member {name!r} is a link; refusing the archive")
+        if name.startswith("/") or "\\" in name or ".." in Path(name).parts or Path(name).drive:
+            raise ValueError(f"data.source: {zf.filename}: member {name!r} escapes the archive; refusing it")
+        if not m.is_dir():
+            members.append(m)
+    return sorted(members, key=lambda m: m.filename)
+
+
 def _cifar_pickle(tar: tarfile.TarFile, members: list, split: str):
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     by_name = {Path(m.name).name: m for m in members}
@@ -198,17 +215,22 @@ def lsun(split: str, params: Params):
 
 
 def image_tree(split: str, params: Params, class_folders: bool):
-    """Every image under a folder or inside a tar, recursively, in name order; a fixed seeded test hold-out.
+    """Every image under a folder or inside a tar or zip, recursively, in name order; a fixed seeded test hold-out.
+
+    Archive members are read in memory, never extracted; links and names escaping the archive refuse it.
 
     With ``class_folders`` the first path component is the class (labels index the sorted class names).
     """
     path = Path(params.data.source or "")
     if not params.data.source or not path.exists():
         raise FileNotFoundError(f"data.source: image folder or tar {path} not found")
+    tar = None
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         entries = [(p.relative_to(path).as_posix(), p) for p in files]
-        tar = None
+    elif zipfile.is_zipfile(path):
+        tar = zipfile.ZipFile(path)
+        entries = [(m.filename, m) for m in _safe_zip_members(tar) if Path(m.filename).suffix.lower() in IMAGE_SUFFIXES]
     else:
         try:
             tar = tarfile.open(path)
@@ -222,7 +244,10 @@ def image_tree(split: str, params: Params, class_folders: bool):
         for i in _holdout(len(entries), params.data.test_size, split):
             name, ref = entries[i]
             label = classes.index(Path(name).parts[0]) if class_folders and len(Path(name).parts) > 1 else 0
-            data = _read_member(tar, ref) if tar is not None else ref.read_bytes()
+            if isinstance(tar, zipfile.ZipFile):
+                data = tar.read(ref)
+            else:
+                data = _read_member(tar, ref) if tar is not None else ref.read_bytes()
             yield _safe_key(str(Path(name).with_suffix(""))), data, label, name
     finally:
         if tar is not None:

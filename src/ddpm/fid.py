@@ -162,11 +162,21 @@ def load_statistics(path: Path) -> dict[str, np.ndarray]:
         return {"mu": data["mu"], "sigma": data["sigma"], "count": int(data["count"]) if "count" in data else -1}
 
 
+ISC_WEIGHTS_SHA256_PREFIX = "6726825d"  # torch hub convention: the file name carries its sha256 prefix
+
+
 def isc_weights_path(explicit: str | None = None) -> Path | None:
-    """torch-fidelity's own Inception weights (needed for IS), if present locally; never downloaded."""
+    """torch-fidelity's own Inception weights (needed for IS), if present locally; never downloaded.
+
+    torch-fidelity unpickles this file, so one whose sha256 does not start with the published prefix is refused.
+    """
     candidates = [Path(explicit)] if explicit else []
     candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / ISC_WEIGHTS_FILE)
-    return next((p for p in candidates if p.is_file()), None)
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is not None and not file_digest(path).startswith(ISC_WEIGHTS_SHA256_PREFIX):
+        raise ValueError(f"evaluate.isc_weights: {path} is not torch-fidelity's {ISC_WEIGHTS_FILE} (sha256 does not "
+                         f"start with {ISC_WEIGHTS_SHA256_PREFIX}); refusing to unpickle it")
+    return path
 
 
 def inception_score(images: torch.Tensor, weights: Path, batch_size: int = 64) -> dict[str, float]:

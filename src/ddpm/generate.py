@@ -118,8 +118,12 @@ def sample_chunks(diffusion, model, cfg: SampleParams, shape, seed: int, out_dir
     for name, start, count in todo:
         images = generate(diffusion, model, cfg, shape, seed, start, count, device, progress=bar)
         tmp = out_dir / f".{name}.tmp.npz"
-        np.savez(tmp, images=images)
-        os.replace(tmp, out_dir / name)
+        try:
+            np.savez(tmp, images=images)
+            os.replace(tmp, out_dir / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # e.g. a full disk: no partial file is left behind
+            raise
         written.append(name)
     bar.close()
     return written

@@ -12,7 +12,9 @@ from .config import Params, load_params
 from .fid import EXTRACTOR_NAME
 from .fileio import atomic_write_text
 
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+# Errors reported as one line (exit status 2) rather than a traceback: bad params or inputs, a diverged loss, and
+# failed reads or writes (a full disk, a read-only folder: OSError names the file and the reason).
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
 class Paths:

@@ -87,16 +87,24 @@ def save_checkpoint(root: Path, step: int, fingerprint: str, model, ema_model, o
     return final
 
 
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; anything else (a pickle, which could run code, or a damaged file) is refused."""
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - any parse failure means the file is not what we wrote
+        raise ValueError(f"checkpoint: {path} is not a valid safetensors file ({str(err)[:120]}); refusing it "
+                         "(delete that checkpoint folder to resume from an older one)") from None
+
+
 def load_checkpoint(path: Path, model, ema_model, optimizer, scheduler) -> dict:
     """Restore everything into the given objects; returns ``{"step", "sampler_state", "history"}``."""
     path = Path(path)
     meta = json.loads((path / META).read_text())
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
-    ema_model.load_state_dict(load_file(str(path / "ema.safetensors")))
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
-                                                   meta["optimizer"]))
+    model.load_state_dict(_tensors(path / "model.safetensors"))
+    ema_model.load_state_dict(_tensors(path / "ema.safetensors"))
+    optimizer.load_state_dict(_unflatten_optimizer(_tensors(path / "optimizer.safetensors"), meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
-    extra = load_file(str(path / "state.safetensors"))
+    extra = _tensors(path / "state.safetensors")
     sampler_state = {k.removeprefix("sampler."): v.numpy() for k, v in extra.items() if k.startswith("sampler.")}
     return {"step": meta["step"], "sampler_state": sampler_state, "history": meta["history"],
             "fingerprint": meta["fingerprint"]}

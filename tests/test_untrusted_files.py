@@ -1,0 +1,85 @@
+"""Untrusted files: nothing is unpickled. A crafted pickle in place of weights or a checkpoint is refused with a
+clear error, and its payload never runs."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddpm import fid, train_state
+from ddpm.checkpoint import load_model, save_model
+from ddpm.unet import UNet, UNetConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Payload:
+    """Unpickling this creates a marker file: proof that code in the file ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def crafted(path: Path, marker: Path) -> Path:
+    torch.save({"state_dict": Payload(marker)}, path)  # the layout of a classic torch checkpoint
+    return path
+
+
+def small():
+    return UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1,), attn_resolutions=(), resolution=8))
+
+
+def test_a_pickled_model_file_is_refused_and_its_code_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = crafted(tmp_path / "ema.safetensors", marker)
+    with pytest.raises(ValueError, match=r"model: .*ema.safetensors is not a valid safetensors file"):
+        load_model(path)
+    assert not marker.exists()
+
+
+def test_a_pickled_checkpoint_is_refused_and_its_code_never_runs(tmp_path):
+    model = small()
+    opt = torch.optim.Adam(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    ck = train_state.save_checkpoint(tmp_path / "ck", 5, "fp", model, model, opt, sched, {}, [], keep=2)
+    marker = tmp_path / "pwned"
+    crafted(ck / "optimizer.safetensors", marker)
+    with pytest.raises(ValueError, match=r"checkpoint: .*optimizer.safetensors is not a valid safetensors file"):
+        train_state.load_checkpoint(ck, model, model, opt, sched)
+    assert not marker.exists()
+
+
+def test_model_files_hold_no_pickle(tmp_path):
+    save_model(small(), tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").read_bytes().startswith(b"PK")  # not a torch.save zip
+    assert not (tmp_path / "m.safetensors").read_bytes()[:2] == b"\x80\x04"  # not a raw pickle
+
+
+def test_no_unsafe_loads_in_the_code():
+    """torch.load only with weights_only=True; numpy never with allow_pickle=True; no pickle.load."""
+    for path in list((ROOT / "src").rglob("*.py")) + list((ROOT / "pipeline").rglob("*.py")):
+        text = path.read_text()
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            assert "weights_only=True" in call, f"{path}: {call}"
+        assert "allow_pickle=True" not in text, path
+        assert "pickle.load(" not in text and "pickle.loads(" not in text, path
+
+
+def test_tampered_inception_files_are_refused_before_loading(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    fake = crafted(tmp_path / "default_1.pt", marker)
+    monkeypatch.setattr(fid, "weights_path", lambda: fake)
+    fid.verified_weights_path.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="FID weights: .*default_1.pt has sha1 .* expected"):
+            fid.verified_weights_path()
+    finally:
+        fid.verified_weights_path.cache_clear()
+    isc = crafted(tmp_path / fid.ISC_WEIGHTS_FILE, marker)
+    with pytest.raises(ValueError, match="evaluate.isc_weights: .* refusing to unpickle it"):
+        fid.isc_weights_path(str(isc))
+    assert not marker.exists()
