@@ -83,3 +83,19 @@ def test_tampered_inception_files_are_refused_before_loading(tmp_path, monkeypat
     with pytest.raises(ValueError, match="evaluate.isc_weights: .* refusing to unpickle it"):
         fid.isc_weights_path(str(isc))
     assert not marker.exists()
+
+
+def test_the_same_weights_give_the_same_model_file_bytes(tmp_path):
+    """DVC compares files by hash: a header whose key order varied between processes would make every retrain
+    look like a new model. Each save runs in a fresh process (hash-map seeds differ per process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from ddpm.unet import UNet, UNetConfig; from ddpm.checkpoint import save_model; "
+            "torch.manual_seed(0); m = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1,), attn_resolutions=(), "
+            "resolution=8)); save_model(m, sys.argv[1], ema_decay='0.99', steps='7')")
+    files = [tmp_path / f"m{i}.safetensors" for i in range(4)]
+    for f in files:
+        subprocess.run([sys.executable, "-c", code, str(f)], check=True, timeout=120)
+    assert len({f.read_bytes() for f in files}) == 1
+    assert load_model(files[0]).config.ch == 32

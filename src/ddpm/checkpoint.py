@@ -20,8 +20,10 @@ def save_model(model: UNet, path: Path, **meta: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    header = {"unet_config": json.dumps(dataclasses.asdict(model.config)), **meta}
-    save_file(state, str(tmp), metadata=header)
+    # One metadata key: safetensors writes several keys in hash-map order, which varies between processes, and
+    # the same weights must give the same bytes (DVC compares files by hash).
+    info = {"unet_config": dataclasses.asdict(model.config), **meta}
+    save_file(state, str(tmp), metadata={"ddpm": json.dumps(info, sort_keys=True)})
     os.replace(tmp, path)
 
 
@@ -35,9 +37,9 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> UNet:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # noqa: BLE001 - any parse failure means a bad file
         raise ValueError(f"model: {path} is not a valid safetensors file ({err})") from None
-    if "unet_config" not in header:
-        raise ValueError(f"model: {path} has no unet_config in its header")
-    cfg = json.loads(header["unet_config"])
+    if "ddpm" not in header:
+        raise ValueError(f"model: {path} has no ddpm network description in its header; not made by this project")
+    cfg = json.loads(header["ddpm"])["unet_config"]
     for key in ("ch_mult", "attn_resolutions"):
         cfg[key] = tuple(cfg[key])
     model = UNet(UNetConfig(**cfg))
