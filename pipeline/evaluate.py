@@ -54,7 +54,8 @@ def main(params, paths, run):
     rows = rate_distortion(nll["prior_bpd"], nll["vb"], nll["xstart_mse"])
     write_csv(paths.rd_plot, rows)
     run.log_series({"rd_rate_bpd": [r["rate_bpd"] for r in rows],
-                    "rd_distortion_rmse": [r["distortion_rmse"] for r in rows]})
+                    "rd_distortion_rmse": [r["distortion_rmse"] for r in rows],
+                    "nll_term_bpd": [r["term_bpd"] for r in rows[:-1]]})  # L_{t-1}, in the order t = T..1
     run.log_metrics({k: metrics[k] for k in ("nll_bpd", "prior_bpd")})
     run.log_table(rows, "rate_distortion.json")
     write_json(paths.eval_metrics, metrics)

@@ -12,6 +12,7 @@ def test_rate_distortion_by_hand():
     assert [r["t"] for r in rows] == [3, 2, 1, 0]
     assert [r["rate_bpd"] for r in rows] == [0.5, 1.5, 3.5, 6.5]
     assert [r["distortion_rmse"] for r in rows] == pytest.approx([0.5 * 127.5, 0.1 * 127.5, 0.01 * 127.5, 0.0])
+    assert [r["term_bpd"] for r in rows] == [1.0, 2.0, 3.0, 0.0]  # L_2, L_1, L_0 as sent, summing to the total
 
 
 def test_nll_over_batches_with_gaussian_model(linear100):

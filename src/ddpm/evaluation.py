@@ -42,11 +42,14 @@ def rate_distortion(prior_bpd: float, vb: np.ndarray, xstart_mse: np.ndarray) ->
 
     Having received x_t costs rate(t) = L_T + Σ_{s ≥ t} L_s bits/dim (the KL terms of steps s > t−1);
     its distortion is the RMSE of x̂0(x_t) on the [0, 255] scale. The last row adds the decoder term: x0 exactly.
+    ``term_bpd`` is the bound's term sent next, L_{t−1} (DDPM eq. 5; L_0 is the decoder's), so the total NLL is
+    the last row's rate.
     """
     T = len(vb)
     rows, rate = [], prior_bpd
     for i in reversed(range(T)):  # index i is the papers' step t = i + 1
-        rows.append({"t": i + 1, "rate_bpd": rate, "distortion_rmse": float(np.sqrt(xstart_mse[i]) * 127.5)})
+        rows.append({"t": i + 1, "rate_bpd": rate, "distortion_rmse": float(np.sqrt(xstart_mse[i]) * 127.5),
+                     "term_bpd": float(vb[i])})
         rate += float(vb[i])
-    rows.append({"t": 0, "rate_bpd": rate, "distortion_rmse": 0.0})
+    rows.append({"t": 0, "rate_bpd": rate, "distortion_rmse": 0.0, "term_bpd": 0.0})
     return rows
