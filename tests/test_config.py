@@ -121,3 +121,19 @@ def test_dvc_yaml_paths_agree_with_the_stage_paths():
             assert str(path) in rendered, f"{path} is not declared in dvc.yaml"
         assert "metrics/ddim_table/S${item.steps}-eta${item.eta}.json" in text
         assert paths.ddim_cell("10", "sigma_hat") == paths.ddim_table / "S10-etasigma_hat.json"
+
+
+@pytest.mark.parametrize("patch,message", [
+    ({"launcher": ""}, "params.yaml: launcher: String should have at least 1 character"),
+    ({"figures": {"ddim_steps": 5000}}, "params.yaml: figures.ddim_steps: 5000 exceeds timesteps (1000)"),
+    ({"figures": {"reconstruction_steps": [2000]}}, "params.yaml: figures.reconstruction_steps: all exceed"),
+    ({"ddim_table": {"etas": [0.0, 2.0]}}, "params.yaml: ddim_table.etas: must be a number in [0, 1] or 'sigma_hat'"),
+    ({"fid": {"kid_subset_size": 0}}, "params.yaml: fid.kid_subset_size: Input should be greater than 0"),
+])
+def test_new_sections_are_validated_too(patch, message):
+    raw = Params().model_dump(mode="json")
+    for key, value in patch.items():
+        raw[key] = raw[key] | value if isinstance(value, dict) else value
+    with pytest.raises(ParamsError) as err:
+        validate_params(raw)
+    assert str(err.value).startswith(message)
