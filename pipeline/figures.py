@@ -3,21 +3,18 @@
 import csv
 
 import torch
-from PIL import Image
 
 from ddpm import figures
 from ddpm.build import build_diffusion, check_model_matches
 from ddpm.checkpoint import load_model
+from ddpm.fileio import atomic_write_png
 from ddpm.loader import iter_batches, to_model_range
 from ddpm.plotting import rate_distortion_figure
 from ddpm.stage import require, stage_main, write_json
 
 
 def save(image, path, run):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp)
-    tmp.replace(path)
+    atomic_write_png(path, image)
     run.log_artifact(path, "figures")
 
 
@@ -35,7 +32,7 @@ def main(params, paths, run):
     if test.shape[0] < 2:
         raise ValueError(f"figures: the test split has {test.shape[0]} image(s); interpolation needs 2")
     gen = torch.Generator().manual_seed(params.seed)
-    latent_steps = sorted({min(T - 1, max(0, round(f * T) - 1)) for f in cfg.latent_fractions})
+    latent_steps = figures.latent_timesteps(T, cfg.latent_fractions)
     out = paths.figures
     save(figures.progressive_generation(diffusion, model, shape, cfg.images, cfg.frames, gen),
          out / "progressive.png", run)

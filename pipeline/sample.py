@@ -3,10 +3,10 @@
 import time
 
 from accelerate import Accelerator
-from PIL import Image
 
 from ddpm.build import build_diffusion, check_model_matches
 from ddpm.checkpoint import load_model
+from ddpm.fileio import atomic_write_png
 from ddpm.generate import (
     clear_stale,
     image_grid,
@@ -38,7 +38,7 @@ def main(params, paths, run):
     manifest = write_manifest(paths.samples, params.sample, fingerprint)
     images = load_samples(paths.samples)
     grid = image_grid(images, params.sample.grid_size)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(paths.sample_grid)
+    atomic_write_png(paths.sample_grid, grid)
     made = sum(c["count"] for c in manifest["chunks"] if c["name"] in written)
     run.log_metrics({"num_samples": len(images), "generated_now": made,
                      "images_per_second": made * accelerator.num_processes / max(seconds, 1e-9)})

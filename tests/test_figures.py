@@ -73,3 +73,8 @@ def test_rate_distortion_figure_renders():
     rows = [{"t": t, "rate_bpd": 5.0 - t / 10, "distortion_rmse": float(t)} for t in range(10, -1, -1)]
     img = rate_distortion_figure(rows)
     assert img.ndim == 3 and img.shape[2] == 3 and img.shape[1] > img.shape[0]
+
+
+def test_latent_timesteps_are_fractions_of_T():
+    assert figures.latent_timesteps(1000, [0.25, 0.5, 0.75, 1.0]) == [249, 499, 749, 999]
+    assert figures.latent_timesteps(4, [0.1, 0.2]) == [0]  # distinct, clamped to the chain

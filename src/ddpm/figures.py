@@ -9,10 +9,15 @@ import torch
 
 from .interpolation import ddim_interpolate, ddpm_interpolate
 from .loader import to_uint8
-from .sampling import ancestral_sample, ancestral_sample_progressive, ddim_encode, ddim_sample
+from .sampling import ancestral_sample, ancestral_sample_progressive, ddim_reconstruct
 
 # DDIM Table 2's numbers of steps
 RECONSTRUCTION_STEPS = (10, 20, 50, 100, 200, 500, 1000)
+
+
+def latent_timesteps(num_timesteps: int, fractions: list[float]) -> list[int]:
+    """0-based steps t = fraction × T (DDPM Fig. 7 uses T/4 … T), distinct and in increasing order."""
+    return sorted({min(num_timesteps - 1, max(0, round(f * num_timesteps) - 1)) for f in fractions})
 
 
 def rows_image(rows: list[np.ndarray], border: int = 2) -> np.ndarray:
@@ -83,8 +88,7 @@ def ddim_reconstructions(diffusion, model, x0: torch.Tensor, steps: list[int]) -
     image with the originals in the first row and one row of reconstructions per S."""
     table, rows = [], [_uint8(x0)]
     for s in steps:
-        x_T = ddim_encode(diffusion, model, x0, s)
-        rec = ddim_sample(diffusion, model, x0.shape, s, eta=0.0, noise=x_T, clip_denoised=False, dtype=x0.dtype)
+        rec = ddim_reconstruct(diffusion, model, x0, s)
         table.append({"steps": s, "mse": float(((rec - x0) / 2).pow(2).mean())})
         rows.append(_uint8(rec.clamp(-1, 1)))
     return table, rows_image(rows)

@@ -1,4 +1,4 @@
-"""File helpers shared by the stages: checksums and atomic text writes."""
+"""File helpers shared by the stages: checksums and atomic text and image writes."""
 
 from __future__ import annotations
 
@@ -22,4 +22,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_png(path: Path, image) -> None:
+    """Write a uint8 H×W×C array (C = 1 or 3) as PNG to a temporary file beside ``path``, then rename it."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp)
     os.replace(tmp, path)

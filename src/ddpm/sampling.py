@@ -149,9 +149,14 @@ def ddim_encode(diffusion, model, x0, steps, skip="uniform", clip_denoised=False
     return x
 
 
-def ddim_reconstruction_error(diffusion, model, x0, steps, skip="uniform"):
-    """DDIM Table 2: per-example MSE (pixels scaled to [0, 1]) of decode(encode(x0)) with S = ``steps``, η = 0."""
+def ddim_reconstruct(diffusion, model, x0, steps, skip="uniform"):
+    """DDIM §5.4: decode(encode(x0)) with S = ``steps`` and η = 0, unclipped (the inversion's own error)."""
     x_T = ddim_encode(diffusion, model, x0, steps, skip)
-    rec = ddim_sample(diffusion, model, x0.shape, steps, eta=0.0, skip=skip, noise=x_T, clip_denoised=False,
-                      device=x0.device, dtype=x0.dtype)
+    return ddim_sample(diffusion, model, x0.shape, steps, eta=0.0, skip=skip, noise=x_T, clip_denoised=False,
+                       device=x0.device, dtype=x0.dtype)
+
+
+def ddim_reconstruction_error(diffusion, model, x0, steps, skip="uniform"):
+    """DDIM Table 2: per-example MSE (pixels scaled to [0, 1]) of ``ddim_reconstruct``."""
+    rec = ddim_reconstruct(diffusion, model, x0, steps, skip)
     return ((rec - x0) / 2).pow(2).mean(dim=tuple(range(1, x0.ndim)))
