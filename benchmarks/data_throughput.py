@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import make_params  # noqa: E402
 from PIL import Image
 
-from ddpm import datasets, shards
-from ddpm.config import validate_params
-from ddpm.loader import iter_batches, train_stream
+from ddpm.data import shards, sources
+from ddpm.data.loader import iter_batches, train_stream
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
@@ -69,10 +71,10 @@ def prepare_child(source: str, out: str) -> None:
             peak_anon[0] = max(peak_anon[0], _rss_anon_mib())
 
     threading.Thread(target=sample, daemon=True).start()
-    p = validate_params({"dataset": "lsun_church", "data": {"source": source, "resolution": 32, "test_size": 100,
+    p = make_params({"dataset": "lsun_church", "data": {"source": source, "resolution": 32, "test_size": 100,
                                                             "shard_size": 5000}})
     start = time.perf_counter()
-    m = shards.write_dataset({s: datasets.iter_split(p, s) for s in datasets.SPLITS}, Path(out), 5000, {})
+    m = shards.write_dataset({s: sources.iter_split(p, s) for s in sources.SPLITS}, Path(out), 5000, {})
     seconds = time.perf_counter() - start
     images = sum(s["count"] for s in m["splits"].values())
     done.set()
@@ -83,7 +85,7 @@ def prepare_child(source: str, out: str) -> None:
 def read_benchmark(tmp: Path) -> tuple[str, list[str]]:
     torch.set_num_threads(1)
     if SHARED_CIFAR.is_file():
-        p = validate_params({"dataset": "cifar10", "data": {"source": str(SHARED_CIFAR), "shard_size": 5000}})
+        p = make_params({"dataset": "cifar10", "data": {"source": str(SHARED_CIFAR), "shard_size": 5000}})
         label = f"CIFAR-10 train split ({SHARED_CIFAR.name})"
     else:
         p = None
@@ -91,7 +93,7 @@ def read_benchmark(tmp: Path) -> tuple[str, list[str]]:
     out = tmp / "cifar"
     start = time.perf_counter()
     if p is not None:
-        m = shards.write_dataset({"train": datasets.iter_split(p, "train")}, out, 5000, {})
+        m = shards.write_dataset({"train": sources.iter_split(p, "train")}, out, 5000, {})
     else:
         rng = np.random.default_rng(0)
         gen = ((f"{i:06d}", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), 0) for i in range(50_000))

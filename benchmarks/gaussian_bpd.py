@@ -11,10 +11,10 @@ import torch
 from _common import write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import MU, S, discrete_gaussian_bpd, gaussian_eps_model  # noqa: E402
+from helpers import MU, S, discrete_gaussian_bpd, gaussian_eps_model  # noqa: E402
 
-from ddpm.diffusion import GaussianDiffusion  # noqa: E402
-from ddpm.schedules import get_beta_schedule  # noqa: E402
+from ddpm.core.diffusion import GaussianDiffusion  # noqa: E402
+from ddpm.core.schedules import get_beta_schedule  # noqa: E402
 
 
 def main():

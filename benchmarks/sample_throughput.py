@@ -20,10 +20,10 @@ import time
 import torch
 from _common import write_results
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.fid import feature_extractor
-from ddpm.schedules import get_beta_schedule
-from ddpm.unet import UNet, UNetConfig
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.schedules import get_beta_schedule
+from ddpm.core.unet import UNet, UNetConfig
+from ddpm.evaluation.fid import feature_extractor
 
 
 def sync(device) -> None:

@@ -29,11 +29,11 @@ from _common import write_results
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.ema import EMA
-from ddpm.schedules import get_beta_schedule
-from ddpm.train_step import MicroBatch, build_optimizer, optimization_step
-from ddpm.unet import UNet, UNetConfig, count_parameters
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.ema import EMA
+from ddpm.core.schedules import get_beta_schedule
+from ddpm.core.unet import UNet, UNetConfig, count_parameters
+from ddpm.training.step import MicroBatch, build_optimizer, optimization_step
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense tensor-core peaks (SXM)
 

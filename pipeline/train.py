@@ -1,15 +1,14 @@
 """Stage train: fit the network on the shards (Accelerate), write the EMA weights."""
 
-from ddpm.stage import stage_main, write_csv, write_json
-from ddpm.train import train
+from ddpm.runner.stage import stage_main
+from ddpm.storage.files import write_csv, write_json
+from ddpm.training.loop import train
 
 
 def main(params, paths, run):
     result = train(params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics,
                    log_image=run.log_image)
-    write_json(paths.train_metrics, {"final_loss": result.final_loss, "steps": result.steps,
-                                     "parameters": result.parameters,
-                                     "images_per_second": result.images_per_second})
+    write_json(paths.train_metrics, result.metrics())
     write_csv(paths.train_plot, result.history)
     run.log_metrics({"parameters": result.parameters, "resumed_from_step": result.resumed_from})
     run.log_artifact(paths.model, "model")

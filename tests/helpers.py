@@ -1,17 +1,113 @@
-"""What the tests build: synthetic datasets (CIFAR-10 pickles and class folders, LSUN-style lmdb, image folders)
-and git repositories holding this checkout for pipeline runs."""
+"""What the tests build: params from the committed defaults, the exact ε model of Gaussian data, small networks,
+synthetic datasets (CIFAR-10 pickles and class folders, LSUN-style lmdb, image folders), and git repositories
+holding this checkout for pipeline runs."""
 
+import copy
 import io
+import math
 import os
 import pickle
 import shutil
 import subprocess
 import sys
 import tarfile
+from functools import cache
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+
+from ddpm.config import Params, compose, validate_params
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.unet import UNet, UNetConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------- params
+@cache
+def _composed(overrides: tuple[str, ...]) -> dict:
+    return compose(overrides, ROOT / "conf")
+
+
+def compose_raw(overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The params mapping ``dvc exp run -S ...`` composes from the committed conf/ (a fresh copy)."""
+    return copy.deepcopy(_composed(tuple(overrides)))
+
+
+def merged(base: dict, patch: dict) -> dict:
+    """``base`` with ``patch`` merged in, section by section."""
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def make_params(patch: dict | None = None, profile: str | None = None) -> Params:
+    """The default params (or a profile's) with ``patch`` merged in, validated."""
+    return validate_params(merged(compose_raw([f"profile={profile}"] if profile else []), patch or {}))
+
+
+# ------------------------------------------------------------------- Gaussian data and its exact model
+MU, S = 0.1, 0.2  # Gaussian data x0 ~ N(MU, S² I)
+
+
+def gaussian_eps_model(diffusion: GaussianDiffusion, mu=MU, s=S, exact_variance=False):
+    """The optimal ε for Gaussian data: E[ε | x_t] = √(1−ᾱ)(x_t − √ᾱ μ) / (ᾱ s² + 1 − ᾱ).
+
+    With ``exact_variance`` it also outputs the true log Var[x_{t−1} | x_t] = log(β̃ + coef1² Var[x0 | x_t])
+    (for ``var_type="learned"``), making the reverse process exact.
+    """
+
+    def arr(name, t, x):
+        return torch.from_numpy(getattr(diffusion, name)).to(x)[t].view(-1, 1, 1, 1)
+
+    def model(x, t):
+        a = arr("alphas_cumprod", t, x)
+        eps = torch.sqrt(1 - a) * (x - torch.sqrt(a) * mu) / (a * s * s + 1 - a)
+        if not exact_variance:
+            return eps
+        var_x0 = s * s * (1 - a) / (a * s * s + 1 - a)
+        var = arr("posterior_variance", t, x) + arr("posterior_mean_coef1", t, x) ** 2 * var_x0
+        return torch.cat([eps, torch.log(var).expand_as(x)], 1)
+
+    return model
+
+
+def discrete_gaussian_bpd(x0: torch.Tensor, mu=MU, s=S) -> float:
+    """Exact NLL in bits/dim of 256-level data under the discretized N(mu, s²) (the analytic bits/dim)."""
+    half = 1.0 / 255.0
+    cdf = lambda v: 0.5 * (1 + torch.erf((v - mu) / (s * math.sqrt(2))))  # noqa: E731
+    p = cdf(x0 + half) - cdf(x0 - half)
+    return float(-torch.log(p).mean() / math.log(2))
+
+
+# ------------------------------------------------------------------------------------- small networks
+def small_unet(seed: int = 0, ch_mult=(1, 2), attn_resolutions=(4,), scale: float | None = 0.05, **config) -> UNet:
+    """A small 8×8 grey-scale U-Net in eval mode; with ``scale``, weights drawn from N(0, scale²) (an untrained but
+    non-trivial network: zero-initialised outputs would hide bugs)."""
+    torch.manual_seed(seed)
+    model = UNet(UNetConfig(**{"in_channels": 1, "ch": 32, "ch_mult": tuple(ch_mult),
+                               "attn_resolutions": tuple(attn_resolutions), "resolution": 8, "dropout": 0.0}
+                            | config))
+    if scale is not None:
+        for p in model.parameters():
+            p.data.normal_(0, scale)
+    return model.eval()
+
+
+def write_shards(params: Params, out: Path) -> Path:
+    """The params' dataset as shards in ``out``."""
+    from ddpm.data import shards, sources
+
+    meta = {"dataset": params.dataset.value, "source_fingerprint": sources.source_fingerprint(params)}
+    shards.write_dataset({s: sources.iter_split(params, s) for s in sources.SPLITS}, out, params.data.shard_size,
+                         meta)
+    return out
+
+
+# --------------------------------------------------------------------------------------- synthetic data
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -78,9 +174,7 @@ def image_folder(root: Path, corrupt: str | None = None) -> Path:
     return root
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
+# ----------------------------------------------------------------------------------- pipeline runs
 def sh(args, cwd, env, timeout=900):
     res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
@@ -100,10 +194,34 @@ def checkout_copy(repo: Path, env: dict[str, str]) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
                            check=True).stdout.decode().split("\0")
     for rel in filter(None, files):
-        if (ROOT / rel).is_file() and not rel.startswith(("dvc.lock", "metrics/", "plots/", "reports/")):
+        if (ROOT / rel).is_file() and not rel.startswith(("dvc.lock", "params.yaml", "metrics/", "plots/", "reports/")):
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, repo / rel)
+    # params.yaml as committed: a quickstart run in this checkout leaves its experiment's params in the workspace
+    (repo / "params.yaml").write_text(committed("params.yaml"))
     sh(["git", "init", "-q"], repo, env)
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-qm", "snapshot"], repo, env)
     return repo
+
+
+def committed(rel: str) -> str:
+    """A file of this checkout as committed (HEAD), or as it stands where this is not a git checkout."""
+    res = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=ROOT, capture_output=True, text=True)
+    return res.stdout if res.returncode == 0 else (ROOT / rel).read_text()
+
+
+# ------------------------------------------------------------------------------------------- sampling
+SAMPLE_SHAPE = (1, 8, 8)
+
+
+def sampling_setup(sampler: str = "ddim", eta: float = 0.5):
+    """A small untrained network ready to sample 10 images in chunks of 4 (batches of 3) over T = 50 steps."""
+    from ddpm.core.schedules import get_beta_schedule
+    from ddpm.factory import Inference
+
+    cfg = make_params({"timesteps": 50, "sample": {"num_samples": 10, "chunk_size": 4, "batch_size": 3,
+                                                   "sampler": sampler, "steps": 5 if sampler == "ddim" else None,
+                                                   "eta": eta}}).sample
+    diffusion = GaussianDiffusion(get_beta_schedule("linear", 50))
+    return Inference(small_unet(), diffusion, SAMPLE_SHAPE, torch.device("cpu")), cfg

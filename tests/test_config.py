@@ -1,27 +1,29 @@
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT, committed, compose_raw, make_params
 
-from ddpm.config import Params, ParamsError, load_params, validate_params
+from ddpm.config import ParamsError, load_params, validate_params
+from ddpm.evaluation.names import EXTRACTOR_NAME
+from ddpm.runner.paths import Paths
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _compose(overrides):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+_compose = compose_raw
 
 
 def test_committed_params_yaml_is_the_default_composition():
-    assert yaml.safe_load((ROOT / "params.yaml").read_text()) == _compose([])
+    """Checked against what is committed: an experiment (the quickstart's) leaves its params in the workspace."""
+    assert yaml.safe_load(committed("params.yaml")) == _compose([])
+
+
+def test_every_key_is_required_so_defaults_live_in_conf_alone():
+    raw = _compose([])
+    del raw["train"]["channels_last"]
+    with pytest.raises(ParamsError, match=r"^params.yaml: train.channels_last: required key is missing$"):
+        validate_params(raw)
 
 
 def test_default_params_are_ddpm_cifar10():
-    p = load_params(ROOT / "params.yaml")
+    p = validate_params(yaml.safe_load(committed("params.yaml")))
     assert (p.dataset.value, p.schedule.value, p.timesteps, p.objective.value, p.mean_type.value) == (
         "cifar10", "linear", 1000, "simple", "eps")
     assert (p.model.ch, p.model.ch_mult, p.model.attn_resolutions, p.model.dropout) == (128, [1, 2, 2, 2], [16], 0.1)
@@ -51,6 +53,8 @@ BAD = [
     ({"train": {"ema_decay": 1.0}}, "params.yaml: train.ema_decay: Input should be less than 1"),
     ({"train": {"bacth_size": 4}}, "params.yaml: train.bacth_size: unknown key"),
     ({"sample": {"eta": 1.5}}, "params.yaml: sample.eta: must be a number in [0, 1] or 'sigma_hat' (got 1.5)"),
+    ({"sample": {"sampler": "ddim", "steps": 500, "skip": "quad"}},
+     "params.yaml: sample.steps: 500 quadratic DDIM steps collide for T=1000"),
     ({"sample": {"steps": 2000}}, "params.yaml: sample.steps: 2000 exceeds timesteps (1000)"),
     ({"sample": {"sampler": "euler"}}, "params.yaml: sample.sampler: Input should be 'ancestral' or 'ddim'"),
     ({"sample": {"num_samples": 0}}, "params.yaml: sample.num_samples: Input should be greater than 0"),
@@ -65,8 +69,8 @@ BAD = [
     ({"sample": {"respacing": "ddim999"}}, "params.yaml: sample.respacing: no integer stride gives exactly 999"),
     ({"sample": {"respacing": "50", "sampler": "ddim"}}, "params.yaml: sample.respacing: applies to sampler"),
     ({"train": {"mixed_precision": "fp8"}}, "params.yaml: train.mixed_precision: Input should be 'no', 'bf16'"),
-    ({"train": {"grad_accumulation": 3}}, "params.yaml: train.batch_size: 128 is not divisible by "
-                                          "train.grad_accumulation (3)"),
+    ({"train": {"grad_accumulation": 3}}, "params.yaml: train.batch_size: 128 does not split over 1 process(es) × "
+                                          "3 accumulation step(s); use a multiple of 3"),
     ({"train": {"grad_accumulation": 0}}, "params.yaml: train.grad_accumulation: Input should be greater than 0"),
     ({"train": {"sample_steps": 5000}}, "params.yaml: train.sample_steps: 5000 exceeds timesteps (1000)"),
 ]
@@ -74,7 +78,7 @@ BAD = [
 
 @pytest.mark.parametrize("patch,message", BAD, ids=[m.split(": ")[1] for _, m in BAD])
 def test_bad_params_give_one_line_error_naming_the_key(patch, message):
-    raw = Params().model_dump(mode="json")
+    raw = _compose([])
     for key, value in patch.items():
         if isinstance(value, dict):
             raw[key] = raw[key] | value
@@ -87,11 +91,11 @@ def test_bad_params_give_one_line_error_naming_the_key(patch, message):
 
 
 def test_paper_options_validate():
-    p = validate_params({"objective": "hybrid", "variance": "learned_range", "schedule": "cosine",
-                         "timestep_sampler": "loss_aware", "sample": {"sampler": "ddim", "eta": "sigma_hat",
-                                                                       "steps": 50, "skip": "quad"}})
+    p = make_params({"objective": "hybrid", "variance": "learned_range", "schedule": "cosine",
+                     "timestep_sampler": "loss_aware", "sample": {"sampler": "ddim", "eta": "sigma_hat", "steps": 20,
+                                                                   "skip": "quad"}})
     assert p.sample.eta == "sigma_hat" and p.timestep_sampler.value == "loss_aware"
-    assert validate_params({"sample": {"respacing": "10,10,10"}}).sample.respacing == "10,10,10"
+    assert make_params({"sample": {"respacing": "10,10,10"}}).sample.respacing == "10,10,10"
 
 
 def test_unreadable_params_files(tmp_path):
@@ -108,15 +112,14 @@ def test_unreadable_params_files(tmp_path):
 
 def test_dvc_yaml_paths_agree_with_the_stage_paths():
     """The outs declared in dvc.yaml are where the stage scripts write (for the default and the tiny profile)."""
-    from ddpm.stage import Paths
-
     text = (ROOT / "dvc.yaml").read_text()
     for raw in (_compose([]), _compose(["profile=tiny"])):
         p = validate_params(raw)
         rendered = text.replace("${dataset}", p.dataset.value).replace("${data.resolution}", str(p.data.resolution))
+        assert f"-{EXTRACTOR_NAME}-train.npz" in rendered
         paths = Paths(p)
         for path in [paths.shards, paths.model, paths.checkpoints, paths.samples, paths.sample_grid,
-                     paths.train_metrics, paths.eval_metrics, paths.train_plot, paths.rd_plot, paths.report.parent,
+                     paths.train_metrics, paths.eval_metrics, paths.train_plot, paths.rd_plot, paths.reports,
                      paths.figures, paths.reconstruction_metrics, paths.ddim_table, *paths.fid_refs.values()]:
             assert str(path) in rendered, f"{path} is not declared in dvc.yaml"
         assert "metrics/ddim_table/S${item.steps}-eta${item.eta}.json" in text
@@ -127,11 +130,12 @@ def test_dvc_yaml_paths_agree_with_the_stage_paths():
     ({"launcher": ""}, "params.yaml: launcher: String should have at least 1 character"),
     ({"figures": {"ddim_steps": 5000}}, "params.yaml: figures.ddim_steps: 5000 exceeds timesteps (1000)"),
     ({"figures": {"reconstruction_steps": [2000]}}, "params.yaml: figures.reconstruction_steps: all exceed"),
-    ({"ddim_table": {"etas": [0.0, 2.0]}}, "params.yaml: ddim_table.etas: must be a number in [0, 1] or 'sigma_hat'"),
+    ({"ddim_table": {"etas": [0.0, 2.0]}}, "params.yaml: ddim_table.etas.1: must be a number in [0, 1] or 'sigma_hat' "
+                                           "(got 2.0)"),
     ({"fid": {"kid_subset_size": 0}}, "params.yaml: fid.kid_subset_size: Input should be greater than 0"),
 ])
 def test_new_sections_are_validated_too(patch, message):
-    raw = Params().model_dump(mode="json")
+    raw = _compose([])
     for key, value in patch.items():
         raw[key] = raw[key] | value if isinstance(value, dict) else value
     with pytest.raises(ParamsError) as err:

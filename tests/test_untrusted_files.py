@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpm import fid, train_state
-from ddpm.checkpoint import load_model, save_model
-from ddpm.unet import UNet, UNetConfig
+from ddpm.core.unet import UNet, UNetConfig
+from ddpm.evaluation import fid
+from ddpm.storage.model_files import load_model, save_model
+from ddpm.training import checkpoints as train_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +92,8 @@ def test_the_same_weights_give_the_same_model_file_bytes(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, torch; from ddpm.unet import UNet, UNetConfig; from ddpm.checkpoint import save_model; "
+    code = ("import sys, torch; from ddpm.core.unet import UNet, UNetConfig; "
+            "from ddpm.storage.model_files import save_model; "
             "torch.manual_seed(0); m = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1,), attn_resolutions=(), "
             "resolution=8)); save_model(m, sys.argv[1], ema_decay='0.99', steps='7')")
     files = [tmp_path / f"m{i}.safetensors" for i in range(4)]

@@ -5,9 +5,11 @@ import errno
 import numpy as np
 import pytest
 import torch
+from helpers import small_unet
 
-from ddpm import generate, shards, train_state
-from ddpm.unet import UNet, UNetConfig
+from ddpm import sample_store
+from ddpm.data import shards
+from ddpm.training import checkpoints as train_state
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 
@@ -29,7 +31,7 @@ def full_disk_after(n_ok: int, real):
 
 
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    model = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1,), attn_resolutions=(), resolution=8))
+    model = small_unet(ch_mult=(1,), attn_resolutions=(), scale=None)
     opt = torch.optim.Adam(model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     first = train_state.save_checkpoint(tmp_path, 10, "fp", model, model, opt, sched, {}, [], keep=2)
@@ -65,28 +67,30 @@ def test_shard_write_failure_keeps_the_previous_shards(tmp_path, monkeypatch):
 
 
 def test_sample_chunk_write_failure_keeps_finished_chunks_and_leaves_no_partial_file(tmp_path, monkeypatch):
-    from test_sample_chunks import SHAPE, setup
+    from helpers import sampling_setup
 
-    diffusion, model, cfg = setup("ddim", 0.0)
-    generate.clear_stale(tmp_path, "fp")
-    monkeypatch.setattr(generate.np, "savez", full_disk_after(1, np.savez))
+    from ddpm.storage import files
+
+    inference, cfg = sampling_setup("ddim", 0.0)
+    sample_store.clear_stale(tmp_path, "fp")
+    monkeypatch.setattr(files.np, "savez", full_disk_after(1, np.savez))
     with pytest.raises(OSError, match="No space left on device"):
-        generate.sample_chunks(diffusion, model, cfg, SHAPE, 7, tmp_path)
+        sample_store.sample_chunks(inference, cfg, 7, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunk-000000.npz", "fingerprint"]
     monkeypatch.undo()
-    written = generate.sample_chunks(diffusion, model, cfg, SHAPE, 7, tmp_path)  # the rerun redoes only the rest
+    written = sample_store.sample_chunks(inference, cfg, 7, tmp_path)  # the rerun redoes only the rest
     assert written == ["chunk-000001.npz", "chunk-000002.npz"]
 
 
 def test_stage_reports_a_full_disk_in_one_line(tmp_path, monkeypatch, capsys):
     import yaml
+    from helpers import compose_raw
 
-    from ddpm.config import Params
-    from ddpm.stage import stage_main
+    from ddpm.runner.stage import stage_main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(Params().model_dump(mode="json")))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(compose_raw()))
 
     def body(params, paths, run):
         raise OSError(errno.ENOSPC, "No space left on device", "checkpoints/step-000000020/model.safetensors")

@@ -1,0 +1,49 @@
+"""Interpolation in latent space: DDPM §4.3 (through q at step t) and DDIM §5.3 (slerp of x_T)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .diffusion import GaussianDiffusion, Model
+from .sampling import ancestral_sample, ddim_sample
+from .spacing import Skip
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
+    """DDIM §5.3: spherical interpolation, θ = arccos(⟨z0, z1⟩ / ‖z0‖‖z1‖), per example."""
+    flat0, flat1 = z0.flatten(1), z1.flatten(1)
+    cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1))
+    theta = torch.arccos(cos.clamp(-1.0, 1.0)).reshape(-1, *([1] * (z0.ndim - 1)))
+    sin = torch.sin(theta)
+    linear = (1 - alpha) * z0 + alpha * z1
+    spherical = (torch.sin((1 - alpha) * theta) * z0 + torch.sin(alpha * theta) * z1) / sin.clamp(min=1e-12)
+    return torch.where(sin.abs() < 1e-6, linear, spherical)
+
+
+def ddim_interpolate(diffusion: GaussianDiffusion, model: Model, x_T0: torch.Tensor, x_T1: torch.Tensor,
+                     alphas: Sequence[float], steps: int, *, skip: str | Skip = Skip.UNIFORM,
+                     clip_denoised: bool = True) -> torch.Tensor:
+    """DDIM §5.3: decode slerp(x_T0, x_T1, α) deterministically (η = 0) for each α; returns len(α)×N×C×H×W."""
+    return torch.stack([
+        ddim_sample(diffusion, model, x_T0.shape, steps, eta=0.0, skip=skip, noise=slerp(x_T0, x_T1, float(a)),
+                    clip_denoised=clip_denoised, device=x_T0.device, dtype=x_T0.dtype)
+        for a in alphas
+    ])
+
+
+def ddpm_interpolate(diffusion: GaussianDiffusion, model: Model, x0_a: torch.Tensor, x0_b: torch.Tensor, t: int,
+                     lambdas: Sequence[float], *, generator: torch.Generator | None = None,
+                     clip_denoised: bool = True) -> torch.Tensor:
+    """DDPM §4.3: encode both images to step t with the same noise, mix x̄_t = (1 − λ) x_t + λ x'_t, and decode
+    with the reverse process; larger t gives coarser, more novel interpolations. Returns len(λ)×N×C×H×W."""
+    steps = torch.full((x0_a.shape[0],), t, device=x0_a.device, dtype=torch.long)
+    noise = torch.randn(x0_a.shape, generator=generator, device=x0_a.device, dtype=x0_a.dtype)
+    xa, xb = diffusion.q_sample(x0_a, steps, noise=noise), diffusion.q_sample(x0_b, steps, noise=noise)
+    out = []
+    for lam in lambdas:
+        mixed = (1 - float(lam)) * xa + float(lam) * xb
+        out.append(ancestral_sample(diffusion, model, mixed.shape, noise=mixed, clip_denoised=clip_denoised,
+                                    generator=generator, device=x0_a.device, dtype=x0_a.dtype, t_start=t))
+    return torch.stack(out)

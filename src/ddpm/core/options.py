@@ -1,0 +1,99 @@
+"""The choices of the diffusion core, as enums, and the checks of their values.
+
+Pure Python (no torch), so that the params schema can validate a whole params.yaml with the core's own rules
+without importing the math, and the stages that never touch the math (prepare, fid_ref) do not depend on it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, StrEnum
+from typing import TypeVar
+
+
+class OptionError(ValueError):
+    """A bad option value, as ``"key: reason"``; the params schema re-keys it with the params key."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"{key}: {reason}")
+        self.key, self.reason = key, reason
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def parse_enum(enum_cls: type[E], value, key: str) -> E:
+    """``enum_cls(value)``, or an OptionError naming ``key`` and the allowed values."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_cls)
+        raise OptionError(key, f"unknown value {value!r}; allowed: {allowed}") from None
+
+
+class MeanType(StrEnum):
+    """What the network's mean output predicts (DDPM §3.2, Table 2)."""
+
+    EPSILON = "eps"  # the noise ε (DDPM eq. 11)
+    START_X = "x0"  # the clean image x0
+    VELOCITY = "v"  # v = √ᾱ ε − √(1−ᾱ) x0 (Salimans & Ho 2022)
+    PREVIOUS_X = "mu"  # the posterior mean μ̃ itself (DDPM's μ̃-prediction baseline)
+
+
+class VarType(StrEnum):
+    """How Σ_θ(x_t, t) is chosen (DDPM §3.2, iDDPM §3.1)."""
+
+    FIXED_SMALL = "fixed_small"  # σ² = β̃_t, the posterior variance
+    FIXED_LARGE = "fixed_large"  # σ² = β_t (β̃_1 at t = 1 so the decoder stays sharp)
+    LEARNED = "learned"  # the network outputs log σ² directly (DDPM's "learned diagonal Σ")
+    LEARNED_RANGE = "learned_range"  # iDDPM eq. 15: interpolate log β_t and log β̃_t
+
+    @property
+    def learned(self) -> bool:
+        """The network outputs the variance too (2C channels)."""
+        return self in (VarType.LEARNED, VarType.LEARNED_RANGE)
+
+
+class LossType(StrEnum):
+    """Training objective (DDPM eq. 14, iDDPM §3.1)."""
+
+    SIMPLE = "simple"  # unweighted MSE on the mean target (L_simple)
+    VLB = "vlb"  # the variational bound L_vlb = Σ_t L_t, estimated as T·L_t
+    HYBRID = "hybrid"  # L_simple + λ L_vlb, with the mean frozen inside L_vlb
+
+
+def check_variance_trainable(var_type: VarType, loss_type: LossType) -> None:
+    """A learned variance gets its gradient only from the variational bound (iDDPM §3.1)."""
+    if var_type.learned and loss_type is LossType.SIMPLE:
+        raise OptionError("variance", f"{var_type.value!r} gets no gradient from objective 'simple'; "
+                                      "use 'hybrid' or 'vlb'")
+
+
+class TimestepSamplerType(StrEnum):
+    """How training draws t (iDDPM §3.3)."""
+
+    UNIFORM = "uniform"
+    LOSS_AWARE = "loss_aware"  # importance sampling with p_t ∝ √E[L_t²]
+
+
+class Sampler(StrEnum):
+    """How images are drawn from a trained model."""
+
+    ANCESTRAL = "ancestral"  # DDPM Algorithm 2 (respaced when fewer steps are asked for, iDDPM §4)
+    DDIM = "ddim"  # DDIM eq. 12
+
+
+SIGMA_HAT = "sigma_hat"  # DDIM Table 1's σ̂ row: ancestral sampling of the respaced process with σ² = β
+Eta = float | str  # DDIM η in [0, 1], or SIGMA_HAT
+
+
+def check_eta(value) -> Eta:
+    """DDIM's η as a float in [0, 1] (numbers written as text too), or ``"sigma_hat"``."""
+    if value == SIGMA_HAT:
+        return SIGMA_HAT
+    try:
+        eta = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        eta = float("nan")
+    if not 0.0 <= eta <= 1.0:
+        raise OptionError("eta", f"must be a number in [0, 1] or '{SIGMA_HAT}' (got {value!r})")
+    return eta

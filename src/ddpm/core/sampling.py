@@ -1,0 +1,148 @@
+"""Sampling loops: ancestral (DDPM Algorithm 2, any respacing) and DDIM (generation and encoding), and ``sample``,
+the one call that draws images with the sampler the options name."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import torch
+
+from .diffusion import GaussianDiffusion, Model
+from .options import SIGMA_HAT, Eta, Sampler, VarType, check_eta
+from .respace import SpacedDiffusion
+from .spacing import Skip, ddim_timesteps, space_timesteps
+
+NoiseFn = Callable[[], torch.Tensor]
+Shape = tuple[int, ...]
+
+
+def _last(steps: Iterator[dict]) -> dict:
+    """The final item of a progressive sampler, without keeping the others."""
+    return deque(steps, maxlen=1)[0]
+
+
+def _start(shape, noise, generator, device, dtype, noise_fn=None):
+    if noise is not None:
+        return noise
+    if noise_fn is not None:
+        return noise_fn()
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def _step_noise(x, generator, noise_fn):
+    """Fresh noise for one step: from ``noise_fn`` (e.g. one generator per image) or from ``generator``."""
+    if noise_fn is not None:
+        return noise_fn()
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _steps(diffusion: GaussianDiffusion, n: int, device, t_start: int | None = None) -> Iterator[torch.Tensor]:
+    start = diffusion.num_timesteps - 1 if t_start is None else t_start
+    if not 0 <= start < diffusion.num_timesteps:
+        raise ValueError(f"t_start: must be in 0..{diffusion.num_timesteps - 1}, got {start}")
+    for step in reversed(range(start + 1)):
+        yield torch.full((n,), step, device=device, dtype=torch.long)
+
+
+@torch.no_grad()
+def ancestral_sample_progressive(
+    diffusion: GaussianDiffusion, model: Model, shape: Shape, *, noise: torch.Tensor | None = None,
+    clip_denoised: bool = True, generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32, t_start: int | None = None, noise_fn: NoiseFn | None = None,
+) -> Iterator[dict]:
+    """DDPM Algorithm 2 step by step; yields ``{"t", "sample", "pred_xstart"}`` (DDPM Fig. 6's x̂0 along the chain).
+
+    With ``t_start``, ``noise`` is x at that step and the chain runs from there (DDPM Fig. 7's p(x0 | x_t)).
+    ``noise_fn()``, if given, draws x_T and every step's noise instead of ``generator``.
+    """
+    if t_start is not None and noise is None:
+        raise ValueError("t_start: needs the starting x_t as noise")
+    x = _start(shape, noise, generator, device, dtype, noise_fn)
+    for t in _steps(diffusion, x.shape[0], x.device, t_start):
+        z = _step_noise(x, generator, noise_fn)
+        out = diffusion.p_sample(model, x, t, clip_denoised=clip_denoised, noise=z)
+        x = out["sample"]
+        yield {"t": int(t[0]), **out}
+
+
+def ancestral_sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, **options) -> torch.Tensor:
+    """DDPM Algorithm 2 over all steps of ``diffusion`` (respaced or not); returns x_0 in [-1, 1]."""
+    return _last(ancestral_sample_progressive(diffusion, model, shape, **options))["sample"]
+
+
+@torch.no_grad()
+def ddim_sample_progressive(
+    diffusion: GaussianDiffusion, model: Model, shape: Shape, steps: int, *, eta: Eta = 0.0,
+    skip: str | Skip = Skip.UNIFORM, noise: torch.Tensor | None = None, clip_denoised: bool = True,
+    generator: torch.Generator | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    noise_fn: NoiseFn | None = None,
+) -> Iterator[dict]:
+    """DDIM eq. 12 over the sub-sequence τ of ``steps`` steps; yields ``{"t", "sample", "pred_xstart"}``.
+
+    ``eta="sigma_hat"`` is DDIM Table 1's σ̂ row: σ̂_τi = √(1 − ᾱ_τi / ᾱ_τi−1), i.e. ancestral sampling of the
+    respaced process with σ² = β (larger than η = 1).
+    """
+    eta = check_eta(eta)
+    spaced = SpacedDiffusion(diffusion, ddim_timesteps(diffusion.num_timesteps, steps, skip))
+    if eta == SIGMA_HAT:
+        spaced.var_type = VarType.FIXED_LARGE
+    x = _start(shape, noise, generator, device, dtype, noise_fn)
+    for t in _steps(spaced, x.shape[0], x.device):
+        z = _step_noise(x, generator, noise_fn) if eta == SIGMA_HAT or eta > 0 else None
+        if eta == SIGMA_HAT:
+            out = spaced.p_sample(model, x, t, clip_denoised=clip_denoised, noise=z)
+        else:
+            out = spaced.ddim_step(model, x, t, eta=eta, clip_denoised=clip_denoised, noise=z)
+        x = out["sample"]
+        yield {"t": int(spaced.timestep_map[int(t[0])]), **out}
+
+
+def ddim_sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, steps: int, **options) -> torch.Tensor:
+    """DDIM generation (Song et al. eq. 12) with ``steps`` steps; ``noise`` is the starting x_T."""
+    return _last(ddim_sample_progressive(diffusion, model, shape, steps, **options))["sample"]
+
+
+@torch.no_grad()
+def ddim_encode(diffusion: GaussianDiffusion, model: Model, x0: torch.Tensor, steps: int, *,
+                skip: str | Skip = Skip.UNIFORM, clip_denoised: bool = False) -> torch.Tensor:
+    """DDIM §5.4: the deterministic (η = 0) encoding x0 → x_T along the same sub-sequence ``ddim_sample`` uses."""
+    spaced = SpacedDiffusion(diffusion, ddim_timesteps(diffusion.num_timesteps, steps, skip))
+    x = x0
+    for step in range(spaced.num_timesteps):
+        t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
+        x = spaced.ddim_reverse_step(model, x, t, clip_denoised=clip_denoised)["sample"]
+    return x
+
+
+def ddim_reconstruct(diffusion: GaussianDiffusion, model: Model, x0: torch.Tensor, steps: int, *,
+                     skip: str | Skip = Skip.UNIFORM) -> torch.Tensor:
+    """DDIM §5.4: decode(encode(x0)) with S = ``steps`` and η = 0, unclipped (the inversion's own error)."""
+    x_T = ddim_encode(diffusion, model, x0, steps, skip=skip)
+    return ddim_sample(diffusion, model, x0.shape, steps, eta=0.0, skip=skip, noise=x_T, clip_denoised=False,
+                       device=x0.device, dtype=x0.dtype)
+
+
+def ddim_reconstruction_error(diffusion: GaussianDiffusion, model: Model, x0: torch.Tensor, steps: int, *,
+                              skip: str | Skip = Skip.UNIFORM) -> torch.Tensor:
+    """DDIM Table 2: per-example MSE (pixels scaled to [0, 1]) of ``ddim_reconstruct``."""
+    rec = ddim_reconstruct(diffusion, model, x0, steps, skip=skip)
+    return ((rec - x0) / 2).pow(2).mean(dim=tuple(range(1, x0.ndim)))
+
+
+def sampling_process(diffusion: GaussianDiffusion, steps: int | None = None,
+                     respacing: str | None = None) -> GaussianDiffusion:
+    """The process ancestral sampling runs over: respaced (iDDPM §4) when fewer steps or sections are asked for."""
+    if respacing or (steps or diffusion.num_timesteps) < diffusion.num_timesteps:
+        return SpacedDiffusion(diffusion, space_timesteps(diffusion.num_timesteps, respacing or str(steps)))
+    return diffusion
+
+
+def sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, *, sampler: str | Sampler,
+           steps: int | None = None, eta: Eta = 0.0, skip: str | Skip = Skip.UNIFORM, respacing: str | None = None,
+           **options) -> torch.Tensor:
+    """Images from ``sampler`` with ``steps`` steps (None: all T): DDIM with ``eta`` and ``skip``, or ancestral
+    sampling, respaced by ``respacing`` or to ``steps``. ``options`` go to the sampling loop (``noise_fn``, …)."""
+    if Sampler(sampler) is Sampler.DDIM:
+        return ddim_sample(diffusion, model, shape, steps or diffusion.num_timesteps, eta=eta, skip=skip, **options)
+    return ancestral_sample(sampling_process(diffusion, steps, respacing), model, shape, **options)

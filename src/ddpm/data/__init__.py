@@ -1,0 +1,1 @@
+"""Dataset sources, deterministic WebDataset shards, and the shard readers."""

@@ -1,0 +1,92 @@
+"""Deterministic WebDataset shards (``__key__``, ``png``, ``cls``) and their manifest."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+
+from ddpm.storage.files import atomic_folder, file_digest
+
+MANIFEST = "manifest.json"
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _write_split(samples: Iterable, out_dir: Path, split: str, shard_size: int) -> dict:
+    """Write one split as ``{split}-%06d.tar`` shards with fixed member order, mtimes and owners."""
+    shards, writer, count, in_shard, shape = [], None, 0, 0, None
+    try:
+        for key, img, label in samples:
+            if shape is None:
+                shape = list(img.shape)
+            elif list(img.shape) != shape:
+                raise ValueError(f"{split}/{key}: image shape {list(img.shape)} differs from {shape}")
+            if writer is None or in_shard == shard_size:
+                if writer is not None:
+                    writer.close()
+                name = f"{split}-{len(shards):06d}.tar"
+                shards.append({"name": name, "count": 0})
+                # An integer mtime: a float one makes tarfile add a PAX header to every member.
+                writer = wds.TarWriter(str(out_dir / name), mtime=0, user="ddpm", group="ddpm", mode=0o444)
+                in_shard = 0
+            writer.write({"__key__": key, "png": encode_png(img), "cls": str(label).encode("ascii")})
+            in_shard += 1
+            shards[-1]["count"] += 1
+            count += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    if count == 0:
+        raise ValueError(f"data source: split {split!r} is empty")
+    for shard in shards:
+        shard["sha256"] = file_digest(out_dir / shard["name"])
+    return {"count": count, "shape": shape, "shards": shards}
+
+
+def write_dataset(splits: dict[str, Iterable], out_dir: Path, shard_size: int, meta: dict,
+                  skipped: dict[str, list[str]] | None = None) -> dict:
+    """Write every split and the manifest into a temp folder beside ``out_dir``, then swap it in.
+
+    ``skipped`` (filled by the sources while the splits are consumed) goes into the manifest as counts and keys.
+    A failure leaves the previous ``out_dir`` (if any) untouched and no partial folder behind.
+    """
+    manifest = dict(meta, shard_size=shard_size, splits={})
+    with atomic_folder(out_dir) as tmp:
+        for split, samples in splits.items():
+            manifest["splits"][split] = _write_split(samples, tmp, split, shard_size)
+            keys = (skipped or {}).get(split, [])
+            manifest["splits"][split]["skipped"] = {"count": len(keys), "keys": keys}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_manifest(shard_dir: Path) -> dict:
+    path = Path(shard_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"shards: {path} not found; run the prepare stage")
+    return json.loads(path.read_text())
+
+
+def shard_urls(shard_dir: Path, split: str) -> list[str]:
+    manifest = read_manifest(shard_dir)
+    if split not in manifest["splits"]:
+        raise ValueError(f"shards: split {split!r} not in {shard_dir}; have {sorted(manifest['splits'])}")
+    return [str(Path(shard_dir) / s["name"]) for s in manifest["splits"][split]["shards"]]
+
+
+def manifest_counts(manifest: dict) -> dict[str, int]:
+    """Images, shards and skipped images per split, as flat metrics."""
+    splits = manifest["splits"]
+    counts = {f"{s}_images": splits[s]["count"] for s in splits}
+    counts |= {f"{s}_shards": len(splits[s]["shards"]) for s in splits}
+    return counts | {f"{s}_skipped": splits[s]["skipped"]["count"] for s in splits}

@@ -1,0 +1,1 @@
+"""Evaluation: FID, KID, precision/recall and IS; likelihood and rate–distortion; the papers' figures and tables."""

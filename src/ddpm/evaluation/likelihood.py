@@ -1,0 +1,81 @@
+"""Likelihood and rate–distortion from the variational bound (DDPM §4.3, Table 4, Fig. 5)."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddpm.core.diffusion import GaussianDiffusion, Model
+from ddpm.core.images import to_model_range
+
+
+def nll_bpd(diffusion: GaussianDiffusion, model: Model, batches: Iterable[torch.Tensor], seed: int,
+            device: str | torch.device = "cpu") -> dict:
+    """Full-T variational bound in bits/dim over uint8 N×C×H×W batches (``calc_bpd_loop`` per batch).
+
+    Returns the mean ``total_bpd`` and ``prior_bpd``, the number of images, and per-t means of ``vb`` (bits/dim)
+    and ``xstart_mse`` (on [-1, 1]).
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    totals, priors, vbs, mses = [], [], [], []
+    for images in batches:
+        out = diffusion.calc_bpd_loop(model, to_model_range(images).to(device), clip_denoised=True, generator=gen)
+        totals.append(out["total_bpd"].cpu())
+        priors.append(out["prior_bpd"].cpu())
+        vbs.append(out["vb"].cpu())
+        mses.append(out["xstart_mse"].cpu())
+    if not totals:
+        raise ValueError("nll: no images to evaluate")
+    return {
+        "total_bpd": float(torch.cat(totals).mean()),
+        "prior_bpd": float(torch.cat(priors).mean()),
+        "count": int(sum(t.shape[0] for t in totals)),
+        "vb": torch.cat(vbs).mean(0).numpy().astype(np.float64),
+        "xstart_mse": torch.cat(mses).mean(0).numpy().astype(np.float64),
+    }
+
+
+def rate_distortion(prior_bpd: float, vb: np.ndarray, xstart_mse: np.ndarray) -> list[dict]:
+    """DDPM Table 4 / Fig. 5 under progressive lossy decoding, one row per step t = T..1 and the lossless end.
+
+    Having received x_t costs rate(t) = L_T + Σ_{s ≥ t} L_s bits/dim (the KL terms of steps s > t−1);
+    its distortion is the RMSE of x̂0(x_t) on the [0, 255] scale. The last row adds the decoder term: x0 exactly.
+    ``term_bpd`` is the bound's term sent next, L_{t−1} (DDPM eq. 5; L_0 is the decoder's), so the total NLL is
+    the last row's rate.
+    """
+    T = len(vb)
+    rows, rate = [], prior_bpd
+    for i in reversed(range(T)):  # index i is the papers' step t = i + 1
+        rows.append({"t": i + 1, "rate_bpd": rate, "distortion_rmse": float(np.sqrt(xstart_mse[i]) * 127.5),
+                     "term_bpd": float(vb[i])})
+        rate += float(vb[i])
+    rows.append({"t": 0, "rate_bpd": rate, "distortion_rmse": 0.0, "term_bpd": 0.0})
+    return rows
+
+
+def likelihood_scores(diffusion: GaussianDiffusion, model: Model, batches: Iterable[torch.Tensor], seed: int,
+                      device: str | torch.device = "cpu") -> tuple[dict[str, float], list[dict]]:
+    """The test NLL's metrics (``nll_bpd``, ``prior_bpd``, ``nll_images``, ``nll_seconds``) and the
+    rate–distortion rows."""
+    start = time.perf_counter()
+    nll = nll_bpd(diffusion, model, batches, seed, device)
+    metrics = {"nll_bpd": nll["total_bpd"], "prior_bpd": nll["prior_bpd"], "nll_images": nll["count"],
+               "nll_seconds": time.perf_counter() - start}
+    return metrics, rate_distortion(nll["prior_bpd"], nll["vb"], nll["xstart_mse"])
+
+
+def rate_distortion_series(rows: list[dict]) -> dict[str, list[float]]:
+    """The rate–distortion rows as step-indexed series; ``nll_term_bpd`` is L_{t−1} in the order t = T..1."""
+    return {"rd_rate_bpd": [r["rate_bpd"] for r in rows], "rd_distortion_rmse": [r["distortion_rmse"] for r in rows],
+            "nll_term_bpd": [r["term_bpd"] for r in rows[:-1]]}
+
+
+def read_rate_distortion(path: Path) -> list[dict[str, float]]:
+    """The rows ``rate_distortion`` gave, back from the CSV the evaluate stage wrote."""
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -1,0 +1,90 @@
+"""The report: the results table (what was run and what it scored) and the papers' tables beside their published
+numbers, as Markdown and CSV rows. Inputs are plain values; nothing here reads files or talks to MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ddpm.config import Params
+
+from . import paper_tables
+from .names import ISC_UNAVAILABLE
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def results_table(params: Params, train: dict, evaluation: dict) -> str:
+    sampler = params.sample.sampler.value
+    if sampler == "ddim":
+        eta = params.sample.eta if isinstance(params.sample.eta, str) else f"{params.sample.eta:g}"
+        sampler += f" S={params.sample.steps or params.timesteps} {params.sample.skip.value} η={eta}"
+    elif params.sample.respacing or params.sample.steps:
+        sampler += f" respaced {params.sample.respacing or params.sample.steps}"
+    if "isc" in evaluation:
+        isc = f"{evaluation['isc']:.3g} ± {evaluation['isc_std']:.2g}"
+    else:
+        isc = ISC_UNAVAILABLE if params.evaluate.isc else "not requested"
+    rows = [
+        ("profile", params.profile),
+        ("dataset", params.dataset.value),
+        ("schedule / T", f"{params.schedule.value} / {params.timesteps}"),
+        ("objective / mean / variance", f"{params.objective.value} / {params.mean_type.value} / "
+                                        f"{params.variance.value}"),
+        ("parameters", f"{train.get('parameters', 0) / 1e6:.2f}M"),
+        ("train steps", _fmt(train.get("steps"))),
+        ("final train loss", _fmt(train.get("final_loss"))),
+        ("sampler", sampler),
+        ("samples", _fmt(evaluation.get("num_samples"))),
+        ("FID (vs train / test)", f"{_fmt(evaluation.get('fid_train'))} / {_fmt(evaluation.get('fid_test'))}"),
+        ("KID (vs train)", f"{_fmt(evaluation.get('kid'))} ± {_fmt(evaluation.get('kid_std'))}"),
+        ("precision / recall (vs train)", f"{_fmt(evaluation.get('precision'))} / {_fmt(evaluation.get('recall'))}"),
+        ("IS", isc),
+        ("NLL test (bits/dim)", f"{_fmt(evaluation.get('nll_bpd'))} on {_fmt(evaluation.get('nll_images'))} images"),
+        ("prior L_T (bits/dim)", _fmt(evaluation.get("prior_bpd"))),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = ["| " + "quantity".ljust(width) + " | value |", "|" + "-" * (width + 2) + "|-------|"]
+    lines += [f"| {k.ljust(width)} | {v} |" for k, v in rows]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Report:
+    results_md: str  # reports/results.md
+    tables_md: str  # reports/paper_tables.md
+    csv_rows: dict[str, list[dict]]  # file name → rows
+
+
+def build_report(params: Params, train: dict, evaluation: dict, reconstruction: list[dict], cells: list[dict],
+                 records: list[paper_tables.Record], note: str = "") -> Report:
+    """The run's results and the papers' tables. ``records`` are earlier evaluated runs (oldest first; this run is
+    added last), ``cells`` the DDIM Table 1 cells, ``note`` a line to print above the tables."""
+    if not cells:
+        raise ValueError("metrics: no DDIM table cells; run the ddim_fid stages")
+    current = paper_tables.Record(params=params.model_dump(mode="json"), metrics=evaluation, label="this run")
+    records = [*records, current]
+    ddpm_md, ddpm_rows = paper_tables.ddpm_table(records)
+    ddim_md, ddim_rows = paper_tables.ddim_table(cells)
+    iddpm_md, iddpm_rows = paper_tables.iddpm_table(records)
+    recon_md = paper_tables.reconstruction_table(reconstruction)
+    summary = results_table(params, train, evaluation)
+    results_md = "# Results\n\n" + summary + "\n## DDIM Table 2: reconstruction error\n\n" + recon_md
+    tables_md = (
+        f"# The papers' tables ({params.dataset.value}, profile {params.profile})\n\n{note}"
+        "Published numbers are CIFAR10 at full scale; runs of other datasets or profiles are not comparable "
+        "to them. Rows come from the latest evaluated run with those params in MLflow.\n\n"
+        "## DDPM Tables 1–2: IS, FID (vs train), NLL\n\n" + ddpm_md
+        + f"\n## DDIM Table 1: FID, ours ({max(c['num_samples'] for c in cells)} samples per cell) with the paper's in "
+          "brackets\n\n" + ddim_md
+        + "\n## DDIM Table 2: reconstruction MSE\n\n" + recon_md
+        + "\n## iDDPM: schedule × objective (published values: iDDPM Tables 1–2, not bundled)\n\n" + iddpm_md
+    )
+    csv_rows = {"ddpm_table.csv": ddpm_rows, "ddim_table1.csv": ddim_rows, "ddim_table2.csv": reconstruction,
+                "iddpm_table.csv": iddpm_rows}
+    return Report(results_md, tables_md, csv_rows)

@@ -1,0 +1,70 @@
+"""Objects built from validated params: the diffusion process, the network, and a trained model ready to sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ddpm.config import Params
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.schedules import get_beta_schedule
+from ddpm.core.unet import UNet, UNetConfig
+from ddpm.storage.model_files import load_model
+
+
+def build_diffusion(params: Params) -> GaussianDiffusion:
+    return GaussianDiffusion(
+        get_beta_schedule(params.schedule, params.timesteps),
+        mean_type=params.mean_type,
+        var_type=params.variance,
+        loss_type=params.objective,
+        hybrid_lambda=params.hybrid_lambda,
+    )
+
+
+def unet_config(params: Params, channels: int) -> UNetConfig:
+    m = params.model
+    return UNetConfig(
+        in_channels=channels,
+        ch=m.ch,
+        ch_mult=tuple(m.ch_mult),
+        num_res_blocks=m.num_res_blocks,
+        attn_resolutions=tuple(m.attn_resolutions),
+        dropout=m.dropout,
+        resolution=params.data.resolution,
+        learn_sigma=params.variance.learned,
+        num_heads=m.num_heads,
+        scale_shift_norm=m.scale_shift_norm,
+        resblock_updown=m.resblock_updown,
+    )
+
+
+def build_model(params: Params, channels: int) -> UNet:
+    return UNet(unet_config(params, channels))
+
+
+@dataclass(frozen=True)
+class Inference:
+    """A trained network in eval mode on its device, the diffusion process of the params, and the image shape."""
+
+    model: UNet
+    diffusion: GaussianDiffusion
+    shape: tuple[int, int, int]  # C×H×W
+    device: torch.device
+
+
+def load_for_inference(params: Params, path: Path, device: str | torch.device) -> Inference:
+    """Load the weights at ``path`` onto ``device`` and check that they fit ``params`` (a network trained for one
+    variance type cannot serve another: its output channels differ)."""
+    model = load_model(path, device)
+    wants = params.variance.learned
+    if wants != model.config.learn_sigma:
+        outputs = "2C (mean and variance)" if model.config.learn_sigma else "C (mean only)"
+        raise ValueError(
+            f"variance: {params.variance.value!r} needs a network with {'2C' if wants else 'C'} outputs, "
+            f"but {path} outputs {outputs}; retrain or set variance to match"
+        )
+    shape = (model.config.in_channels, params.data.resolution, params.data.resolution)
+    return Inference(model, build_diffusion(params), shape, torch.device(device))

@@ -1,0 +1,41 @@
+"""Where each stage reads and writes: the DVC outs of dvc.yaml, relative to the project root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ddpm.config import Params
+from ddpm.evaluation.names import EXTRACTOR_NAME
+
+
+class Paths:
+    def __init__(self, params: Params, root: Path = Path(".")):
+        ds = params.dataset.value
+        self.shards = root / "data" / "shards" / ds
+        key = f"{ds}-{params.data.resolution}-{EXTRACTOR_NAME}"
+        self.fid_refs = {split: root / "data" / "fid_ref" / f"{key}-{split}.npz" for split in ("train", "test")}
+        self.model = root / "models" / "ema.safetensors"
+        self.checkpoints = root / "checkpoints"
+        self.samples = root / "outputs" / "samples"
+        self.sample_grid = root / "outputs" / "samples.png"
+        self.train_metrics = root / "metrics" / "train.json"
+        self.eval_metrics = root / "metrics" / "evaluate.json"
+        self.train_plot = root / "plots" / "train_loss.csv"
+        self.rd_plot = root / "plots" / "rate_distortion.csv"
+        self.reports = root / "reports"
+        self.report = self.reports / "results.md"
+        self.paper_tables = self.reports / "paper_tables.md"
+        self.figures = root / "outputs" / "figures"
+        self.reconstruction_metrics = root / "metrics" / "reconstruction.json"
+        self.ddim_table = root / "metrics" / "ddim_table"
+
+    def ddim_cell(self, steps: str, eta: str) -> Path:
+        """One DDIM Table 1 cell's metrics file (named as dvc.yaml's matrix names it)."""
+        return self.ddim_table / f"S{steps}-eta{eta}.json"
+
+
+def require(path: Path, what: str, producer: str) -> Path:
+    """Fail before any work when an input produced by an earlier stage is missing."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{what}: {path} not found; run the {producer} stage")
+    return path

@@ -1,0 +1,138 @@
+"""Keeping a stage's MLflow log when the tracking server is unreachable, and sending it later.
+
+``ResilientRun`` wraps a ``StageRun``: the first failing MLflow call prints one warning, and from then on every
+call is appended to ``mlflow-pending/<stage>-<time>-<pid>.jsonl`` (images beside it as .npy) instead of failing
+the stage. ``python -m ddpm.runner.spool mlflow-pending/*.jsonl`` replays such files into the current tracking store
+(``MLFLOW_TRACKING_URI``, else the project's sqlite store) as new runs tagged ``ddpm.replayed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .tracker import Tracker
+
+OPS = ("log_metrics", "log_series", "log_artifact", "log_image", "log_table", "log_json")
+
+
+class ResilientRun(Tracker):
+    """A Tracker that passes every call to a StageRun until MLflow fails, then appends it to a spool file."""
+
+    def __init__(self, run, spool_dir: Path):
+        self.run, self.spool_dir = run, Path(spool_dir)
+        self.pending: Path | None = None
+
+    def __enter__(self) -> ResilientRun:
+        try:
+            self.run.__enter__()
+        except Exception as err:  # noqa: BLE001 - any tracking failure: keep the log locally
+            self._offline(err)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        status = "FINISHED" if exc_type is None else "FAILED"
+        if self.pending is None:
+            try:
+                self.run.__exit__(exc_type, exc, tb)
+            except Exception as err:  # noqa: BLE001
+                self._offline(err)
+        if self.pending is not None:
+            self._append({"op": "end", "status": status})
+        return False
+
+    # The Tracker protocol (runner.stage), each call passed to the stage run until MLflow fails, then spooled.
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._call("log_metrics", metrics, step=step)
+
+    def log_series(self, series: dict[str, list[float]]) -> None:
+        self._call("log_series", series)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._call("log_artifact", path, artifact_path=artifact_path)
+
+    def log_image(self, image: np.ndarray, name: str, step: int | None = None) -> None:
+        self._call("log_image", image, name, step=step)
+
+    def log_table(self, rows: list[dict], name: str) -> None:
+        self._call("log_table", rows, name)
+
+    def log_json(self, obj, name: str) -> None:
+        self._call("log_json", obj, name)
+
+    def _call(self, name: str, *args, **kwargs) -> None:
+        if self.pending is None:
+            try:
+                getattr(self.run, name)(*args, **kwargs)
+                return
+            except Exception as err:  # noqa: BLE001 - any tracking failure: keep the log locally
+                self._offline(err)
+        self._append({"op": name, "args": [self._encode(a) for a in args],
+                      "kwargs": {k: self._encode(v) for k, v in kwargs.items()}})
+
+    def _offline(self, err: Exception) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self.pending = self.spool_dir / f"{self.run.stage}-{stamp}-{os.getpid()}.jsonl"
+        from .tracking import tracking_uri
+
+        self._append({"op": "start", "stage": self.run.stage, "experiment": self.run.experiment,
+                      "params": self.run.params, "tracking_uri": tracking_uri(), "error": str(err)[:500]})
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        print(f"warning: MLflow at {tracking_uri()} is unreachable ({first_line}); this stage's log is kept in "
+              f"{self.pending}; send it later with: python -m ddpm.runner.spool {self.pending}", file=sys.stderr)
+
+    def _encode(self, value):
+        if isinstance(value, np.ndarray):
+            path = self.pending.with_name(f"{self.pending.stem}-{time.monotonic_ns()}.npy")
+            np.save(path, value)
+            return {"__ndarray__": str(path)}
+        if isinstance(value, Path):
+            return str(value.resolve())
+        return value
+
+    def _append(self, record: dict) -> None:
+        with open(self.pending, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _decode(value):
+    if isinstance(value, dict) and "__ndarray__" in value:
+        return np.load(value["__ndarray__"], allow_pickle=False)
+    return value
+
+
+def replay(path: Path) -> str:
+    """Log one spooled file as a new stage run; returns its run id. The file is renamed to ``*.sent``."""
+    from .tracking import StageRun
+
+    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not lines or lines[0].get("op") != "start":
+        raise ValueError(f"spool: {path} is not a pending MLflow log (no start record)")
+    head = lines[0]
+    run = StageRun(head["stage"], head["params"], head["experiment"])
+    status = next((r["status"] for r in lines if r["op"] == "end"), "FAILED")
+    with run:
+        run.client.set_tag(run.run_id, "ddpm.replayed", "true")
+        for record in lines[1:]:
+            if record["op"] in OPS:
+                getattr(run, record["op"])(*map(_decode, record["args"]),
+                                           **{k: _decode(v) for k, v in record["kwargs"].items()})
+        if status != "FINISHED":
+            run.client.set_tag(run.run_id, "ddpm.original_status", status)
+    Path(path).rename(Path(path).with_suffix(".sent"))
+    return run.run_id
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m ddpm.runner.spool mlflow-pending/<file>.jsonl ...")
+    for name in sys.argv[1:]:
+        print(f"{name} → run {replay(Path(name))}")

@@ -1,0 +1,59 @@
+"""Running one pipeline stage: validate params first, fail with one line, log the stage to MLflow."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from ddpm.config import Params, load_params
+
+from .paths import Paths
+from .tracker import NullRun, Tracker
+
+# Errors reported as one line (exit status 1, the message on stderr) rather than a traceback: bad params or
+# inputs, a diverged loss, and failed reads or writes (a full disk, a read-only folder: OSError names the file).
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+class Stopwatch:
+    """``with Stopwatch() as clock: ...`` then ``clock.seconds``."""
+
+    def __enter__(self) -> Stopwatch:
+        self.start, self.seconds = time.perf_counter(), 0.0
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.seconds = time.perf_counter() - self.start
+        return False
+
+
+StageBody = Callable[[Params, Paths, Tracker], None]
+
+
+def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml") -> None:
+    """Validate params, open the MLflow stage run, run ``body(params, paths, run)``; a user error ends the process
+    with exit status 1 and one line ``error: <stage>: <message>`` on stderr."""
+    try:
+        params = load_params(params_path)
+    except USER_ERRORS as err:
+        sys.exit(f"error: {err}")
+    from .spool import ResilientRun  # imported after validation: a bad params file must not wait for MLflow
+    from .tracking import StageRun, project_root
+
+    # A dead tracking server should cost seconds, not MLflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    experiment = f"ddpm-{params.dataset.value}"
+    # Under `accelerate launch` only the first process logs.
+    if int(os.environ.get("RANK", "0")) == 0:
+        tracker = ResilientRun(StageRun(stage, params.model_dump(mode="json"), experiment),
+                               project_root() / "mlflow-pending")
+    else:
+        tracker = NullRun()
+    try:
+        with tracker as run:
+            body(params, Paths(params), run)
+    except USER_ERRORS as err:
+        sys.exit(f"error: {stage}: {err}")

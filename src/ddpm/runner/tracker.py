@@ -1,0 +1,54 @@
+"""The interface a stage logs through, and the tracker that logs nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class Tracker(Protocol):
+    """What a stage logs to: MLflow's stage run (``tracking.StageRun``), its offline spool (``spool.ResilientRun``),
+    or nothing (``NullRun``, on processes other than the first)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+
+    def log_series(self, series: dict[str, list[float]]) -> None: ...
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+
+    def log_image(self, image: np.ndarray, name: str, step: int | None = None) -> None: ...
+
+    def log_table(self, rows: list[dict], name: str) -> None: ...
+
+    def log_json(self, obj, name: str) -> None: ...
+
+
+
+class NullRun(Tracker):
+    """A Tracker that logs nothing (processes other than the first)."""
+
+    def __enter__(self) -> NullRun:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_series(self, series: dict[str, list[float]]) -> None:
+        pass
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_image(self, image: np.ndarray, name: str, step: int | None = None) -> None:
+        pass
+
+    def log_table(self, rows: list[dict], name: str) -> None:
+        pass
+
+    def log_json(self, obj, name: str) -> None:
+        pass

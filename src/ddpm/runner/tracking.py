@@ -1,0 +1,185 @@
+"""MLflow bookkeeping for pipeline stages: one parent run per pipeline execution, one child run per stage.
+
+The store is anchored at the project root (``DVC_ROOT``, which DVC points at the main repository even under
+``dvc exp run --temp``) as ``sqlite:///<root>/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from .tracker import Tracker
+
+PIPELINE_KEY_TAG = "ddpm.pipeline_key"
+ROLE_TAG = "ddpm.role"  # "pipeline" on parent runs, "stage" on their children
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def _dvc_ancestor() -> str | None:
+    """``pid:start_time`` of the nearest ancestor process running dvc, identifying one ``dvc repro``."""
+    pid = os.getppid()
+    for _ in range(8):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        if any(Path(arg.decode(errors="replace")).name == "dvc" for arg in cmdline[:2]):
+            return f"{pid}:{stat[19]}"  # field 22 of /proc/pid/stat: start time since boot
+        pid = int(stat[1])
+        if pid <= 1:
+            return None
+    return None
+
+
+def pipeline_key() -> str:
+    """What groups the stages of one pipeline execution under one parent run."""
+    if os.environ.get("DDPM_PIPELINE_RUN"):
+        return os.environ["DDPM_PIPELINE_RUN"]
+    if os.environ.get("DVC_EXP_NAME"):
+        return f"exp:{os.environ['DVC_EXP_NAME']}:{os.environ.get('DVC_EXP_BASELINE_REV', '')}"
+    ancestor = _dvc_ancestor()
+    return f"dvc:{ancestor}" if ancestor else f"local:{uuid.uuid4().hex}"
+
+
+def git_commit() -> str:
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        return os.environ["DVC_EXP_BASELINE_REV"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
+                             check=True, timeout=10)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class StageRun(Tracker):
+    """A child MLflow run for one stage, under the parent run of the current pipeline execution."""
+
+    def __init__(self, stage: str, params: dict, experiment: str):
+        self.stage, self.params, self.experiment = stage, params, experiment
+        self.client: MlflowClient | None = None
+        self.run_id = self.parent_id = None
+
+    def __enter__(self) -> StageRun:
+        mlflow.set_tracking_uri(tracking_uri())
+        self.client = client = MlflowClient()
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            artifacts = (project_root() / "mlartifacts").as_uri()
+            exp_id = client.create_experiment(self.experiment, artifact_location=artifacts)
+        else:
+            exp_id = exp.experiment_id
+        key = pipeline_key()
+        tags = {
+            "git_commit": git_commit(),
+            "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
+            "profile": str(self.params.get("profile", "")),
+            PIPELINE_KEY_TAG: key,
+        }
+        query = f"tags.`{PIPELINE_KEY_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'pipeline'"
+        found = client.search_runs([exp_id], filter_string=query, max_results=1)
+        if found:
+            self.parent_id = found[0].info.run_id
+        else:
+            name = f"pipeline-{os.environ.get('DVC_EXP_NAME') or key.split(':')[0]}"
+            self.parent_id = client.create_run(exp_id, tags=tags | {ROLE_TAG: "pipeline"}, run_name=name).info.run_id
+            client.log_batch(self.parent_id, params=[mlflow.entities.Param(k, str(v))
+                                                     for k, v in flatten(self.params).items()])
+        child_tags = tags | {"dvc_stage": os.environ.get("DVC_STAGE", self.stage), ROLE_TAG: "stage",
+                             "mlflow.parentRunId": self.parent_id}
+        self.run_id = client.create_run(exp_id, tags=child_tags, run_name=self.stage).info.run_id
+        mlflow.start_run(run_id=self.run_id)
+        mlflow.log_params({k: str(v) for k, v in flatten(self.params).items()})
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        status = "FINISHED" if exc_type is None else "FAILED"
+        mlflow.end_run(status=status)
+        self.client.set_terminated(self.parent_id, status=status)
+        return False
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+        mlflow.log_metrics(clean, step=step)
+
+    def log_series(self, series: dict[str, list[float]]) -> None:
+        """Step-indexed metrics (step = position in each list), sent in batches rather than one call per step."""
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(v), now, step) for key, values in series.items() for step, v in enumerate(values)]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_image(self, image: np.ndarray, name: str, step: int | None = None) -> None:
+        """An image artifact ``name``; with ``step``, one frame of the step-indexed image series ``name``."""
+        image = image[..., 0] if image.shape[-1] == 1 else image
+        if step is None:
+            mlflow.log_image(image, name)
+        else:
+            mlflow.log_image(image, key=name, step=step)
+
+    def log_table(self, rows: list[dict], name: str) -> None:
+        """Rows as an MLflow table artifact (shown in the UI's artifact and evaluation views)."""
+        if rows:
+            mlflow.log_table({k: [r.get(k) for r in rows] for k in rows[0]}, artifact_file=name)
+
+    def log_json(self, obj, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(json.dumps(obj, indent=2))
+            mlflow.log_artifact(str(path))
+
+
+def evaluated_runs(experiment: str) -> tuple[list[dict], str]:
+    """Every finished ``evaluate`` stage run of ``experiment``, oldest first (params, metrics and the DVC
+    experiment's name as ``label``), and a note: empty, or saying that the store could not be read (a dead
+    tracking server must not stop the report)."""
+    try:
+        return _evaluated_runs(experiment), ""
+    except Exception as err:  # noqa: BLE001 - any tracking failure
+        return [], f"(MLflow runs unavailable: {type(err).__name__}; these tables hold this run only)\n\n"
+
+
+def _evaluated_runs(experiment: str) -> list[dict]:
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'evaluate' and "
+                              "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"],
+                              max_results=5000)
+    return [{"params": dict(r.data.params), "metrics": dict(r.data.metrics),
+             "label": r.data.tags.get("dvc_experiment", r.info.run_id[:8])} for r in runs]

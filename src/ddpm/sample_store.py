@@ -1,0 +1,134 @@
+"""The sample store: N images drawn by index (``core.generation``) and kept in chunk files of fixed boundaries,
+written atomically and resumable: an interrupted run redoes only missing chunks, chunks made with other weights
+or sampling params are discarded, and the bytes do not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from ddpm.config import Params, SampleParams
+from ddpm.core.generation import generate
+from ddpm.factory import Inference
+from ddpm.storage.files import file_digest, write_npz, write_text
+
+MANIFEST = "manifest.json"
+
+
+def sample_fingerprint(params: Params, model_path: Path) -> str:
+    """What the samples depend on: the weights, the process and the sampling params (not the process count)."""
+    keys = params.model_dump(mode="json", include={"schedule", "timesteps", "mean_type", "variance", "seed", "sample"})
+    keys["sample"].pop("batch_size")
+    keys["sample"].pop("grid_size")
+    keys["model_sha256"] = file_digest(Path(model_path))
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def chunk_layout(num_samples: int, chunk_size: int) -> list[tuple[str, int, int]]:
+    """(file name, first image, count) of every chunk."""
+    return [(f"chunk-{i:06d}.npz", lo, min(chunk_size, num_samples - lo))
+            for i, lo in enumerate(range(0, num_samples, chunk_size))]
+
+
+def _valid_chunk(path: Path, count: int) -> bool:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return f["images"].shape[0] == count
+    except (OSError, ValueError, KeyError, EOFError):
+        return False
+
+
+def clear_stale(out_dir: Path, fingerprint: str) -> None:
+    """Remove chunks made with other params or weights (their fingerprint differs)."""
+    marker = Path(out_dir) / "fingerprint"
+    if Path(out_dir).is_dir() and (not marker.is_file() or marker.read_text() != fingerprint):
+        for p in Path(out_dir).iterdir():
+            p.unlink()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint)
+
+
+def sample_chunks(inference: Inference, cfg: SampleParams, seed: int, out_dir: Path, rank: int = 0,
+                  world_size: int = 1) -> list[str]:
+    """Write this rank's missing chunks (chunks rank, rank + W, …); returns the names it wrote.
+
+    Call ``clear_stale`` first (on one process). Each chunk is written to a temporary file and renamed.
+    """
+    out_dir = Path(out_dir)
+    mine = chunk_layout(cfg.num_samples, cfg.chunk_size)[rank::world_size]
+    todo = [c for c in mine if not _valid_chunk(out_dir / c[0], c[2])]
+    written = []
+    bar = tqdm(total=sum(c[2] for c in todo), desc=f"sample[{rank}]", unit="img", mininterval=2.0,
+               disable=not todo)
+    for name, start, count in todo:
+        images = generate(inference.diffusion, inference.model, inference.shape, seed=seed, start=start,
+                          count=count, batch_size=cfg.batch_size, device=inference.device, progress=bar,
+                          **cfg.sampler_options())
+        write_npz(out_dir / name, images=images)
+        written.append(name)
+    bar.close()
+    return written
+
+
+def write_manifest(out_dir: Path, cfg: SampleParams, fingerprint: str) -> dict:
+    out_dir = Path(out_dir)
+    chunks = []
+    for name, start, count in chunk_layout(cfg.num_samples, cfg.chunk_size):
+        if not _valid_chunk(out_dir / name, count):
+            raise ValueError(f"samples: chunk {out_dir / name} is missing or incomplete")
+        chunks.append({"name": name, "first": start, "count": count, "sha256": file_digest(out_dir / name)})
+    manifest = {"num_samples": cfg.num_samples, "fingerprint": fingerprint, "chunks": chunks}
+    write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def load_samples(out_dir: Path) -> np.ndarray:
+    """All images of a finished sample folder, in index order (uint8 N×H×W×C)."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"samples: {path} not found; run the sample stage")
+    manifest = json.loads(path.read_text())
+    parts = []
+    for chunk in manifest["chunks"]:
+        with np.load(Path(out_dir) / chunk["name"], allow_pickle=False) as f:
+            parts.append(f["images"])
+    return np.concatenate(parts)
+
+
+@dataclass
+class Sampled:
+    generated: int  # images made by this run (the rest were reused)
+    total: int
+    seconds: float
+
+    def metrics(self, num_processes: int) -> dict[str, float]:
+        return {"num_samples": self.total, "generated_now": self.generated,
+                "images_per_second": self.generated * num_processes / max(self.seconds, 1e-9)}
+
+
+def fill(out_dir: Path, inference: Inference, params: Params, model_path: Path,
+         accelerator: Accelerator) -> Sampled | None:
+    """Make every missing chunk of ``params.sample`` (processes take chunks round-robin) and, on the main process,
+    write the manifest; returns what was done there (None on other processes)."""
+    fingerprint = sample_fingerprint(params, model_path)
+    if accelerator.is_main_process:
+        clear_stale(out_dir, fingerprint)
+    accelerator.wait_for_everyone()
+    start = time.perf_counter()
+    written = sample_chunks(inference, params.sample, params.seed, out_dir, accelerator.process_index,
+                            accelerator.num_processes)
+    seconds = time.perf_counter() - start
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return None
+    manifest = write_manifest(out_dir, params.sample, fingerprint)
+    made = sum(c["count"] for c in manifest["chunks"] if c["name"] in written)
+    return Sampled(made, manifest["num_samples"], seconds)

@@ -1,0 +1,1 @@
+"""File formats: checksums and atomic writes of files and folders, model files."""

@@ -1,0 +1,1 @@
+"""Training: the loop (DDPM Algorithm 1 under Accelerate), one optimisation step, checkpoints, telemetry."""

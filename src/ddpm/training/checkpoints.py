@@ -1,0 +1,104 @@
+"""Resumable training checkpoints: ``checkpoints/step-NNNNNNNNN/`` folders of safetensors and JSON (no pickle).
+
+Each holds the model, the EMA, the optimizer and LR-scheduler state, the timestep sampler's history, the step and
+the training log so far. Random streams need no saving: training reseeds them at every checkpoint boundary.
+A folder is written under a temporary name and renamed, so a checkpoint exists whole or not at all; the newest
+``keep`` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ddpm.storage.files import atomic_folder
+
+META = "meta.json"
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    path: Path
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, key = flat.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def list_checkpoints(root: Path) -> list[Checkpoint]:
+    """Complete checkpoints under ``root``, oldest first."""
+    if not Path(root).is_dir():
+        return []
+    found = []
+    for p in Path(root).iterdir():
+        if p.is_dir() and p.name.startswith("step-") and (p / META).is_file():
+            found.append(Checkpoint(int(p.name.removeprefix("step-")), p))
+    return sorted(found, key=lambda c: c.step)
+
+
+def save_checkpoint(root: Path, step: int, fingerprint: str, model, ema_model, optimizer, scheduler,
+                    sampler_state: dict, history: list, keep: int) -> Path:
+    final = Path(root) / f"step-{step:09d}"
+    with atomic_folder(final) as tmp:
+        for name, module in (("model", model), ("ema", ema_model)):
+            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            save_file(state, str(tmp / f"{name}.safetensors"))
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        extra = {f"sampler.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in sampler_state.items()}
+        save_file(extra or {"empty": torch.zeros(0)}, str(tmp / "state.safetensors"))
+        meta = {"step": step, "fingerprint": fingerprint, "optimizer": opt_meta,
+                "scheduler": scheduler.state_dict(), "history": history}
+        (tmp / META).write_text(json.dumps(meta))
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old.path, ignore_errors=True)
+    return final
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; anything else (a pickle, which could run code, or a damaged file) is refused."""
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - any parse failure means the file is not what we wrote
+        raise ValueError(f"checkpoint: {path} is not a valid safetensors file ({str(err)[:120]}); refusing it "
+                         "(delete that checkpoint folder to resume from an older one)") from None
+
+
+def load_checkpoint(path: Path, model, ema_model, optimizer, scheduler) -> dict:
+    """Restore everything into the given objects; returns ``{"step", "sampler_state", "history"}``."""
+    path = Path(path)
+    meta = json.loads((path / META).read_text())
+    model.load_state_dict(_tensors(path / "model.safetensors"))
+    ema_model.load_state_dict(_tensors(path / "ema.safetensors"))
+    optimizer.load_state_dict(_unflatten_optimizer(_tensors(path / "optimizer.safetensors"), meta["optimizer"]))
+    scheduler.load_state_dict(meta["scheduler"])
+    extra = _tensors(path / "state.safetensors")
+    sampler_state = {k.removeprefix("sampler."): v.numpy() for k, v in extra.items() if k.startswith("sampler.")}
+    return {"step": meta["step"], "sampler_state": sampler_state, "history": meta["history"],
+            "fingerprint": meta["fingerprint"]}
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    return json.loads((Path(path) / META).read_text())["fingerprint"]

@@ -1,0 +1,205 @@
+"""The training loop (DDPM Algorithm 1) under Accelerate: Adam, linear warm-up, gradient clipping and
+accumulation, mixed precision, EMA, resumable checkpoints, telemetry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from ddpm.config import Params, Precision
+from ddpm.core.ema import EMA
+from ddpm.core.images import image_grid
+from ddpm.core.timesteps import create_timestep_sampler
+from ddpm.core.unet import count_parameters
+from ddpm.data.loader import train_stream
+from ddpm.data.shards import read_manifest
+from ddpm.factory import build_diffusion, build_model
+from ddpm.storage.model_files import save_model
+
+from .checkpoints import checkpoint_fingerprint, list_checkpoints, load_checkpoint, save_checkpoint
+from .step import MicroBatch, build_optimizer, optimization_step
+from .telemetry import Telemetry, ema_sample_grid
+
+LogFn = Callable[[dict[str, float], int], None]
+ImageLogFn = Callable[[np.ndarray, str, int], None]
+
+# Sections that training does not read.
+_NOT_TRAINING = {"profile", "launcher", "sample", "fid", "evaluate", "figures", "ddim_table"}
+# Train params that do not change the weights a run arrives at: a checkpoint made under other values resumes.
+_NOT_IN_FINGERPRINT = ("steps", "log_every", "keep_checkpoints", "activation_checkpointing", "compile",
+                       "channels_last", "sample_every", "sample_images", "sample_steps")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    parameters: int
+    images_per_second: float
+    resumed_from: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        """What metrics/train.json holds."""
+        return {"final_loss": self.final_loss, "steps": self.steps, "parameters": self.parameters,
+                "images_per_second": self.images_per_second}
+
+
+def record_losses(accelerator: Accelerator, sampler, t: torch.Tensor, losses: torch.Tensor) -> None:
+    """Give the timestep sampler every process's (t, loss), so its history is identical on all ranks."""
+    sampler.update(*accelerator.gather((t, losses.detach())))
+
+
+def training_fingerprint(params: Params) -> str:
+    """What a checkpoint must share with the current params to be resumed (the step count may grow)."""
+    raw = params.model_dump(mode="json", exclude=_NOT_TRAINING)
+    for key in _NOT_IN_FINGERPRINT:
+        raw["train"].pop(key)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def segment_seed(seed: int, rank: int, segment: int) -> int:
+    """The seed of one checkpoint interval on one rank: resuming at a boundary replays the same randomness."""
+    return int(np.random.SeedSequence([seed, rank, segment]).generate_state(1)[0])
+
+
+def match_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give restored optimizer moments their parameter's memory format (checkpoints store them contiguous)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)  # empty_like keeps p's layout
+
+
+def make_accelerator(params: Params) -> Accelerator:
+    """The Accelerator for ``params.train`` (launch settings such as the process count come from the launcher)."""
+    precision = params.train.mixed_precision
+    if precision is Precision.FP16 and not torch.cuda.is_available():
+        raise ValueError("train.mixed_precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
+    return Accelerator(mixed_precision=precision.value)
+
+
+def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Path, log: LogFn | None = None,
+          accelerator: Accelerator | None = None, log_image: ImageLogFn | None = None) -> TrainResult:
+    """Train the network of ``params`` on the shards and write the EMA weights to ``model_path`` (rank 0).
+
+    ``train.batch_size`` is the global batch: each optimizer step averages the loss over that many images,
+    split over the processes and ``train.grad_accumulation`` micro-batches. Resumes from the newest checkpoint
+    in ``checkpoint_dir`` made with the same training params; checkpoints of other params are removed. Data order
+    and random draws are reseeded at every checkpoint boundary, so an interrupted and resumed run ends with the
+    same weights as an uninterrupted one. Only the main process logs and writes.
+    """
+    cfg = params.train
+    accelerator = accelerator or make_accelerator(params)
+    manifest = read_manifest(shard_dir)
+    channels = manifest["splits"]["train"]["shape"][2]
+    if manifest["splits"]["train"]["shape"][0] != params.data.resolution:
+        raise ValueError(
+            f"data.resolution: {params.data.resolution} differs from the shards' "
+            f"{manifest['splits']['train']['shape'][0]}; rerun the prepare stage"
+        )
+    micro = cfg.micro_batch(accelerator.num_processes)
+    rank, device = accelerator.process_index, accelerator.device
+    torch.manual_seed(int(np.random.SeedSequence([params.seed]).generate_state(1)[0]))  # same init on every rank
+    diffusion = build_diffusion(params)
+    timestep_sampler = create_timestep_sampler(params.timestep_sampler, diffusion.num_timesteps)
+    model = build_model(params, channels)
+    ema = EMA(model, cfg.ema_decay)  # float32, contiguous, outside DDP
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    optimizer = build_optimizer(model, cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    )
+    fingerprint = training_fingerprint(params)
+    start, history = 0, []
+    checkpoints = list_checkpoints(checkpoint_dir)
+    if checkpoints and checkpoint_fingerprint(checkpoints[-1].path) != fingerprint:
+        accelerator.print(f"train: {checkpoint_dir} holds checkpoints of other training params; starting afresh")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.rmtree(checkpoint_dir)
+        checkpoints = []
+    if checkpoints:
+        state = load_checkpoint(checkpoints[-1].path, model, ema.model, optimizer, scheduler)
+        match_layout(optimizer)
+        timestep_sampler.load_state_dict(state["sampler_state"])
+        start, history = min(state["step"], cfg.steps), state["history"]
+        accelerator.print(f"train: resuming from {checkpoints[-1].path} (step {state['step']})")
+    model.gradient_checkpointing = cfg.activation_checkpointing
+    if cfg.compile:
+        model.compile()  # in place: parameter names and state_dict keys stay as they are
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema.model.to(device)
+    shape = (channels, params.data.resolution, params.data.resolution)
+
+    telemetry = Telemetry(diffusion.num_timesteps)
+    images_per_second = history[-1]["images_per_second"] if history else 0.0
+    loss_value = history[-1]["loss"] if history else math.nan
+    batches = None
+    bar = tqdm(range(start + 1, cfg.steps + 1), desc="train", unit="step", initial=start, total=cfg.steps,
+               disable=not accelerator.is_main_process, mininterval=2.0)
+    for step in bar:
+        if batches is None or (step - 1) % cfg.checkpoint_every == 0:
+            segment = (step - 1) // cfg.checkpoint_every
+            torch.manual_seed(segment_seed(params.seed, rank, segment))
+            # Each rank resamples shards with its own seed, so the loader is not passed through accelerator.prepare.
+            batches = train_stream(shard_dir, micro, segment_seed(params.seed, rank, segment), rank,
+                                   accelerator.num_processes, cfg.random_flip, cfg.shuffle_buffer)
+        micro_batches = []
+        for _ in range(cfg.grad_accumulation):
+            x0 = next(batches)[0].to(device).contiguous(memory_format=memory_format)
+            micro_batches.append(MicroBatch(x0, *timestep_sampler.sample(x0.shape[0], device)))
+        try:
+            loss, terms_list, grad_norm = optimization_step(accelerator, model, diffusion, optimizer, micro_batches,
+                                                            cfg.grad_clip, step)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err}; stopping (the last checkpoint in {checkpoint_dir} is kept)") from None
+        scheduler.step()
+        ema.update(accelerator.unwrap_model(model))
+        t_all = torch.cat([mb.t for mb in micro_batches])
+        terms = {k: torch.cat([tm[k].detach().float() for tm in terms_list]) for k in terms_list[0]}
+        record_losses(accelerator, timestep_sampler, t_all, terms["loss"])
+        telemetry.add(loss, terms, t_all)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            summary = telemetry.summary(cfg.batch_size)
+            loss_value, images_per_second = summary["loss"], summary["images_per_second"]
+            record = {"step": step, "loss": loss_value, "mse": summary["mse"], "grad_norm": float(grad_norm),
+                      "lr": scheduler.get_last_lr()[0], "images_per_second": images_per_second}
+            history.append(record)
+            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_second:.0f}")
+            if log is not None and accelerator.is_main_process:
+                log(summary | {"grad_norm": float(grad_norm), "lr": record["lr"]}, step)
+            telemetry.reset()
+        if cfg.sample_every and step % cfg.sample_every == 0 and accelerator.is_main_process and log_image:
+            images = ema_sample_grid(diffusion, ema.model, cfg.sample_images, shape, cfg.sample_steps, params.seed,
+                                     device)
+            log_image(image_grid(images, cfg.sample_images), "ema_samples", step)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(checkpoint_dir, step, fingerprint, accelerator.unwrap_model(model), ema.model,
+                                optimizer, scheduler, timestep_sampler.state_dict(), history, cfg.keep_checkpoints)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_model(ema.model, model_path, ema_decay=str(cfg.ema_decay), steps=str(cfg.steps))
+    return TrainResult(
+        steps=cfg.steps,
+        final_loss=loss_value,
+        parameters=count_parameters(ema.model),
+        images_per_second=images_per_second,
+        resumed_from=start,
+        history=history,
+    )

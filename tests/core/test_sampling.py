@@ -1,0 +1,93 @@
+"""σ̂ sampling, p(x0 | x_t), DDIM reconstruction error, interpolation, respaced learned-variance sampling."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import MU, S, gaussian_eps_model
+
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.interpolation import ddim_interpolate, ddpm_interpolate, slerp
+from ddpm.core.respace import SpacedDiffusion
+from ddpm.core.sampling import (
+    ancestral_sample,
+    ddim_reconstruction_error,
+    ddim_sample,
+    ddim_timesteps,
+)
+from ddpm.core.schedules import get_beta_schedule
+from ddpm.core.spacing import space_timesteps
+
+
+def test_sigma_hat_is_ancestral_sampling_of_the_respaced_process_with_beta_variance(linear100):
+    model = gaussian_eps_model(linear100)
+    x_T = torch.randn(4, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    a = ddim_sample(linear100, model, x_T.shape, 10, eta="sigma_hat", noise=x_T, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(1))
+    large = GaussianDiffusion(linear100.betas, var_type="fixed_large")
+    spaced = SpacedDiffusion(large, ddim_timesteps(100, 10))
+    b = ancestral_sample(spaced, model, x_T.shape, noise=x_T, dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="eta: must be a number in \\[0, 1\\] or 'sigma_hat' \\(got 'big'\\)"):
+        ddim_sample(linear100, model, x_T.shape, 10, eta="big")
+
+
+def test_ddim_quadratic_subsequence_matches_appendix_d():
+    seq = ddim_timesteps(1000, 10, "quad")
+    assert seq[0] == 0 and seq[-1] == 800 and len(set(seq)) == 10
+    assert np.all(np.diff(np.diff(seq)) >= 0)  # quadratic: ever larger gaps
+
+
+def test_stochastic_reconstructions_share_x_t_and_differ_in_x0(linear100):
+    model = gaussian_eps_model(linear100)
+    x_t = torch.zeros(1, 1, 2, 2, dtype=torch.float64).expand(64, -1, -1, -1).contiguous()
+    x0 = ancestral_sample(linear100, model, x_t.shape, noise=x_t, t_start=50, clip_denoised=False,
+                          generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert x0.std(0).mean() > 0.01  # different samples of p(x0 | x_50)
+    # and they concentrate around E[x0 | x_50 = 0], shrinking towards μ
+    abar = linear100.alphas_cumprod[50]
+    posterior_mean = MU + S * S * np.sqrt(abar) * (0 - np.sqrt(abar) * MU) / (abar * S * S + 1 - abar)
+    assert x0.mean().item() == pytest.approx(posterior_mean, abs=0.03)
+
+
+def test_ddim_reconstruction_error_falls_with_more_steps():
+    d = GaussianDiffusion(get_beta_schedule("linear", 1000))
+    x0 = MU + S * torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    errors = [ddim_reconstruction_error(d, gaussian_eps_model(d), x0, steps).mean().item() for steps in (10, 100, 1000)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-5
+
+
+def test_slerp_endpoints_and_norm():
+    g = torch.Generator().manual_seed(0)
+    z0, z1 = torch.randn(3, 1, 8, 8, generator=g), torch.randn(3, 1, 8, 8, generator=g)
+    torch.testing.assert_close(slerp(z0, z1, 0.0), z0)
+    torch.testing.assert_close(slerp(z0, z1, 1.0), z1, rtol=1e-4, atol=1e-5)
+    e0, e1 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    torch.testing.assert_close(slerp(e0, e1, 0.5), torch.tensor([[2**-0.5, 2**-0.5]]))  # stays on the circle
+
+
+def test_interpolations_have_the_right_shape_and_endpoints(linear100):
+    model = gaussian_eps_model(linear100)
+    g = torch.Generator().manual_seed(0)
+    x_T0, x_T1 = (torch.randn(2, 1, 2, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    frames = ddim_interpolate(linear100, model, x_T0, x_T1, [0.0, 0.5, 1.0], steps=10)
+    assert frames.shape == (3, 2, 1, 2, 2)
+    torch.testing.assert_close(frames[0], ddim_sample(linear100, model, x_T0.shape, 10, noise=x_T0,
+                                                      dtype=torch.float64))
+    a, b = torch.full((2, 1, 2, 2), -0.5, dtype=torch.float64), torch.full((2, 1, 2, 2), 0.5, dtype=torch.float64)
+    mix = ddpm_interpolate(linear100, model, a, b, t=5, lambdas=[0.0, 0.5, 1.0], generator=g)
+    assert mix.shape == (3, 2, 1, 2, 2)
+    assert mix[0].mean() < mix[1].mean() < mix[2].mean()  # small t keeps each end near its source image
+
+
+def test_respaced_ancestral_sampling_with_learned_range_variance():
+    d = GaussianDiffusion(get_beta_schedule("cosine", 200), var_type="learned_range", loss_type="hybrid")
+    base = gaussian_eps_model(d)
+
+    def model(x, t):  # v = ½ everywhere: halfway between β and β̃ in log space
+        return torch.cat([base(x, t), torch.zeros_like(x)], 1)
+
+    spaced = SpacedDiffusion(d, space_timesteps(200, "5,5"))
+    x = ancestral_sample(spaced, model, (16, 1, 2, 2), generator=torch.Generator().manual_seed(0),
+                         dtype=torch.float64, clip_denoised=False)
+    assert torch.isfinite(x).all() and x.mean().item() == pytest.approx(MU, abs=0.15)

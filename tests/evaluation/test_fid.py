@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+import torch_fidelity
+
+from ddpm.evaluation import fid
+
+
+def test_weights_are_the_pinned_file():
+    assert fid.verified_weights_path().name == "default_1.pt"
+
+
+def test_frechet_distance_golden_value():
+    d = 6
+    a = {"mu": np.zeros(d), "sigma": np.eye(d)}
+    b = {"mu": np.eye(d)[0], "sigma": 4 * np.eye(d)}
+    # ‖Δμ‖² + tr(Σa + Σb − 2 (Σa Σb)^½) = 1 + d (1 + 4 − 4)
+    assert fid.frechet_distance(a, b) == pytest.approx(1 + d)
+    assert fid.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_statistics_need_two_images():
+    with pytest.raises(ValueError, match="need at least 2 images"):
+        fid.statistics(np.zeros((1, 2048)))
+
+
+def test_extractor_rejects_float_input():
+    with pytest.raises(ValueError, match="FID input: expected uint8"):
+        fid.feature_extractor()(torch.zeros(1, 3, 8, 8))
+
+
+def test_registered_extractor_runs_offline_through_torch_fidelity():
+    """calculate_metrics(fid=True) with our registered TF-Inception: no download, grayscale expanded to RGB."""
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(6, 3, 8, 8, generator=g) * 255).to(torch.uint8)
+    b = (torch.rand(6, 3, 8, 8, generator=g) * 128).to(torch.uint8)
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, x):
+            self.x = x
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i]
+
+    out = torch_fidelity.calculate_metrics(input1=Images(a), input2=Images(b), fid=True, cuda=False,
+                                           feature_extractor=fid.EXTRACTOR_NAME, verbose=False, save_cpu_ram=True)
+    stats_a, stats_b = (fid.statistics(fid.inception_features([x])) for x in (a, b))
+    ours = fid.frechet_distance(stats_a, stats_b)
+    assert np.isfinite(out["frechet_inception_distance"])
+    assert out["frechet_inception_distance"] == pytest.approx(ours, rel=1e-3)
+    gray = fid.inception_features([a[:, :1]])
+    np.testing.assert_allclose(gray, fid.inception_features([a[:, :1].expand(-1, 3, -1, -1)]))
+
+
+def test_isc_weights_absent_here_are_reported_not_faked(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert fid.isc_weights_path() is None
+    assert fid.isc_weights_path(str(tmp_path / "missing.pth")) is None
+
+
+def test_statistics_roundtrip(tmp_path):
+    stats = fid.statistics(np.random.default_rng(0).normal(size=(10, 4)))
+    fid.save_statistics(tmp_path / "ref.npz", stats, count=10)
+    back = fid.load_statistics(tmp_path / "ref.npz")
+    np.testing.assert_array_equal(back["mu"], stats["mu"])
+    assert back["count"] == 10 and [p.name for p in tmp_path.iterdir()] == ["ref.npz"]
+    with pytest.raises(FileNotFoundError, match="run the fid_ref stage"):
+        fid.load_statistics(tmp_path / "none.npz")
+
+
+def test_kid_and_precision_recall_separate_matching_from_shifted_features():
+    import numpy as np
+
+    from ddpm.evaluation.fid import kid_precision_recall
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 16))
+    same = kid_precision_recall(rng.normal(size=(200, 16)), real, subset_size=100)
+    shifted = kid_precision_recall(rng.normal(size=(200, 16)) + 3.0, real, subset_size=100)
+    assert abs(same["kid"]) < 0.05 and same["precision"] > 0.6 and same["recall"] > 0.6
+    assert shifted["kid"] > 1.0 and shifted["precision"] < 0.2 and shifted["recall"] < 0.2
+
+
+def test_statistics_files_keep_features_for_kid_and_say_when_they_lack_them(tmp_path):
+    import numpy as np
+    import pytest
+
+    from ddpm.evaluation.fid import load_features, save_statistics, statistics
+
+    feats = np.random.default_rng(0).normal(size=(10, 4))
+    save_statistics(tmp_path / "ref.npz", statistics(feats), feats[:6], count=10)
+    assert load_features(tmp_path / "ref.npz").shape == (6, 4)
+    save_statistics(tmp_path / "old.npz", statistics(feats), count=10)
+    with pytest.raises(ValueError, match="old.npz holds no features .* rerun the fid_ref stage"):
+        load_features(tmp_path / "old.npz")

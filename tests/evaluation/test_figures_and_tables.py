@@ -1,0 +1,81 @@
+"""The figure artefacts (shapes, content) and the paper tables (cells filled, published numbers beside ours)."""
+
+import numpy as np
+import torch
+from helpers import gaussian_eps_model
+
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.schedules import get_beta_schedule
+from ddpm.core.unet import UNet, UNetConfig
+from ddpm.evaluation import paper_figures as figures
+from ddpm.evaluation import paper_tables
+
+SHAPE = (1, 8, 8)
+
+
+def small():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1, 2), attn_resolutions=(), resolution=8)).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    return GaussianDiffusion(get_beta_schedule("linear", 25)), model
+
+
+def test_progressive_shared_latent_and_interpolation_figures_have_the_papers_layout():
+    diffusion, model = small()
+    gen = torch.Generator().manual_seed(0)
+    cell = 8 + 2  # image plus border
+    prog = figures.progressive_generation(diffusion, model, SHAPE, count=3, frames=5, generator=gen)
+    assert prog.shape == (3 * cell + 2, 5 * cell + 2, 1) and prog.dtype == np.uint8
+    x0 = torch.rand(2, *SHAPE) * 2 - 1
+    shared = figures.shared_latent_samples(diffusion, model, x0, [4, 9, 24], per_latent=2, generator=gen)
+    assert shared.shape == (3 * cell + 2, 3 * cell + 2, 1)  # a row per t: x_t then 2 samples
+    interp = figures.ddpm_interpolations(diffusion, model, x0[:1], x0[1:], [9, 24], count=4, generator=gen)
+    assert interp.shape == (2 * cell + 2, 6 * cell + 2, 1)  # source, 4 mixtures, source
+    slerp = figures.ddim_interpolations(diffusion, model, SHAPE, pairs=2, count=5, steps=5, generator=gen)
+    assert slerp.shape == (2 * cell + 2, 5 * cell + 2, 1)
+    assert len(np.unique(prog)) > 10  # not blank
+
+
+def test_ddim_reconstruction_error_falls_with_steps_for_the_exact_model():
+    """With the exact ε of Gaussian data, DDIM's encode → decode ODE discretisation error shrinks as S grows."""
+    diffusion = GaussianDiffusion(get_beta_schedule("linear", 1000))
+    x0 = 0.1 + 0.2 * torch.randn(16, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    table, image = figures.ddim_reconstructions(diffusion, gaussian_eps_model(diffusion), x0, [10, 50, 200])
+    mse = [row["mse"] for row in table]
+    assert [row["steps"] for row in table] == [10, 50, 200]
+    assert mse[0] > mse[1] > mse[2] and mse[2] < 1e-4
+    assert image.shape[0] == 4 * (4 + 2) + 2  # originals + one row per S
+
+
+def test_paper_tables_put_ours_beside_the_published_numbers():
+    cells = [{"steps": 10, "eta": 0.0, "fid": 50.5, "num_samples": 64},
+             {"steps": 10, "eta": "sigma_hat", "fid": 300.0, "num_samples": 64},
+             {"steps": 200, "eta": 0.0, "fid": None, "num_samples": 0}]
+    md, rows = paper_tables.ddim_table(cells)
+    assert "| 0 | 50.50 (13.36) |" in md and "| σ̂ | 300.00 (367.43) |" in md
+    assert {r["steps"] for r in rows} == {10, 20, 50, 100, 1000}  # an S > T cell has no row of its own
+    run = paper_tables.Record(params={"mean_type": "eps", "objective": "simple", "variance": "fixed_large",
+                                      "schedule": "linear"}, metrics={"fid_train": 40.0, "nll_bpd": 4.9},
+                              label="this run")
+    ddpm_md, _ = paper_tables.ddpm_table([run])
+    assert "| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 | 40.00 | 3.17 | 4.900 | ≤ 3.75 (3.72) | this run |" \
+        in ddpm_md
+    assert ddpm_md.count("not run") == 5
+    iddpm_md, iddpm_rows = paper_tables.iddpm_table([run])
+    assert "| linear | L_simple | 4.900 | 40.00 | this run |" in iddpm_md and len(iddpm_rows) == 6
+    recon = paper_tables.reconstruction_table([{"steps": 10, "mse": 0.0123}, {"steps": 20, "mse": 0.0045}])
+    assert "| MSE | 0.0123 | 0.0045 |" in recon
+
+
+def test_rate_distortion_figure_renders():
+    from ddpm.evaluation.plots import rate_distortion_figure
+
+    rows = [{"t": t, "rate_bpd": 5.0 - t / 10, "distortion_rmse": float(t)} for t in range(10, -1, -1)]
+    img = rate_distortion_figure(rows)
+    assert img.ndim == 3 and img.shape[2] == 3 and img.shape[1] > img.shape[0]
+
+
+def test_latent_timesteps_are_fractions_of_T():
+    assert figures.latent_timesteps(1000, [0.25, 0.5, 0.75, 1.0]) == [249, 499, 749, 999]
+    assert figures.latent_timesteps(4, [0.1, 0.2]) == [0]  # distinct, clamped to the chain

@@ -1,0 +1,100 @@
+import mlflow
+
+from ddpm.runner.tracking import StageRun
+
+
+def test_stages_of_one_execution_share_one_parent(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DDPM_PIPELINE_RUN", "run-1")
+    params = {"profile": "tiny", "train": {"lr": 0.1}}
+    for stage in ("prepare", "train"):
+        monkeypatch.setenv("DVC_STAGE", stage)
+        with StageRun(stage, params, experiment="ddpm-test") as run:
+            run.log_metrics({"loss": 1.0, "skipped": float("nan")}, step=3)
+            run.log_series({"rate": [0.5, 1.5, 2.5]})
+    runs = mlflow.search_runs(experiment_names=["ddpm-test"])
+    parents = runs[runs["tags.ddpm.role"] == "pipeline"]
+    children = runs[runs["tags.ddpm.role"] == "stage"]
+    assert len(parents) == 1 and len(children) == 2
+    assert set(children["tags.mlflow.parentRunId"]) == {parents["run_id"].iloc[0]}
+    assert set(children["tags.dvc_stage"]) == {"prepare", "train"}
+    assert set(children["params.train.lr"]) == {"0.1"}
+    assert (children["metrics.loss"] == 1.0).all() and "metrics.skipped" not in runs
+    assert (tmp_path / "mlflow.db").exists() and children["tags.git_commit"].notna().all()
+    history = mlflow.tracking.MlflowClient().get_metric_history(children["run_id"].iloc[0], "rate")
+    assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 1.5), (2, 2.5)]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # bound then released: nothing listens there
+
+
+def _stage_body(params, paths, run):
+    import numpy as np
+
+    run.log_metrics({"loss": 0.5}, step=1)
+    run.log_metrics({"loss": 0.25}, step=2)
+    run.log_series({"rate": [1.0, 2.0]})
+    run.log_image(np.zeros((4, 4, 3), dtype=np.uint8), "grid", step=2)
+
+
+def _run_stage(tmp_path, monkeypatch, uri):
+    import yaml
+    from helpers import compose_raw
+
+    from ddpm.runner.stage import stage_main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DDPM_PIPELINE_RUN", "run-x")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(compose_raw()))
+    stage_main("train", _stage_body, params_path=str(tmp_path / "params.yaml"))
+    return sorted((tmp_path / "mlflow-pending").glob("*.jsonl"))
+
+
+def test_unreachable_server_warns_once_keeps_the_log_and_replays_it_later(tmp_path, monkeypatch, capsys):
+    import json
+    import time
+
+    from ddpm.runner.spool import replay
+
+    start = time.monotonic()
+    pending = _run_stage(tmp_path, monkeypatch, f"http://127.0.0.1:{_closed_port()}")
+    assert time.monotonic() - start < 60  # no minutes of retries
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: MLflow")]
+    assert len(warnings) == 1 and "python -m ddpm.spool" in warnings[0]
+    assert len(pending) == 1
+    records = [json.loads(line) for line in pending[0].read_text().splitlines()]
+    assert [r["op"] for r in records] == ["start", "log_metrics", "log_metrics", "log_series", "log_image", "end"]
+    assert records[-1]["status"] == "FINISHED"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'later.db'}")  # the server is back
+    run_id = replay(pending[0])
+    client = mlflow.tracking.MlflowClient()
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 0.5), (2, 0.25)]
+    assert [m.value for m in client.get_metric_history(run_id, "rate")] == [1.0, 2.0]
+    assert client.get_run(run_id).data.tags["ddpm.replayed"] == "true"
+    assert not pending[0].exists() and pending[0].with_suffix(".sent").exists()
+
+
+def test_server_lost_mid_stage_keeps_the_rest_of_the_log(tmp_path, monkeypatch, capsys):
+    import json
+
+    real, calls = mlflow.log_metrics, {"n": 0}
+
+    def dies_after_first(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise ConnectionError("connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", dies_after_first)
+    pending = _run_stage(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len([x for x in capsys.readouterr().err.splitlines() if x.startswith("warning: MLflow")]) == 1
+    ops = [json.loads(line)["op"] for line in pending[0].read_text().splitlines()]
+    assert ops == ["start", "log_metrics", "log_series", "log_image", "end"]  # the first loss reached MLflow

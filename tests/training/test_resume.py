@@ -1,0 +1,82 @@
+"""Exact resume: a training run killed with SIGKILL and restarted ends with the same weights, bit for bit."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import make_params
+from safetensors.torch import load_file
+
+from ddpm.data import shards, sources
+from ddpm.training.checkpoints import list_checkpoints
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = {
+    "dataset": "digits", "timesteps": 50, "objective": "hybrid", "variance": "learned_range",
+    "timestep_sampler": "loss_aware", "data": {"resolution": 8, "shard_size": 500},
+    "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.1},
+    "train": {"steps": 90, "batch_size": 32, "lr": 1e-3, "warmup": 5, "ema_decay": 0.9, "log_every": 10,
+              "checkpoint_every": 20, "keep_checkpoints": 2, "shuffle_buffer": 200},
+}
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    p = make_params(PARAMS)
+    out = tmp_path_factory.mktemp("shards") / "digits"
+    shards.write_dataset({s: sources.iter_split(p, s) for s in sources.SPLITS}, out, 500, {"dataset": "digits"})
+    return out
+
+
+def workdir(tmp_path: Path, name: str, shard_dir: Path) -> Path:
+    d = tmp_path / name
+    (d / "data" / "shards").mkdir(parents=True)
+    shutil.copytree(shard_dir, d / "data" / "shards" / "digits")
+    (d / "params.yaml").write_text(yaml.safe_dump(make_params(PARAMS).model_dump(mode="json")))
+    return d
+
+
+def start_train(cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{cwd / 'mlflow.db'}", DVC_ROOT=str(cwd))
+    return subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "train.py")], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def test_kill9_and_resume_is_bit_identical(tmp_path, shard_dir):
+    reference = workdir(tmp_path, "uninterrupted", shard_dir)
+    finish(start_train(reference))
+
+    resumed = workdir(tmp_path, "killed", shard_dir)
+    proc = start_train(resumed)
+    deadline = time.time() + 300
+    while not list_checkpoints(resumed / "checkpoints") and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(7).uniform(0.0, 1.5))  # a seeded random moment after the first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = [c.step for c in list_checkpoints(resumed / "checkpoints")]
+    assert killed_at and killed_at[-1] < 90 and not (resumed / "models" / "ema.safetensors").exists()
+    out = finish(start_train(resumed))
+    assert f"train: resuming from checkpoints/step-{killed_at[-1]:09d} (step {killed_at[-1]})" in out
+
+    for name in ("models/ema.safetensors", "checkpoints/step-000000090/model.safetensors",
+                 "checkpoints/step-000000090/optimizer.safetensors", "checkpoints/step-000000090/state.safetensors"):
+        a, b = load_file(str(reference / name)), load_file(str(resumed / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
+    assert [c.step for c in list_checkpoints(resumed / "checkpoints")] == [80, 90]  # keep_checkpoints: 2

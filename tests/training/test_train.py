@@ -1,0 +1,117 @@
+import torch
+from helpers import make_params
+
+from ddpm.training.loop import training_fingerprint
+from ddpm.training.telemetry import Telemetry
+
+
+def test_telemetry_means_and_quartiles_of_t():
+    tel = Telemetry(num_timesteps=100)
+    tel.add(2.0, {"loss": torch.tensor([1.0, 3.0]), "mse": torch.tensor([0.5, 1.5])}, torch.tensor([0, 99]))
+    tel.add(4.0, {"loss": torch.tensor([5.0, 7.0]), "mse": torch.tensor([1.0, 1.0])}, torch.tensor([24, 25]))
+    s = tel.summary(images_per_step=2)
+    assert s["loss"] == 3.0 and s["mse"] == 1.0
+    assert (s["loss_q0"], s["loss_q1"], s["loss_q3"]) == (3.0, 7.0, 3.0)  # t=0,24 | t=25 | t=99
+    assert "loss_q2" not in s and s["images_per_second"] > 0
+    tel.reset()
+    assert "loss" not in tel.summary(2)
+
+
+def test_training_fingerprint_ignores_step_count_and_logging_only():
+    base = make_params({})
+    longer = make_params({"train": {"steps": 10, "log_every": 7, "keep_checkpoints": 5},
+                              "sample": {"num_samples": 3}})
+    assert training_fingerprint(base) == training_fingerprint(longer)
+    assert training_fingerprint(base) != training_fingerprint(make_params({"train": {"lr": 1e-3}}))
+    assert training_fingerprint(base) != training_fingerprint(make_params({"schedule": "cosine"}))
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import pytest
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from ddpm.core.diffusion import GaussianDiffusion
+    from ddpm.data import shards, sources
+    from ddpm.training.checkpoints import list_checkpoints
+    from ddpm.training.loop import train
+
+    p = make_params({"dataset": "digits", "timesteps": 50, "data": {"resolution": 8},
+                         "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []},
+                         "train": {"steps": 30, "batch_size": 16, "checkpoint_every": 10, "log_every": 5,
+                                   "shuffle_buffer": 50}})
+    shard_dir = tmp_path / "digits"
+    shards.write_dataset({"train": sources.iter_split(p, "train")}, shard_dir, 500, {})
+    original, calls = GaussianDiffusion.training_losses, {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        terms = original(self, *args, **kwargs)
+        if calls["n"] == 25:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(GaussianDiffusion, "training_losses", poisoned)
+    try:
+        with pytest.raises(FloatingPointError, match="train: loss is nan at step 25; stopping"):
+            train(p, shard_dir, tmp_path / "ema.safetensors", tmp_path / "ck", accelerator=Accelerator(cpu=True))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)  # leave no process-wide state to later tests
+    assert [c.step for c in list_checkpoints(tmp_path / "ck")] == [10, 20]
+    assert not (tmp_path / "ema.safetensors").exists()
+
+
+def test_ema_sample_grid_is_reproducible_and_leaves_training_randomness_alone():
+    from ddpm.core.diffusion import GaussianDiffusion
+    from ddpm.core.schedules import get_beta_schedule
+    from ddpm.core.unet import UNet, UNetConfig
+    from ddpm.training.telemetry import ema_sample_grid
+
+    model = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1, 2), attn_resolutions=(), resolution=8)).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    diffusion = GaussianDiffusion(get_beta_schedule("linear", 50))
+    torch.manual_seed(5)
+    expected_next = torch.rand(1)
+    torch.manual_seed(5)
+    a = ema_sample_grid(diffusion, model, 4, (1, 8, 8), 5, seed=0, device="cpu")
+    assert torch.equal(torch.rand(1), expected_next)  # the global generator was not advanced
+    b = ema_sample_grid(diffusion, model, 4, (1, 8, 8), 5, seed=0, device="cpu")
+    assert a.shape == (4, 8, 8, 1) and a.dtype.name == "uint8" and (a == b).all()
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    from accelerate.state import AcceleratorState
+
+    from ddpm.data import shards, sources
+    from ddpm.training.loop import make_accelerator, train
+
+    p = make_params({"dataset": "digits", "timesteps": 50, "objective": "hybrid", "variance": "learned_range",
+                         "data": {"resolution": 8},
+                         "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4]},
+                         "train": {"steps": 4, "batch_size": 8, "grad_accumulation": 2, "mixed_precision": "bf16",
+                                   "channels_last": True, "activation_checkpointing": True, "log_every": 2,
+                                   "shuffle_buffer": 50}})
+    shard_dir = tmp_path / "digits"
+    shards.write_dataset({"train": sources.iter_split(p, "train")}, shard_dir, 500, {})
+    try:
+        acc = make_accelerator(p)
+        assert acc.mixed_precision == "bf16"
+        result = train(p, shard_dir, tmp_path / "ema.safetensors", tmp_path / "ck", accelerator=acc)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert result.steps == 4 and torch.isfinite(torch.tensor(result.final_loss))
+    from ddpm.storage.model_files import load_model
+
+    assert next(load_model(tmp_path / "ema.safetensors").parameters()).dtype == torch.float32  # EMA kept in fp32
+
+
+def test_fp16_without_a_gpu_is_refused_naming_the_key():
+    import pytest
+
+    from ddpm.training.loop import make_accelerator
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="train.mixed_precision: 'fp16' needs a CUDA GPU"):
+        make_accelerator(make_params({"train": {"mixed_precision": "fp16"}}))
