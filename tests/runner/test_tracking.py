@@ -67,7 +67,7 @@ def test_unreachable_server_warns_once_keeps_the_log_and_replays_it_later(tmp_pa
     pending = _run_stage(tmp_path, monkeypatch, f"http://127.0.0.1:{_closed_port()}")
     assert time.monotonic() - start < 60  # no minutes of retries
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: MLflow")]
-    assert len(warnings) == 1 and "python -m ddpm.spool" in warnings[0]
+    assert len(warnings) == 1 and "python -m ddpm.runner.spool" in warnings[0]
     assert len(pending) == 1
     records = [json.loads(line) for line in pending[0].read_text().splitlines()]
     assert [r["op"] for r in records] == ["start", "log_metrics", "log_metrics", "log_series", "log_image", "end"]
