@@ -1,16 +1,24 @@
-"""Stage train: fit the network on the shards (Accelerate), write the EMA weights."""
+"""Stage train: fit the network on the shards (Accelerate), write the EMA weights; or, with model.import_from,
+import a released checkpoint instead."""
 
+from ddpm.importers.released import import_released
 from ddpm.runner.stage import stage_main
 from ddpm.storage.files import write_csv, write_json
 from ddpm.training.loop import train
 
 
 def main(params, paths, run):
-    result = train(params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics,
-                   log_image=run.log_image)
-    write_json(paths.train_metrics, result.metrics())
-    write_csv(paths.train_plot, result.history)
-    run.log_metrics({"parameters": result.parameters, "resumed_from_step": result.resumed_from})
+    if params.model.import_from.path is not None:
+        metrics = import_released(params, paths.shards, paths.model)
+        write_json(paths.train_metrics, metrics)
+        write_csv(paths.train_plot, [{"step": 0, "loss": None}])
+        run.log_metrics({"parameters": metrics["parameters"]})
+    else:
+        result = train(params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics,
+                       log_image=run.log_image)
+        write_json(paths.train_metrics, result.metrics())
+        write_csv(paths.train_plot, result.history)
+        run.log_metrics({"parameters": result.parameters, "resumed_from_step": result.resumed_from})
     run.log_artifact(paths.model, "model")
 
 

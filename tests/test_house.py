@@ -15,6 +15,7 @@ ALLOWED = {
     "ddpm.data": {"ddpm.core", "ddpm.config", "ddpm.storage"},
     "ddpm.factory": {"ddpm.core", "ddpm.config", "ddpm.storage"},
     "ddpm.sample_store": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.factory"},
+    "ddpm.importers": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory"},
     "ddpm.training": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory"},
     "ddpm.evaluation": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory"},
     "ddpm.runner": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.evaluation"},

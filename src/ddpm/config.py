@@ -16,10 +16,15 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from ddpm.core.options import (
+    DecoderCDF,
+    Embedding,
     Eta,
+    Inversion,
     LossType,
     MeanType,
     OptionError,
+    Padding,
+    QKVLayout,
     Sampler,
     TimestepSamplerType,
     VarType,
@@ -83,6 +88,20 @@ class DataParams(_Section):
     class_folders: bool  # folder: the first sub-folder names the class
 
 
+class ImportFormat(StrEnum):
+    """The layouts of released checkpoints (``ddpm.importers``); ``auto`` tells them apart by their keys."""
+
+    AUTO = "auto"
+    DDPM = "ddpm"  # ermongroup/ddim's port of DDPM's TensorFlow U-Net (*.ckpt)
+    IDDPM = "iddpm"  # openai/improved-diffusion (*.pt)
+    DIFFUSERS = "diffusers"  # a diffusers UNet2DModel folder
+
+
+class ImportParams(_Section):
+    path: str | None  # a released checkpoint: the train stage imports it instead of training (null: train)
+    format: ImportFormat
+
+
 class ModelParams(_Section):
     ch: PositiveInt
     ch_mult: Annotated[list[PositiveInt], Field(min_length=1)]
@@ -92,6 +111,12 @@ class ModelParams(_Section):
     num_heads: PositiveInt
     scale_shift_norm: bool
     resblock_updown: bool
+    norm_eps: Annotated[float, Field(gt=0.0)]  # GroupNorm ε: 1e-6 (DDPM), 1e-5 (iDDPM)
+    downsample_padding: Padding  # same (DDPM, TensorFlow) | symmetric (iDDPM)
+    time_embedding: Embedding  # ddpm ([sin, cos], /(half − 1)) | iddpm ([cos, sin], /half)
+    rescale_timesteps: bool  # the network sees t · 1000 / T (iDDPM's scripts) instead of t
+    qkv_layout: QKVLayout  # qkv (DDPM) | heads (iDDPM's fused per-head q, k, v)
+    import_from: ImportParams
 
 
 class TrainParams(_Section):
@@ -137,6 +162,7 @@ class SampleParams(_Section):
     respacing: str | None  # ancestral only: iDDPM section counts such as "10,10,10" or "ddim50"
     eta: Annotated[Eta, BeforeValidator(_eta)]  # DDIM η in [0, 1], or DDIM Table 1's σ̂
     skip: Skip
+    clip_denoised: bool | None  # clip x̂0 to [-1, 1]; None: as the papers' code (ancestral and σ̂ yes, DDIM η no)
     batch_size: PositiveInt
     chunk_size: PositiveInt  # images per sample file (the unit of resumption and of work per process)
     grid_size: PositiveInt
@@ -144,7 +170,7 @@ class SampleParams(_Section):
     def sampler_options(self) -> dict:
         """The keywords of ``ddpm.core.sampling.sample`` these params choose."""
         return {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, "skip": self.skip,
-                "respacing": self.respacing}
+                "respacing": self.respacing, "clip_denoised": self.clip_denoised}
 
 
 class FidParams(_Section):
@@ -171,6 +197,7 @@ class FiguresParams(_Section):
     ddim_steps: PositiveInt  # DDIM slerp interpolation steps
     reconstruction_images: PositiveInt  # test images for DDIM Table 2
     reconstruction_steps: Annotated[list[PositiveInt], Field(min_length=1)]  # S > T are left out of the table
+    inversion: Inversion  # DDIM encoder: euler (DDIM eq. 14, ε_θ at the source step) | target
 
 
 class DdimTableParams(_Section):
@@ -178,6 +205,8 @@ class DdimTableParams(_Section):
 
     steps: Annotated[list[PositiveInt], Field(min_length=1)]  # S > T: not applicable
     etas: Annotated[list[Annotated[Eta, BeforeValidator(_eta)]], Field(min_length=1)]
+    skip: Skip  # DDIM App. D.2: quad for CIFAR-10, uniform for the others
+    clip_denoised: bool | None  # None: as DDIM's code (η: no, σ̂: yes)
     num_samples: PositiveInt  # per cell (DDIM used 50k)
 
 
@@ -190,6 +219,7 @@ class Params(_Section):
     mean_type: MeanType
     variance: VarType
     hybrid_lambda: Annotated[float, Field(ge=0.0)]
+    decoder_cdf: DecoderCDF
     timestep_sampler: TimestepSamplerType
     seed: NonNegativeInt
     launcher: Annotated[str, Field(min_length=1)]  # how dvc.yaml starts train and sample

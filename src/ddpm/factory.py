@@ -21,6 +21,7 @@ def build_diffusion(params: Params) -> GaussianDiffusion:
         var_type=params.variance,
         loss_type=params.objective,
         hybrid_lambda=params.hybrid_lambda,
+        decoder_cdf=params.decoder_cdf,
     )
 
 
@@ -38,6 +39,11 @@ def unet_config(params: Params, channels: int) -> UNetConfig:
         num_heads=m.num_heads,
         scale_shift_norm=m.scale_shift_norm,
         resblock_updown=m.resblock_updown,
+        norm_eps=m.norm_eps,
+        downsample_padding=m.downsample_padding,
+        time_embedding=m.time_embedding,
+        time_scale=1000.0 / params.timesteps if m.rescale_timesteps else 1.0,
+        qkv_layout=m.qkv_layout,
     )
 
 

@@ -41,7 +41,7 @@ def test_ddim_reconstruction_error_falls_with_steps_for_the_exact_model():
     """With the exact ε of Gaussian data, DDIM's encode → decode ODE discretisation error shrinks as S grows."""
     diffusion = GaussianDiffusion(get_beta_schedule("linear", 1000))
     x0 = 0.1 + 0.2 * torch.randn(16, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    table, image = figures.ddim_reconstructions(diffusion, gaussian_eps_model(diffusion), x0, [10, 50, 200])
+    table, image = figures.ddim_reconstructions(diffusion, gaussian_eps_model(diffusion), x0, [10, 50, 200], "euler")
     mse = [row["mse"] for row in table]
     assert [row["steps"] for row in table] == [10, 50, 200]
     assert mse[0] > mse[1] > mse[2] and mse[2] < 1e-4

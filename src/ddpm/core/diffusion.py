@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .losses import NATS_PER_BIT, discretized_gaussian_log_likelihood, mean_flat, normal_kl
-from .options import LossType, MeanType, OptionError, VarType, check_variance_trainable, parse_enum
+from .options import DecoderCDF, LossType, MeanType, OptionError, VarType, check_variance_trainable, parse_enum
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Tensor = torch.Tensor
@@ -36,7 +36,9 @@ class GaussianDiffusion:
         var_type: str | VarType = VarType.FIXED_LARGE,
         loss_type: str | LossType = LossType.SIMPLE,
         hybrid_lambda: float = 0.001,
+        decoder_cdf: str | DecoderCDF = DecoderCDF.EXACT,
     ):
+        self.decoder_cdf = parse_enum(DecoderCDF, decoder_cdf, "decoder_cdf")
         self.mean_type = parse_enum(MeanType, mean_type, "mean_type")
         self.var_type = parse_enum(VarType, var_type, "var_type")
         self.loss_type = parse_enum(LossType, loss_type, "loss_type")
@@ -242,14 +244,16 @@ class GaussianDiffusion:
             mean = mean + nonzero * sigma * noise
         return {"sample": mean, "pred_xstart": out["pred_xstart"]}
 
-    def ddim_reverse_step(self, model: Model, x_prev: Tensor, t: Tensor, *, clip_denoised: bool = False
-                          ) -> dict[str, Tensor]:
+    def ddim_reverse_step(self, model: Model, x_prev: Tensor, t: Tensor, *, model_t: Tensor | None = None,
+                          clip_denoised: bool = False) -> dict[str, Tensor]:
         """DDIM eq. 12 inverted at η = 0 (an Euler step of the ODE, DDIM eq. 14): x_t from x_{t−1}.
 
-        ε̂ = ε_θ(x_{t−1}, t) stands in for ε_θ(x_t, t); with the same ε̂ this undoes ``ddim_step`` exactly.
+        ε̂ = ε_θ(x_{t−1}, ``model_t``): the source step t − 1 for DDIM eq. 14's Euler step, or t (the default), with
+        which the step undoes ``ddim_step`` exactly for the same ε̂.
         """
-        out = self.p_mean_variance(model, x_prev, t, clip_denoised=clip_denoised)
-        eps = self.predict_eps_from_xstart(x_prev, t, out["pred_xstart"])
+        model_t = t if model_t is None else model_t
+        out = self.p_mean_variance(model, x_prev, model_t, clip_denoised=clip_denoised)
+        eps = self.predict_eps_from_xstart(x_prev, model_t, out["pred_xstart"])
         a = self._extract("alphas_cumprod", t, x_prev)
         a_prev = self._extract("alphas_cumprod_prev", t, x_prev)
         x0 = (x_prev - torch.sqrt(1 - a_prev) * eps) / torch.sqrt(a_prev)
@@ -263,7 +267,7 @@ class GaussianDiffusion:
         out = self.p_mean_variance_from_output(output, x_t, t, clip_denoised=clip_denoised)
         kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])) / NATS_PER_BIT
         decoder_nll = -mean_flat(
-            discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"])
+            discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"], self.decoder_cdf)
         ) / NATS_PER_BIT
         return {"output": torch.where(t == 0, decoder_nll, kl), "pred_xstart": out["pred_xstart"]}
 
@@ -283,9 +287,10 @@ class GaussianDiffusion:
                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-example training loss (DDPM eq. 14 / iDDPM §3.1) with its ``mse`` and, when used, ``vb`` parts.
 
-        The VLB part is the unbiased estimate T·L_t of L_vlb = Σ_t L_t for uniform t (in bits/dim); a timestep
-        sampler's importance weights multiply the returned loss. ``hybrid`` adds λ·T·L_t computed with the mean
-        output frozen (stop-gradient), so L_vlb trains only the variance (iDDPM §3.1).
+        ``kl`` is DDPM's true-bound objective as its code optimises it: L_t for the sampled t in bits/dim. ``vlb``
+        is iDDPM's unbiased estimate T·L_t of L_vlb = Σ_t L_t for uniform t. ``hybrid`` adds λ·T·L_t computed with
+        the mean output frozen (stop-gradient), so L_vlb trains only the variance (iDDPM §3.1). A timestep
+        sampler's importance weights multiply the returned loss.
         """
         if noise is None:
             noise = self._randn_like(x0, generator)
@@ -296,9 +301,9 @@ class GaussianDiffusion:
         T = self.num_timesteps
         if self.loss_type is LossType.SIMPLE:
             terms["loss"] = terms["mse"]
-        elif self.loss_type is LossType.VLB:
+        elif self.loss_type in (LossType.KL, LossType.VLB):
             terms["vb"] = self.vb_terms_from_output(output, x0, x_t, t)["output"]
-            terms["loss"] = T * terms["vb"]
+            terms["loss"] = terms["vb"] * (T if self.loss_type is LossType.VLB else 1)
         else:
             frozen = mean_output.detach() if var_output is None else torch.cat([mean_output.detach(), var_output], 1)
             terms["vb"] = self.vb_terms_from_output(frozen, x0, x_t, t)["output"]

@@ -24,7 +24,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
 
 def ddim_interpolate(diffusion: GaussianDiffusion, model: Model, x_T0: torch.Tensor, x_T1: torch.Tensor,
                      alphas: Sequence[float], steps: int, *, skip: str | Skip = Skip.UNIFORM,
-                     clip_denoised: bool = True) -> torch.Tensor:
+                     clip_denoised: bool | None = None) -> torch.Tensor:
     """DDIM §5.3: decode slerp(x_T0, x_T1, α) deterministically (η = 0) for each α; returns len(α)×N×C×H×W."""
     return torch.stack([
         ddim_sample(diffusion, model, x_T0.shape, steps, eta=0.0, skip=skip, noise=slerp(x_T0, x_T1, float(a)),

@@ -57,15 +57,28 @@ class LossType(StrEnum):
     """Training objective (DDPM eq. 14, iDDPM §3.1)."""
 
     SIMPLE = "simple"  # unweighted MSE on the mean target (L_simple)
-    VLB = "vlb"  # the variational bound L_vlb = Σ_t L_t, estimated as T·L_t
+    KL = "kl"  # DDPM's "true variational bound" as its code optimises it: L_t of the sampled t (bits/dim)
+    VLB = "vlb"  # iDDPM's L_vlb = Σ_t L_t, estimated as T·L_t (its code's rescaled KL)
     HYBRID = "hybrid"  # L_simple + λ L_vlb, with the mean frozen inside L_vlb
+
+    @property
+    def bound(self) -> bool:
+        """The objective includes the variational bound (so it trains a learned variance)."""
+        return self is not LossType.SIMPLE
 
 
 def check_variance_trainable(var_type: VarType, loss_type: LossType) -> None:
     """A learned variance gets its gradient only from the variational bound (iDDPM §3.1)."""
-    if var_type.learned and loss_type is LossType.SIMPLE:
+    if var_type.learned and not loss_type.bound:
         raise OptionError("variance", f"{var_type.value!r} gets no gradient from objective 'simple'; "
-                                      "use 'hybrid' or 'vlb'")
+                                      "use 'hybrid', 'vlb' or 'kl'")
+
+
+class DecoderCDF(StrEnum):
+    """The normal CDF inside the discretized decoder L_0 (DDPM eq. 13)."""
+
+    EXACT = "exact"  # Φ itself (log_ndtr): the bound as written
+    TANH = "tanh"  # the tanh approximation of DDPM's and iDDPM's code: bit-matches their published NLLs
 
 
 class TimestepSamplerType(StrEnum):
@@ -80,6 +93,34 @@ class Sampler(StrEnum):
 
     ANCESTRAL = "ancestral"  # DDPM Algorithm 2 (respaced when fewer steps are asked for, iDDPM §4)
     DDIM = "ddim"  # DDIM eq. 12
+
+
+class Padding(StrEnum):
+    """Padding of the U-Net's stride-2 downsampling convolution."""
+
+    SAME = "same"  # TensorFlow 'SAME': zero row and column at the bottom and right only (DDPM)
+    SYMMETRIC = "symmetric"  # one zero on every side (iDDPM, PyTorch's padding=1)
+
+
+class Embedding(StrEnum):
+    """The sinusoidal timestep embedding of each codebase (half = dim // 2 frequencies)."""
+
+    DDPM = "ddpm"  # [sin, cos], frequencies exp(−ln 10⁴ · i / (half − 1))
+    IDDPM = "iddpm"  # [cos, sin], frequencies exp(−ln 10⁴ · i / half)
+
+
+class QKVLayout(StrEnum):
+    """How the fused 1×1 convolution's 3C output channels split into q, k, v of each head."""
+
+    QKV = "qkv"  # (3, heads, d): all of q, then k, then v (DDPM's separate q, k, v stacked)
+    HEADS = "heads"  # (heads, 3, d): q, k, v of head 0, then of head 1, ... (iDDPM's QKVAttention)
+
+
+class Inversion(StrEnum):
+    """Which network evaluation moves DDIM's encoder x0 → x_T one step (DDIM §5.4)."""
+
+    EULER = "euler"  # DDIM eq. 14 forward: ε_θ at the step the move starts from
+    TARGET = "target"  # ε_θ(x_{t−1}, t): the step the move ends at (exactly undone by the same decoding step)
 
 
 SIGMA_HAT = "sigma_hat"  # DDIM Table 1's σ̂ row: ancestral sampling of the respaced process with σ² = β

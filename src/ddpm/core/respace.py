@@ -29,6 +29,7 @@ class SpacedDiffusion(GaussianDiffusion):
             var_type=base.var_type,
             loss_type=base.loss_type,
             hybrid_lambda=base.hybrid_lambda,
+            decoder_cdf=base.decoder_cdf,
         )
         # Indices into the original process (composes when ``base`` is itself spaced).
         self.timestep_map = np.asarray(getattr(base, "timestep_map", np.arange(base.num_timesteps)))[kept]

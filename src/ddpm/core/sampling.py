@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from .diffusion import GaussianDiffusion, Model
-from .options import SIGMA_HAT, Eta, Sampler, VarType, check_eta
+from .options import SIGMA_HAT, Eta, Inversion, Sampler, VarType, check_eta
 from .respace import SpacedDiffusion
 from .spacing import Skip, ddim_timesteps, space_timesteps
 
@@ -74,19 +74,25 @@ def ancestral_sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, *
 @torch.no_grad()
 def ddim_sample_progressive(
     diffusion: GaussianDiffusion, model: Model, shape: Shape, steps: int, *, eta: Eta = 0.0,
-    skip: str | Skip = Skip.UNIFORM, noise: torch.Tensor | None = None, clip_denoised: bool = True,
+    skip: str | Skip = Skip.UNIFORM, noise: torch.Tensor | None = None, clip_denoised: bool | None = None,
     generator: torch.Generator | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
     noise_fn: NoiseFn | None = None,
 ) -> Iterator[dict]:
     """DDIM eq. 12 over the sub-sequence τ of ``steps`` steps; yields ``{"t", "sample", "pred_xstart"}``.
 
     ``eta="sigma_hat"`` is DDIM Table 1's σ̂ row: σ̂_τi = √(1 − ᾱ_τi / ᾱ_τi−1), i.e. ancestral sampling of the
-    respaced process with σ² = β (larger than η = 1).
+    respaced process with σ² = β (larger than η = 1); a learned variance is ignored there. ``clip_denoised=None``
+    takes DDIM's code: x̂0 unclipped for η, clipped for σ̂ (its DDPM steps).
     """
     eta = check_eta(eta)
+    if clip_denoised is None:
+        clip_denoised = default_clip(Sampler.DDIM, eta)
     spaced = SpacedDiffusion(diffusion, ddim_timesteps(diffusion.num_timesteps, steps, skip))
     if eta == SIGMA_HAT:
+        learned = spaced.learned_variance
         spaced.var_type = VarType.FIXED_LARGE
+        if learned:  # keep the mean channels only
+            model = _mean_channels(model)
     x = _start(shape, noise, generator, device, dtype, noise_fn)
     for t in _steps(spaced, x.shape[0], x.device):
         z = _step_noise(x, generator, noise_fn) if eta == SIGMA_HAT or eta > 0 else None
@@ -98,6 +104,20 @@ def ddim_sample_progressive(
         yield {"t": int(spaced.timestep_map[int(t[0])]), **out}
 
 
+def default_clip(sampler: str | Sampler, eta: Eta = 0.0) -> bool:
+    """Whether x̂0 is clipped to [-1, 1] as the papers' code did: DDPM's ancestral sampler and DDIM's σ̂ row (its
+    DDPM steps) clip; DDIM's generalized steps (any η) do not."""
+    return Sampler(sampler) is Sampler.ANCESTRAL or eta == SIGMA_HAT
+
+
+def _mean_channels(model: Model) -> Model:
+    def mean_only(x, t):
+        out = model(x, t)
+        return out[:, : out.shape[1] // 2]
+
+    return mean_only
+
+
 def ddim_sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, steps: int, **options) -> torch.Tensor:
     """DDIM generation (Song et al. eq. 12) with ``steps`` steps; ``noise`` is the starting x_T."""
     return _last(ddim_sample_progressive(diffusion, model, shape, steps, **options))["sample"]
@@ -105,28 +125,36 @@ def ddim_sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, steps:
 
 @torch.no_grad()
 def ddim_encode(diffusion: GaussianDiffusion, model: Model, x0: torch.Tensor, steps: int, *,
-                skip: str | Skip = Skip.UNIFORM, clip_denoised: bool = False) -> torch.Tensor:
-    """DDIM §5.4: the deterministic (η = 0) encoding x0 → x_T along the same sub-sequence ``ddim_sample`` uses."""
+                skip: str | Skip = Skip.UNIFORM, clip_denoised: bool = False,
+                inversion: str | Inversion = Inversion.EULER) -> torch.Tensor:
+    """DDIM §5.4: the deterministic (η = 0) encoding x0 → x_T along the same sub-sequence ``ddim_sample`` uses.
+
+    ``inversion``: ``euler`` (DDIM eq. 14 run forward: ε_θ at the step each move starts from; x0 itself has no
+    step, so the first move uses τ_1) or ``target`` (ε_θ(x_{τi−1}, τ_i), the step each move ends at).
+    """
+    inversion = Inversion(inversion)
     spaced = SpacedDiffusion(diffusion, ddim_timesteps(diffusion.num_timesteps, steps, skip))
     x = x0
     for step in range(spaced.num_timesteps):
         t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
-        x = spaced.ddim_reverse_step(model, x, t, clip_denoised=clip_denoised)["sample"]
+        source = t if inversion is Inversion.TARGET or step == 0 else t - 1
+        x = spaced.ddim_reverse_step(model, x, t, model_t=source, clip_denoised=clip_denoised)["sample"]
     return x
 
 
 def ddim_reconstruct(diffusion: GaussianDiffusion, model: Model, x0: torch.Tensor, steps: int, *,
-                     skip: str | Skip = Skip.UNIFORM) -> torch.Tensor:
+                     skip: str | Skip = Skip.UNIFORM, inversion: str | Inversion = Inversion.EULER) -> torch.Tensor:
     """DDIM §5.4: decode(encode(x0)) with S = ``steps`` and η = 0, unclipped (the inversion's own error)."""
-    x_T = ddim_encode(diffusion, model, x0, steps, skip=skip)
+    x_T = ddim_encode(diffusion, model, x0, steps, skip=skip, inversion=inversion)
     return ddim_sample(diffusion, model, x0.shape, steps, eta=0.0, skip=skip, noise=x_T, clip_denoised=False,
                        device=x0.device, dtype=x0.dtype)
 
 
 def ddim_reconstruction_error(diffusion: GaussianDiffusion, model: Model, x0: torch.Tensor, steps: int, *,
-                              skip: str | Skip = Skip.UNIFORM) -> torch.Tensor:
+                              skip: str | Skip = Skip.UNIFORM, inversion: str | Inversion = Inversion.EULER
+                              ) -> torch.Tensor:
     """DDIM Table 2: per-example MSE (pixels scaled to [0, 1]) of ``ddim_reconstruct``."""
-    rec = ddim_reconstruct(diffusion, model, x0, steps, skip=skip)
+    rec = ddim_reconstruct(diffusion, model, x0, steps, skip=skip, inversion=inversion)
     return ((rec - x0) / 2).pow(2).mean(dim=tuple(range(1, x0.ndim)))
 
 
@@ -140,9 +168,11 @@ def sampling_process(diffusion: GaussianDiffusion, steps: int | None = None,
 
 def sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, *, sampler: str | Sampler,
            steps: int | None = None, eta: Eta = 0.0, skip: str | Skip = Skip.UNIFORM, respacing: str | None = None,
-           **options) -> torch.Tensor:
+           clip_denoised: bool | None = None, **options) -> torch.Tensor:
     """Images from ``sampler`` with ``steps`` steps (None: all T): DDIM with ``eta`` and ``skip``, or ancestral
-    sampling, respaced by ``respacing`` or to ``steps``. ``options`` go to the sampling loop (``noise_fn``, …)."""
+    sampling, respaced by ``respacing`` or to ``steps``; x̂0 clipped as the papers' code did unless
+    ``clip_denoised`` says. ``options`` go to the sampling loop (``noise_fn``, …)."""
+    options["clip_denoised"] = default_clip(sampler, eta) if clip_denoised is None else clip_denoised
     if Sampler(sampler) is Sampler.DDIM:
         return ddim_sample(diffusion, model, shape, steps or diffusion.num_timesteps, eta=eta, skip=skip, **options)
     return ancestral_sample(sampling_process(diffusion, steps, respacing), model, shape, **options)

@@ -38,11 +38,12 @@ def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list
     for size, count in zip(sizes, counts, strict=True):
         if count < 1 or count > size:
             raise OptionError("respacing", f"cannot keep {count} steps of a section of {size}")
-        if count == 1:
-            kept.append(start)
-        else:
-            stride = (size - 1) / (count - 1)
-            kept.extend(start + round(i * stride) for i in range(count))
+        # iDDPM's code: a float position advanced by the fractional stride, rounded half to even at each step.
+        stride = 1 if count == 1 else (size - 1) / (count - 1)
+        position = 0.0
+        for _ in range(count):
+            kept.append(start + round(position))
+            position += stride
         start += size
     return kept
 
@@ -51,11 +52,16 @@ class Skip(StrEnum):
     """DDIM sub-sequences τ of length S (DDIM §4.2 and Appendix D.2)."""
 
     UNIFORM = "uniform"  # τ_i = ⌊i T / S⌋
-    QUAD = "quad"  # τ_i = ⌊c i²⌋ reaching 0.8 T
+    QUAD = "quad"  # τ_i = ⌊c i²⌋ reaching 0.8 T; early steps repeat (a repeated step is a no-op, as in DDIM's code)
 
 
 def ddim_timesteps(num_timesteps: int, steps: int, skip: str | Skip = Skip.UNIFORM) -> list[int]:
-    """The DDIM sub-sequence τ (0-based original indices), exactly ``steps`` long."""
+    """The DDIM sub-sequence τ (0-based original indices), exactly ``steps`` long and non-decreasing.
+
+    The quadratic τ repeats its first indices when S is large (at T = 1000: S = 50, 100, 1000 of DDIM Table 1);
+    DDIM's code keeps them, and a step from τ_i to an equal τ_{i−1} leaves x unchanged, so the sampler runs
+    the distinct steps only (``sorted(set(τ))``) and arrives at the same x_0 with fewer network calls.
+    """
     skip = parse_enum(Skip, skip, "skip")
     if steps > num_timesteps:
         raise OptionError("steps", f"{steps} exceeds timesteps ({num_timesteps})")
@@ -65,7 +71,4 @@ def ddim_timesteps(num_timesteps: int, steps: int, skip: str | Skip = Skip.UNIFO
         seq = np.floor(np.arange(steps) * num_timesteps / steps).astype(np.int64)
     else:
         seq = np.floor(np.linspace(0.0, np.sqrt(num_timesteps * 0.8), steps) ** 2).astype(np.int64)
-        if len(set(seq.tolist())) != steps:
-            raise OptionError("steps", f"{steps} quadratic DDIM steps collide for T={num_timesteps}; "
-                                       "use skip 'uniform'")
     return seq.tolist()

@@ -1,7 +1,9 @@
 """The DDPM U-Net (Ho et al. 2020, Appendix B) with the iDDPM options (Nichol & Dhariwal 2021, §3 and App. A).
 
-Defaults reproduce DDPM's CIFAR10 network: ch=128, ch_mult=(1, 2, 2, 2), 2 residual blocks per level,
-self-attention at 16×16, dropout 0.1, GroupNorm(32), sinusoidal time embedding: 35.7M parameters.
+Defaults reproduce DDPM's CIFAR10 network as its TensorFlow code built it: ch=128, ch_mult=(1, 2, 2, 2), 2 residual
+blocks per level, self-attention at 16×16, dropout 0.1, GroupNorm(32, ε=1e-6), 'SAME'-padded stride-2
+downsampling, the [sin, cos] embedding of the integer timestep: 35.7M parameters. The conventions where the two
+codebases differ are options, so that the released weights of either run unchanged (``ddpm.checkpoints``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from .options import Embedding, Padding, QKVLayout
 
 
 @dataclass(frozen=True)
@@ -29,8 +33,21 @@ class UNetConfig:
     scale_shift_norm: bool = False  # iDDPM: adaptive GroupNorm, h = GN(h)(1 + s) + b
     resblock_updown: bool = False  # BigGAN-style residual up/down-sampling blocks
     num_groups: int = 32
+    norm_eps: float = 1e-6  # GroupNorm ε: 1e-6 DDPM, 1e-5 iDDPM
+    downsample_padding: Padding = Padding.SAME
+    time_embedding: Embedding = Embedding.DDPM
+    time_scale: float = 1.0  # the network sees t · time_scale: 1 (DDPM), 1000 / T (iDDPM's rescale_timesteps)
+    qkv_layout: QKVLayout = QKVLayout.QKV
 
     def __post_init__(self):
+        for name, enum in (("downsample_padding", Padding), ("time_embedding", Embedding), ("qkv_layout", QKVLayout)):
+            try:
+                object.__setattr__(self, name, enum(getattr(self, name)))
+            except ValueError:
+                allowed = ", ".join(m.value for m in enum)
+                raise ValueError(f"model.{name}: unknown value {getattr(self, name)!r}; allowed: {allowed}") from None
+        if not (self.norm_eps > 0 and self.time_scale > 0):
+            raise ValueError(f"model: norm_eps and time_scale must be > 0, got {self.norm_eps}, {self.time_scale}")
         for name in ("in_channels", "ch", "num_res_blocks", "resolution", "num_heads", "num_groups"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"model.{name}: must be >= 1, got {getattr(self, name)}")
@@ -54,12 +71,18 @@ class UNetConfig:
         return self.in_channels * (2 if self.learn_sigma else 1)
 
 
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """DDPM App. B / Transformer sinusoidal embedding of the (original) integer timesteps."""
+def timestep_embedding(t: torch.Tensor, dim: int, kind: Embedding = Embedding.DDPM) -> torch.Tensor:
+    """The Transformer's sinusoidal embedding of the timesteps as DDPM (App. B) or iDDPM wrote it (``Embedding``),
+    with each codebase's order of float32 operations."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - 1))
+    i = torch.arange(half, device=t.device, dtype=torch.float32)
+    if kind is Embedding.DDPM:
+        freqs = torch.exp(i * -(math.log(10000.0) / (half - 1)))
+    else:
+        freqs = torch.exp(-math.log(10000.0) * i / half)
     args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    parts = [torch.sin(args), torch.cos(args)] if kind is Embedding.DDPM else [torch.cos(args), torch.sin(args)]
+    emb = torch.cat(parts, dim=1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
@@ -70,12 +93,13 @@ def _zero(module: nn.Module) -> nn.Module:
 
 
 class Downsample(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, padding: Padding):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.same = padding is Padding.SAME
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0 if self.same else 1)
 
     def forward(self, x, temb=None):
-        return self.conv(x)
+        return self.conv(F.pad(x, (0, 1, 0, 1)) if self.same else x)
 
 
 class Upsample(nn.Module):
@@ -90,13 +114,13 @@ class Upsample(nn.Module):
 class ResBlock(nn.Module):
     """GN → SiLU → conv → (+ time) → GN → SiLU → dropout → conv, with a 1×1 shortcut when widths differ."""
 
-    def __init__(self, c_in, c_out, temb_dim, dropout, num_groups, scale_shift_norm=False, resample=None):
+    def __init__(self, c_in, c_out, temb_dim, dropout, num_groups, eps, scale_shift_norm=False, resample=None):
         super().__init__()
-        self.norm1 = nn.GroupNorm(num_groups, c_in)
+        self.norm1 = nn.GroupNorm(num_groups, c_in, eps=eps)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.scale_shift_norm = scale_shift_norm
         self.temb_proj = nn.Linear(temb_dim, c_out * (2 if scale_shift_norm else 1))
-        self.norm2 = nn.GroupNorm(num_groups, c_out)
+        self.norm2 = nn.GroupNorm(num_groups, c_out, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
         self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -126,12 +150,13 @@ class ResBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Self-attention over spatial positions (DDPM App. B), multi-head as in iDDPM; SDPA kernel."""
 
-    def __init__(self, channels, num_heads, num_groups):
+    def __init__(self, channels, num_heads, num_groups, eps, layout: QKVLayout = QKVLayout.QKV):
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"model.num_heads: {num_heads} does not divide the attention width {channels}")
         self.num_heads = num_heads
-        self.norm = nn.GroupNorm(num_groups, channels)
+        self.heads_first = layout is QKVLayout.HEADS
+        self.norm = nn.GroupNorm(num_groups, channels, eps=eps)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = _zero(nn.Conv2d(channels, channels, 1))
 
@@ -141,8 +166,11 @@ class AttnBlock(nn.Module):
         # Tokens-last layout: the 1×1 convolutions as matmuls, and q, k, v as strided views SDPA's fused CPU and
         # GPU kernels take directly (no transposed copies). Same parameters and result as the 1×1 convolutions.
         h = self.norm(x).reshape(b, c, hgt * wid).transpose(1, 2)  # (b, hw, c)
-        qkv = F.linear(h, self.qkv.weight.view(3 * c, c), self.qkv.bias)  # (b, hw, 3c), channels as (3, heads, d)
-        q, k, v = qkv.view(b, hgt * wid, 3, self.num_heads, d).permute(2, 0, 3, 1, 4)  # each (b, heads, hw, d)
+        qkv = F.linear(h, self.qkv.weight.view(3 * c, c), self.qkv.bias)  # (b, hw, 3c)
+        if self.heads_first:  # channels as (heads, 3, d)
+            q, k, v = qkv.view(b, hgt * wid, self.num_heads, 3, d).permute(3, 0, 2, 1, 4)  # each (b, heads, hw, d)
+        else:  # channels as (3, heads, d)
+            q, k, v = qkv.view(b, hgt * wid, 3, self.num_heads, d).permute(2, 0, 3, 1, 4)
         h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, hgt * wid, c)
         h = F.linear(h, self.proj.weight.view(c, c), self.proj.bias)
         return x + h.transpose(1, 2).reshape(b, c, hgt, wid)
@@ -157,10 +185,10 @@ class UNet(nn.Module):
         self.temb = nn.Sequential(nn.Linear(ch, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
 
         def res(c_in, c_out, resample=None):
-            return ResBlock(c_in, c_out, temb_dim, cfg.dropout, groups, cfg.scale_shift_norm, resample)
+            return ResBlock(c_in, c_out, temb_dim, cfg.dropout, groups, cfg.norm_eps, cfg.scale_shift_norm, resample)
 
         def attn(c):
-            return AttnBlock(c, cfg.num_heads, groups)
+            return AttnBlock(c, cfg.num_heads, groups, cfg.norm_eps, cfg.qkv_layout)
 
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
@@ -174,7 +202,8 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList(layers))
                 skips.append(c)
             if level != len(cfg.ch_mult) - 1:
-                self.down.append(nn.ModuleList([res(c, c, "down") if cfg.resblock_updown else Downsample(c)]))
+                down = res(c, c, "down") if cfg.resblock_updown else Downsample(c, cfg.downsample_padding)
+                self.down.append(nn.ModuleList([down]))
                 skips.append(c)
                 resolution //= 2
         self.mid = nn.ModuleList([res(c, c), attn(c), res(c, c)])
@@ -189,7 +218,7 @@ class UNet(nn.Module):
                     layers.append(res(c, c, "up") if cfg.resblock_updown else Upsample(c))
                     resolution *= 2
                 self.up.append(nn.ModuleList(layers))
-        self.norm_out = nn.GroupNorm(groups, c)
+        self.norm_out = nn.GroupNorm(groups, c, eps=cfg.norm_eps)
         self.conv_out = _zero(nn.Conv2d(c, cfg.out_channels, 3, padding=1))
         # Activation checkpointing (a training option, not architecture): recompute each block in backward.
         self.gradient_checkpointing = False
@@ -203,7 +232,9 @@ class UNet(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.temb(timestep_embedding(t, self.config.ch).to(x.dtype))
+        cfg = self.config
+        t = t.float() * cfg.time_scale if cfg.time_scale != 1.0 else t
+        temb = self.temb(timestep_embedding(t, cfg.ch, cfg.time_embedding).to(x.dtype))
         hs = [self.conv_in(x)]
         for layers in self.down:
             hs.append(self._run(layers, hs[-1], temb))

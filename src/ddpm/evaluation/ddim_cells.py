@@ -40,7 +40,8 @@ def ddim_cell(inference: Inference, params: Params, steps: int, eta: Eta, refere
     start = time.perf_counter()
     images = generate(inference.diffusion, inference.model, inference.shape, seed=params.seed, start=0,
                       count=params.ddim_table.num_samples, batch_size=params.sample.batch_size,
-                      device=inference.device, sampler=Sampler.DDIM, steps=steps, eta=eta, skip=params.sample.skip)
+                      device=inference.device, sampler=Sampler.DDIM, steps=steps, eta=eta, skip=params.ddim_table.skip,
+                      clip_denoised=params.ddim_table.clip_denoised)
     sampling = time.perf_counter() - start
     fids, _ = fid_of_images(images, {"train": reference}, params.fid.batch_size)
     return {"steps": steps, "eta": eta, "fid": fids["train"], "num_samples": int(len(images)),

@@ -10,6 +10,7 @@ import torch
 from ddpm.config import FiguresParams
 from ddpm.core.images import rows_image, to_uint8_numpy
 from ddpm.core.interpolation import ddim_interpolate, ddpm_interpolate
+from ddpm.core.options import Inversion
 from ddpm.core.sampling import ancestral_sample, ancestral_sample_progressive, ddim_reconstruct
 from ddpm.factory import Inference
 
@@ -69,12 +70,13 @@ def ddim_interpolations(diffusion, model, shape, pairs: int, count: int, steps: 
 
 
 @torch.no_grad()
-def ddim_reconstructions(diffusion, model, x0: torch.Tensor, steps: list[int]) -> tuple[list[dict], np.ndarray]:
+def ddim_reconstructions(diffusion, model, x0: torch.Tensor, steps: list[int], inversion: Inversion
+                         ) -> tuple[list[dict], np.ndarray]:
     """DDIM Table 2: per S, the mean squared error (pixels in [0, 1]) of decode(encode(x0)) with η = 0, and an
     image with the originals in the first row and one row of reconstructions per S."""
     table, rows = [], [to_uint8_numpy(x0)]
     for s in steps:
-        rec = ddim_reconstruct(diffusion, model, x0, s)
+        rec = ddim_reconstruct(diffusion, model, x0, s, inversion=inversion)
         table.append({"steps": s, "mse": float(((rec - x0) / 2).pow(2).mean())})
         rows.append(to_uint8_numpy(rec.clamp(-1, 1)))
     return table, rows_image(rows)
@@ -99,7 +101,8 @@ def paper_figures(inference: Inference, test: torch.Tensor, cfg: FiguresParams, 
                                                   cfg.ddim_steps, gen),
     }
     table, images["ddim_reconstruction"] = ddim_reconstructions(diffusion, model, test,
-                                                                [s for s in cfg.reconstruction_steps if s <= T])
+                                                                [s for s in cfg.reconstruction_steps if s <= T],
+                                                                cfg.inversion)
     images["rate_distortion"] = rate_distortion_figure(rd_rows)
     return images, table
 

@@ -37,8 +37,9 @@ def results_table(params: Params, train: dict, evaluation: dict) -> str:
         ("objective / mean / variance", f"{params.objective.value} / {params.mean_type.value} / "
                                         f"{params.variance.value}"),
         ("parameters", f"{train.get('parameters', 0) / 1e6:.2f}M"),
-        ("train steps", _fmt(train.get("steps"))),
-        ("final train loss", _fmt(train.get("final_loss"))),
+        *([("weights", f"imported: {train['imported_from']} ({train['layout']} layout, {train['weights']})")]
+          if "imported_from" in train else
+          [("train steps", _fmt(train.get("steps"))), ("final train loss", _fmt(train.get("final_loss")))]),
         ("sampler", sampler),
         ("samples", _fmt(evaluation.get("num_samples"))),
         ("FID (vs train / test)", f"{_fmt(evaluation.get('fid_train'))} / {_fmt(evaluation.get('fid_test'))}"),

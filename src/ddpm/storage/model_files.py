@@ -14,6 +14,10 @@ from ddpm.core.unet import UNet, UNetConfig
 
 from .files import atomic_file
 
+# Options added after the first model files were written, with the values those files were trained with.
+_BEFORE_OPTIONS = {"norm_eps": 1e-5, "downsample_padding": "symmetric", "time_embedding": "ddpm", "time_scale": 1.0,
+                   "qkv_layout": "qkv"}
+
 
 def save_model(model: UNet, path: Path, **meta: str) -> None:
     """Write weights and config atomically (temp file, then rename)."""
@@ -37,7 +41,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> UNet:
         raise ValueError(f"model: {path} is not a valid safetensors file ({err})") from None
     if "ddpm" not in header:
         raise ValueError(f"model: {path} has no ddpm network description in its header; not made by this project")
-    cfg = json.loads(header["ddpm"])["unet_config"]
+    cfg = {**_BEFORE_OPTIONS, **json.loads(header["ddpm"])["unet_config"]}
     for key in ("ch_mult", "attn_resolutions"):
         cfg[key] = tuple(cfg[key])
     model = UNet(UNetConfig(**cfg))

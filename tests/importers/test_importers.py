@@ -1,0 +1,206 @@
+"""Released-checkpoint layouts: parity with the reference implementations' outputs, strict key and shape checks on
+the full-size layouts, safe loading, and the conventions each codebase trained with."""
+
+import dataclasses
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import export_layout, make_params
+from safetensors.torch import load_file
+
+from ddpm.core.unet import UNet, UNetConfig
+from ddpm.factory import unet_config
+from ddpm.importers import CheckpointError, Layout, import_checkpoint
+from ddpm.importers.layouts import convert
+
+GOLDEN = Path(__file__).parent / "golden"
+SMALL = json.loads((GOLDEN / "fixtures.json").read_text())["small"]
+
+DDPM_SMALL = UNetConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(8,), resolution=16, dropout=0.0)
+IDDPM_SMALL = UNetConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(8, 4), resolution=16,
+                         dropout=0.0, num_heads=4, scale_shift_norm=True, learn_sigma=True, norm_eps=1e-5,
+                         downsample_padding="symmetric", time_embedding="iddpm", qkv_layout="heads",
+                         time_scale=1000 / 4000)
+
+
+def reference(name):
+    io = np.load(GOLDEN / f"{name}_io.npz")
+    return torch.from_numpy(io["x"]), torch.from_numpy(io["t_index"]), torch.from_numpy(io["y"])
+
+
+def relative_error(y, ref):
+    """Largest deviation relative to the output's scale (elementwise ratios are meaningless near zero)."""
+    return float((y - ref).abs().max() / ref.abs().max())
+
+
+def run(model, x, t):
+    with torch.no_grad():
+        return model(x, t)
+
+
+def test_the_small_settings_are_the_ones_the_references_used():
+    eg, idd = SMALL["eg_small"], SMALL["id_small"]
+    assert (eg["ch"], tuple(eg["ch_mult"]), tuple(eg["attn_resolutions"]), eg["T"]) == (32, (1, 2, 2), (8,), 1000)
+    assert (idd["model_channels"], tuple(idd["attention_resolutions"]), idd["num_heads"], idd["T"]) == (
+        32, (8, 4), 4, 4000)
+    assert sum(p.numel() for p in UNet(DDPM_SMALL).parameters()) == eg["params"]
+    assert sum(p.numel() for p in UNet(IDDPM_SMALL).parameters()) == idd["params"]
+
+
+def test_ddpm_port_checkpoint_reproduces_the_reference_and_takes_the_ema_copy(tmp_path):
+    ema = load_file(GOLDEN / "eg_small.safetensors")
+    raw = {f"module.{k}": v + 1 for k, v in ema.items()}  # DataParallel names; not the weights to take
+    path = tmp_path / "ckpt.pth"
+    torch.save([raw, {"state": {}}, 3, 1000, {f"module.{k}": v for k, v in ema.items()}], path)
+    imported = import_checkpoint(path, DDPM_SMALL)
+    assert imported.layout is Layout.DDPM and imported.weights.startswith("the EMA weights (entry 5 of 5)")
+    x, t, ref = reference("eg_small")
+    assert relative_error(run(imported.model, x, t), ref) < 1e-5
+
+
+def test_improved_diffusion_checkpoint_reproduces_the_reference_with_rescaled_timesteps(tmp_path):
+    path = tmp_path / "ema_0.9999_500000.pt"
+    torch.save(load_file(GOLDEN / "id_small.safetensors"), path)
+    imported = import_checkpoint(path, IDDPM_SMALL)
+    assert imported.layout is Layout.IDDPM and imported.weights == "EMA weights by the file name"
+    x, t, ref = reference("id_small")
+    assert relative_error(run(imported.model, x, t), ref) < 1e-5  # the network sees t · 1000 / 4000
+
+
+@pytest.mark.parametrize(("name", "cfg", "change"), [
+    ("eg_small", DDPM_SMALL, {"downsample_padding": "symmetric"}),
+    ("eg_small", DDPM_SMALL, {"time_embedding": "iddpm"}),
+    ("id_small", IDDPM_SMALL, {"downsample_padding": "same"}),
+    ("id_small", IDDPM_SMALL, {"time_embedding": "ddpm"}),
+    ("id_small", IDDPM_SMALL, {"qkv_layout": "qkv"}),
+    ("id_small", IDDPM_SMALL, {"time_scale": 1.0}),
+])
+def test_each_convention_changes_the_output_so_the_parity_tests_pin_it(name, cfg, change):
+    layout = Layout.DDPM if name == "eg_small" else Layout.IDDPM
+    state = convert(load_file(GOLDEN / f"{name}.safetensors"), layout, cfg, name)
+    model = UNet(dataclasses.replace(cfg, **change)).eval()
+    model.load_state_dict(state)
+    x, t, ref = reference(name)
+    assert relative_error(run(model, x, t), ref) > 1e-2
+
+
+def test_groupnorm_epsilon_is_each_codebases():
+    assert {m.eps for m in UNet(DDPM_SMALL).modules() if isinstance(m, torch.nn.GroupNorm)} == {1e-6}
+    assert {m.eps for m in UNet(IDDPM_SMALL).modules() if isinstance(m, torch.nn.GroupNorm)} == {1e-5}
+
+
+def test_a_profile_with_other_conventions_is_refused_naming_the_key(tmp_path):
+    path = tmp_path / "model.ckpt"
+    torch.save(load_file(GOLDEN / "eg_small.safetensors"), path)
+    with pytest.raises(CheckpointError, match=r"^model.downsample_padding: .* trained with downsample_padding = "
+                                              r"'same', the profile builds 'symmetric'"):
+        import_checkpoint(path, dataclasses.replace(DDPM_SMALL, downsample_padding="symmetric"))
+
+
+FULL = [("eg_ddpm_cifar10", "cifar10_ddpm"), ("eg_ddpm_256", "released_ddpm_church"),
+        ("id_cifar10", "released_iddpm_cifar10_hybrid"), ("id_cifar10", "iddpm_cifar10"),
+        ("id_lsun256", "released_iddpm_bedroom")]
+
+
+@pytest.mark.parametrize(("fixture", "profile"), FULL)
+def test_full_size_released_layouts_import_strictly_into_their_profiles(fixture, profile):
+    spec = json.loads((GOLDEN / "fixtures.json").read_text())["full"][fixture]
+    state = {k: torch.empty(shape, device="meta") for k, shape in spec["shapes"].items()}
+    params = make_params(profile=profile)
+    cfg = unet_config(params, 3)
+    layout = Layout.DDPM if fixture.startswith("eg") else Layout.IDDPM
+    converted = convert(state, layout, cfg, fixture)
+    assert sum(v.numel() for v in converted.values()) == spec["params"]
+
+
+def test_missing_and_unknown_keys_are_named(tmp_path):
+    state = load_file(GOLDEN / "eg_small.safetensors")
+    state.pop("mid.attn_1.q.weight")
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "model.ckpt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"1 missing keys: mid.attn_1.q.weight; 1 unknown keys: extra.weight"):
+        import_checkpoint(path, DDPM_SMALL)
+
+
+def test_a_wrong_architecture_names_the_shape(tmp_path):
+    path = tmp_path / "model.ckpt"
+    torch.save(load_file(GOLDEN / "eg_small.safetensors"), path)
+    with pytest.raises(CheckpointError, match=r"temb.dense.0.weight has shape \[128, 32\], the profile's network "
+                                              r"wants \[256, 64\] for temb.0.weight"):
+        import_checkpoint(path, dataclasses.replace(DDPM_SMALL, ch=64))
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_pickles_with_code_are_refused(tmp_path, capsys):
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"conv_in.weight": Payload()}))
+    with pytest.raises(CheckpointError, match=r"evil.ckpt: refused: not a file of plain tensors"):
+        import_checkpoint(path, DDPM_SMALL)
+    assert "pickled code ran" not in capsys.readouterr().out
+
+
+def test_unknown_layout_asks_for_the_format(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"encoder.weight": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match=r"cannot tell the layout .* set model.import_from.format"):
+        import_checkpoint(path, DDPM_SMALL)
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+def test_export_then_import_is_the_identity(layout, tmp_path):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(DDPM_SMALL, num_heads=2) if layout is not Layout.DIFFUSERS else DDPM_SMALL
+    if layout is Layout.IDDPM:
+        cfg = dataclasses.replace(IDDPM_SMALL, scale_shift_norm=False)
+    model = UNet(cfg)
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    restored = UNet(cfg)
+    restored.load_state_dict(convert(export_layout(model, layout), layout, cfg, "exported"))
+    x = torch.randn(2, 3, 16, 16)
+    t = torch.tensor([3, 700])
+    torch.testing.assert_close(run(restored.eval(), x, t), run(model.eval(), x, t), rtol=0, atol=0)
+
+
+DIFFUSERS_CONFIGS = {  # the google/ddpm-cifar10-32 and google/ddpm-church-256 conversions' UNet2DModel configs
+    "cifar10_ddpm": {"sample_size": 32, "block_out_channels": (128, 256, 256, 256),
+                     "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+                     "up_block_types": ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")},
+    "released_ddpm_church": {"sample_size": 256, "block_out_channels": (128, 128, 256, 256, 512, 512),
+                             "down_block_types": ("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
+                             "up_block_types": ("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4},
+}
+
+
+@pytest.mark.parametrize("profile", [
+    "cifar10_ddpm", pytest.param("released_ddpm_church", marks=pytest.mark.slow)])
+def test_diffusers_ddpm_conversions_are_reproduced(profile, tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    reference_model = diffusers.UNet2DModel(
+        in_channels=3, out_channels=3, layers_per_block=2, norm_eps=1e-6, downsample_padding=0,
+        flip_sin_to_cos=False, freq_shift=1, act_fn="silu", attention_head_dim=None, norm_num_groups=32,
+        **DIFFUSERS_CONFIGS[profile]).eval()
+    reference_model.save_pretrained(tmp_path / "unet")
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
+         "variance_type": "fixed_small"}))
+    params = make_params(profile=profile)
+    imported = import_checkpoint(tmp_path, unet_config(params, 3))
+    assert imported.layout is Layout.DIFFUSERS and imported.scheduler["num_train_timesteps"] == 1000
+    size = params.data.resolution
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0, 999] if size == 32 else [437, 999])
+    with torch.no_grad():
+        ref = reference_model(x, t).sample
+    assert relative_error(run(imported.model, x, t), ref) < 1e-5
