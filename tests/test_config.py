@@ -55,7 +55,7 @@ BAD = [
     ({"sample": {"eta": 1.5}}, "params.yaml: sample.eta: must be a number in [0, 1] or 'sigma_hat' (got 1.5)"),
     ({"model": {"downsample_padding": "valid"}},
      "params.yaml: model.downsample_padding: Input should be 'same' or 'symmetric' (got 'valid')"),
-    ({"model": {"import_from": {"format": "tf"}}},
+    ({"model": {"import_from": {"path": None, "format": "tf"}}},
      "params.yaml: model.import_from.format: Input should be 'auto', 'ddpm', 'iddpm' or 'diffusers' (got 'tf')"),
     ({"sample": {"steps": 2000}}, "params.yaml: sample.steps: 2000 exceeds timesteps (1000)"),
     ({"sample": {"sampler": "euler"}}, "params.yaml: sample.sampler: Input should be 'ancestral' or 'ddim'"),
