@@ -3,7 +3,7 @@
 Defaults reproduce DDPM's CIFAR10 network as its TensorFlow code built it: ch=128, ch_mult=(1, 2, 2, 2), 2 residual
 blocks per level, self-attention at 16×16, dropout 0.1, GroupNorm(32, ε=1e-6), 'SAME'-padded stride-2
 downsampling, the [sin, cos] embedding of the integer timestep: 35.7M parameters. The conventions where the two
-codebases differ are options, so that the released weights of either run unchanged (``ddpm.checkpoints``).
+codebases differ are options, so that the released weights of either run unchanged (``ddpm.importers``).
 """
 
 from __future__ import annotations
