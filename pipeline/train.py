@@ -10,6 +10,7 @@ from ddpm.training.loop import train
 def main(params, paths, run):
     if params.model.import_from.path is not None:
         metrics = import_released(params, paths.shards, paths.model)
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC output, empty: nothing was trained
         write_json(paths.train_metrics, metrics)
         write_csv(paths.train_plot, [{"step": 0, "loss": None}])
         run.log_metrics({"parameters": metrics["parameters"]})
