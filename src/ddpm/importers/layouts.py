@@ -36,10 +36,11 @@ SIGNATURES = {
 # The conventions each codebase trained with (its U-Net options), checked against the profile on import.
 CONVENTIONS = {
     Layout.DDPM: {"norm_eps": 1e-6, "downsample_padding": Padding.SAME, "time_embedding": Embedding.DDPM,
-                  "time_scale": 1.0},
+                  "time_scale": 1.0, "num_heads": 1, "scale_shift_norm": False, "resblock_updown": False},
     Layout.IDDPM: {"norm_eps": 1e-5, "downsample_padding": Padding.SYMMETRIC, "time_embedding": Embedding.IDDPM,
-                   "qkv_layout": QKVLayout.HEADS},
-    Layout.DIFFUSERS: {"time_scale": 1.0},  # the rest is read from the folder's config.json (``diffusers_conventions``)
+                   "qkv_layout": QKVLayout.HEADS, "resblock_updown": False},
+    # The rest is read from the folder's config.json (``diffusers_conventions``).
+    Layout.DIFFUSERS: {"time_scale": 1.0, "scale_shift_norm": False, "resblock_updown": False},
 }
 
 RES_PARTS = {  # the project's ResBlock parameters → each layout's names
@@ -232,5 +233,5 @@ def diffusers_conventions(config: dict, name: str) -> dict:
     if get("attention_head_dim", None) is not None:
         raise CheckpointError(f"{name}: config.json: attention_head_dim {get('attention_head_dim', None)!r} is not "
                               "supported; the DDPM conversions use one head (null)")
-    return {"norm_eps": float(get("norm_eps", 1e-5)), "downsample_padding": padding, "time_embedding": embedding,
-            "time_scale": 1.0, "num_heads": 1}
+    return {**CONVENTIONS[Layout.DIFFUSERS], "norm_eps": float(get("norm_eps", 1e-5)),
+            "downsample_padding": padding, "time_embedding": embedding, "num_heads": 1}
