@@ -3,12 +3,13 @@ when the file holds one, and a diffusers folder's config and scheduler."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from ddpm.storage.files import read_json
 
 from .layouts import SIGNATURES, CheckpointError, Layout
 
@@ -28,6 +29,13 @@ def _load_pickle(path: Path):
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: refused: not a file of plain tensors that torch.load(weights_only=True) "
                               f"reads ({first[:200]})") from None
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - any parse failure means a bad file
+        raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from None
 
 
 def _tensors(obj, path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -53,7 +61,7 @@ def _unwrap(obj, path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 def _read_json(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text())
+        value = read_json(path)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(value, dict):
@@ -74,7 +82,7 @@ def read_diffusers_folder(folder: Path) -> RawCheckpoint:
     weights = _first(unet / "diffusion_pytorch_model.safetensors", unet / "diffusion_pytorch_model.bin")
     if weights is None:
         raise CheckpointError(f"{unet}: no diffusion_pytorch_model.safetensors or .bin beside config.json")
-    state = load_file(str(weights)) if weights.suffix == ".safetensors" else _load_pickle(weights)
+    state = _load_safetensors(weights) if weights.suffix == ".safetensors" else _load_pickle(weights)
     scheduler = _first(folder / "scheduler_config.json", folder / "scheduler" / "scheduler_config.json",
                        unet.parent / "scheduler" / "scheduler_config.json")
     return RawCheckpoint(_tensors(state, weights, "the file"), f"the weights of {weights.name}",
@@ -88,10 +96,7 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file or folder")
     if path.suffix == ".safetensors":
-        try:
-            return RawCheckpoint(load_file(str(path)), "the file's only weights")
-        except Exception as err:  # noqa: BLE001 - any parse failure means a bad file
-            raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from None
+        return RawCheckpoint(_load_safetensors(path), "the file's only weights")
     state, weights = _unwrap(_load_pickle(path), path)
     return RawCheckpoint(state, weights)
 
