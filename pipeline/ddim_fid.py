@@ -1,4 +1,5 @@
-"""Stage ddim_fid@S-η (a DVC matrix cell): FID of DDIM samples with S steps and this η (DDIM Table 1).
+"""Stage ddim_fid@S-η (a DVC matrix cell): FID of DDIM samples with S steps and this η (DDIM Table 1); samples
+and their Inception features are split over the processes.
 
 Usage: python pipeline/ddim_fid.py STEPS ETA   (ETA a number in [0, 1] or sigma_hat)
 """
@@ -13,19 +14,21 @@ from ddpm.runner.stage import stage_main
 from ddpm.storage.files import write_json
 
 
-def main(params, paths, run):
+def main(params, paths, run, placement):
     steps, eta = parse_cell(sys.argv[1:])
     out = paths.ddim_cell(*sys.argv[1:])  # named as dvc.yaml's matrix names it
     result = not_applicable(steps, eta, params.timesteps)
     if result is None:
         reference = require(paths.fid_refs["train"], "FID reference statistics", "fid_ref")
         fid.verified_weights_path()
-        inference = load_for_inference(params, require(paths.model, "model", "train"), "cpu")
-        result = ddim_cell(inference, params, steps, eta, reference)
+        inference = load_for_inference(params, require(paths.model, "model", "train"), placement.device,
+                                       precision=params.sample.precision, compile=params.sample.compile)
+        result = ddim_cell(inference, params, steps, eta, reference, placement.shard)
         run.log_metrics({"fid": result["fid"], "steps": steps, "sampling_seconds": result["sampling_seconds"]})
-    write_json(out, result)
-    print(f"ddim_fid: S={steps} η={eta}: {result}")
+    if placement.is_main:
+        write_json(out, result | placement.summary())
+        print(f"ddim_fid: S={steps} η={eta}: {result}")
 
 
 if __name__ == "__main__":
-    stage_main("ddim_fid", main)
+    stage_main("ddim_fid", main, compute=True)

@@ -1,5 +1,5 @@
 """Stage evaluate: FID, KID, precision/recall (and IS where its weights exist) of the samples; NLL bits/dim
-and rate–distortion."""
+and rate–distortion. Inception features and the NLL's test batches are split over the processes."""
 
 from ddpm.data.loader import iter_batches
 from ddpm.evaluation import fid
@@ -12,27 +12,29 @@ from ddpm.sample_store import load_samples
 from ddpm.storage.files import write_csv, write_json
 
 
-def main(params, paths, run):
-    cfg = params.evaluate
+def main(params, paths, run, placement):
+    cfg, device, shard = params.evaluate, placement.device, placement.shard
     require(paths.samples, "samples", "sample")
     require(paths.shards, "shards", "prepare")
     if cfg.fid:  # fail now, not after the samples' features, if a reference or the weights are missing
         fid.check_references(paths.fid_refs)
-    inference = load_for_inference(params, require(paths.model, "model", "train"), "cpu")
-    metrics = fid.image_scores(load_samples(paths.samples), paths.fid_refs, params)
+    inference = load_for_inference(params, require(paths.model, "model", "train"), device, precision=cfg.nll_precision)
+    metrics = fid.image_scores(load_samples(paths.samples), paths.fid_refs, params, device, shard)
+    nll, rows = likelihood_scores(inference.diffusion, inference.model,
+                                  iter_batches(paths.shards, "test", cfg.nll_batch_size, cfg.nll_images), params.seed,
+                                  device, shard)
+    if not placement.is_main:
+        return
     if cfg.isc and "isc" not in metrics:
         print(f"evaluate: IS {ISC_UNAVAILABLE}")
-    run.log_metrics(metrics)
-    nll, rows = likelihood_scores(inference.diffusion, inference.model,
-                                  iter_batches(paths.shards, "test", cfg.nll_batch_size, cfg.nll_images), params.seed)
     metrics |= nll
     write_csv(paths.rd_plot, rows)
     run.log_series(rate_distortion_series(rows))
-    run.log_metrics(nll)
+    run.log_metrics(metrics)
     run.log_table(rows, "rate_distortion.json")
-    write_json(paths.eval_metrics, metrics)
+    write_json(paths.eval_metrics, metrics | placement.summary())
     print(f"evaluate: {metrics}")
 
 
 if __name__ == "__main__":
-    stage_main("evaluate", main)
+    stage_main("evaluate", main, compute=True)

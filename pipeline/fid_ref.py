@@ -4,19 +4,25 @@ from ddpm.data.loader import iter_batches
 from ddpm.evaluation import fid
 from ddpm.runner.paths import require
 from ddpm.runner.stage import Stopwatch, stage_main
+from ddpm.storage.files import write_json
 
 
-def main(params, paths, run):
+def main(params, paths, run, placement):
     require(paths.shards, "shards", "prepare")
     fid.verified_weights_path()
+    metrics = {}
     for split, path in paths.fid_refs.items():
         with Stopwatch() as clock:
             count = fid.write_reference(path, iter_batches(paths.shards, split, params.fid.batch_size,
                                                            params.fid.max_images),
-                                        feature_images=params.fid.feature_images, split=split)
-        run.log_metrics({f"{split}_reference_images": count, f"{split}_seconds": clock.seconds})
+                                        feature_images=params.fid.feature_images, split=split,
+                                        device=placement.device, shard=placement.shard)
+        metrics |= {f"{split}_reference_images": count, f"{split}_seconds": clock.seconds}
         print(f"fid_ref: {count} {split} images in {clock.seconds:.0f}s → {path}")
+    if placement.is_main:
+        write_json(paths.fid_ref_metrics, metrics | placement.summary())
+        run.log_metrics(metrics)
 
 
 if __name__ == "__main__":
-    stage_main("fid_ref", main)
+    stage_main("fid_ref", main, compute=True)

@@ -1,4 +1,5 @@
-"""Stage figures: the papers' qualitative figures, DDIM Table 2's reconstruction errors and the RD curve."""
+"""Stage figures: the papers' qualitative figures, DDIM Table 2's reconstruction errors and the RD curve (on the
+first process's device; the others wait)."""
 
 from ddpm.core.images import to_model_range
 from ddpm.data.loader import first_batch
@@ -10,21 +11,24 @@ from ddpm.runner.stage import stage_main
 from ddpm.storage.files import write_json, write_png
 
 
-def main(params, paths, run):
+def main(params, paths, run, placement):
     cfg = params.figures
     require(paths.shards, "shards", "prepare")
     rd_rows = read_rate_distortion(require(paths.rd_plot, "rate-distortion table", "evaluate"))
-    inference = load_for_inference(params, require(paths.model, "model", "train"), "cpu")
+    if not placement.is_main:
+        return
+    inference = load_for_inference(params, require(paths.model, "model", "train"), placement.device)
     test = to_model_range(first_batch(paths.shards, "test", cfg.reconstruction_images))
     images, table = paper_figures(inference, test, cfg, rd_rows, params.seed)
     for name, image in images.items():
         write_png(paths.figures / f"{name}.png", image)
         run.log_artifact(paths.figures / f"{name}.png", "figures")
     metrics = reconstruction_metrics(table)
-    write_json(paths.reconstruction_metrics, {"images": int(test.shape[0]), "table": table, **metrics})
+    write_json(paths.reconstruction_metrics, {"images": int(test.shape[0]), "table": table, **metrics,
+                                              **placement.summary()})
     run.log_metrics(metrics)
     print(f"figures: {len(table)} reconstruction rows, figures in {paths.figures}")
 
 
 if __name__ == "__main__":
-    stage_main("figures", main)
+    stage_main("figures", main, compute=True)

@@ -1,28 +1,29 @@
-"""Stage sample: sample.num_samples images from the EMA model, in resumable chunks (Accelerate splits chunks)."""
-
-from accelerate import Accelerator
+"""Stage sample: sample.num_samples images from the EMA model, in resumable chunks split over the processes."""
 
 from ddpm import sample_store
 from ddpm.core.images import image_grid
 from ddpm.factory import load_for_inference
 from ddpm.runner.paths import require
 from ddpm.runner.stage import stage_main
-from ddpm.storage.files import write_png
+from ddpm.storage.files import write_json, write_png
 
 
-def main(params, paths, run):
-    accelerator = Accelerator()
-    inference = load_for_inference(params, require(paths.model, "model", "train"), accelerator.device)
-    done = sample_store.fill(paths.samples, inference, params, paths.model, accelerator)
+def main(params, paths, run, placement):
+    cfg = params.sample
+    inference = load_for_inference(params, require(paths.model, "model", "train"), placement.device,
+                                   precision=cfg.precision, compile=cfg.compile)
+    done = sample_store.fill(paths.samples, inference, params, paths.model, placement.shard)
     if done is None:  # not the main process
         return
-    grid = image_grid(sample_store.load_samples(paths.samples), params.sample.grid_size)
+    grid = image_grid(sample_store.load_samples(paths.samples), cfg.grid_size)
     write_png(paths.sample_grid, grid)
-    run.log_metrics(done.metrics(accelerator.num_processes))
+    metrics = done.metrics(placement.shard.world)
+    write_json(paths.sample_metrics, metrics | placement.summary())
+    run.log_metrics(metrics)
     run.log_image(grid, "samples.png")
     print(f"sample: {done.generated} images generated in {done.seconds:.1f}s, {done.total - done.generated} reused "
           f"→ {paths.samples}")
 
 
 if __name__ == "__main__":
-    stage_main("sample", main)
+    stage_main("sample", main, compute=True)

@@ -7,21 +7,22 @@ from ddpm.storage.files import write_csv, write_json
 from ddpm.training.loop import train
 
 
-def main(params, paths, run):
+def main(params, paths, run, placement):
     if params.model.import_from.path is not None:
         metrics = import_released(params, paths.shards, paths.model)
         paths.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC output, empty: nothing was trained
-        write_json(paths.train_metrics, metrics)
-        write_csv(paths.train_plot, [{"step": 0, "loss": None}])
-        run.log_metrics({"parameters": metrics["parameters"]})
+        history = [{"step": 0, "loss": None}]
     else:
         result = train(params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics,
                        log_image=run.log_image)
-        write_json(paths.train_metrics, result.metrics())
-        write_csv(paths.train_plot, result.history)
-        run.log_metrics({"parameters": result.parameters, "resumed_from_step": result.resumed_from})
-    run.log_artifact(paths.model, "model")
+        metrics, history = result.metrics(), result.history
+        run.log_metrics({"resumed_from_step": result.resumed_from})
+    if placement.is_main:
+        write_json(paths.train_metrics, metrics | placement.summary())
+        write_csv(paths.train_plot, history)
+        run.log_metrics({"parameters": metrics["parameters"]})
+        run.log_artifact(paths.model, "model")
 
 
 if __name__ == "__main__":
-    stage_main("train", main)
+    stage_main("train", main, compute=True)

@@ -10,15 +10,16 @@ from house import ROOT, SRC, closure, imports, library_files, module_name, proje
 # What each part of the library may import from the rest of it (its own modules aside), bottom to top.
 ALLOWED = {
     "ddpm.core": set(),
+    "ddpm.parallel": set(),
     "ddpm.config": {"ddpm.core"},
     "ddpm.storage": {"ddpm.core"},
     "ddpm.data": {"ddpm.core", "ddpm.config", "ddpm.storage"},
     "ddpm.factory": {"ddpm.core", "ddpm.config", "ddpm.storage"},
-    "ddpm.sample_store": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.factory"},
+    "ddpm.sample_store": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.factory", "ddpm.parallel"},
     "ddpm.importers": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory"},
     "ddpm.training": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory"},
-    "ddpm.evaluation": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory"},
-    "ddpm.runner": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.evaluation"},
+    "ddpm.evaluation": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory", "ddpm.parallel"},
+    "ddpm.runner": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.evaluation", "ddpm.parallel"},
 }
 STAGES = sorted(p.stem for p in (ROOT / "pipeline").glob("*.py"))
 

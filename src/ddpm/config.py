@@ -19,6 +19,7 @@ from ddpm.core.options import (
     DecoderCDF,
     Embedding,
     Eta,
+    InferencePrecision,
     Inversion,
     LossType,
     MeanType,
@@ -166,6 +167,8 @@ class SampleParams(_Section):
     batch_size: PositiveInt
     chunk_size: PositiveInt  # images per sample file (the unit of resumption and of work per process)
     grid_size: PositiveInt
+    precision: InferencePrecision  # the network in fp32, or under bf16 autocast (also the DDIM table's cells)
+    compile: bool  # torch.compile the network (CUDA graphs on a GPU); also the DDIM table's cells
 
     def sampler_options(self) -> dict:
         """The keywords of ``ddpm.core.sampling.sample`` these params choose."""
@@ -186,6 +189,7 @@ class EvaluateParams(_Section):
     isc_weights: str | None  # torch-fidelity's Inception weights file, if you have it (IS needs them)
     nll_images: PositiveInt
     nll_batch_size: PositiveInt
+    nll_precision: InferencePrecision  # the network in fp32 (the papers' tables), or under bf16 autocast
 
 
 class FiguresParams(_Section):

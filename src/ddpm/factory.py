@@ -9,6 +9,7 @@ import torch
 
 from ddpm.config import Params
 from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.options import InferencePrecision
 from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.unet import UNet, UNetConfig
 from ddpm.storage.model_files import load_model
@@ -51,19 +52,37 @@ def build_model(params: Params, channels: int) -> UNet:
     return UNet(unet_config(params, channels))
 
 
+class AutocastModel(torch.nn.Module):
+    """A network run under bf16 autocast whose outputs come back as float32 (for the diffusion math)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.net(x, t).float()
+
+
 @dataclass(frozen=True)
 class Inference:
-    """A trained network in eval mode on its device, the diffusion process of the params, and the image shape."""
+    """A trained network in eval mode on its device (possibly compiled or under autocast), the diffusion process of
+    the params, and the image shape."""
 
-    model: UNet
+    model: torch.nn.Module
     diffusion: GaussianDiffusion
     shape: tuple[int, int, int]  # C×H×W
     device: torch.device
 
 
-def load_for_inference(params: Params, path: Path, device: str | torch.device) -> Inference:
+def load_for_inference(params: Params, path: Path, device: str | torch.device, *,
+                       precision: InferencePrecision = InferencePrecision.FP32, compile: bool = False) -> Inference:
     """Load the weights at ``path`` onto ``device`` and check that they fit ``params`` (a network trained for one
-    variance type cannot serve another: its output channels differ)."""
+    variance type cannot serve another: its output channels differ).
+
+    ``compile``: ``torch.compile`` the network (on CUDA with CUDA graphs: a sampler calls it with one shape per
+    batch); ``precision``: bf16 autocast or float32."""
+    device = torch.device(device)
     model = load_model(path, device)
     wants = params.variance.learned
     if wants != model.config.learn_sigma:
@@ -73,4 +92,9 @@ def load_for_inference(params: Params, path: Path, device: str | torch.device) -
             f"but {path} outputs {outputs}; retrain or set variance to match"
         )
     shape = (model.config.in_channels, params.data.resolution, params.data.resolution)
-    return Inference(model, build_diffusion(params), shape, torch.device(device))
+    net = model
+    if compile:
+        net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
+    if InferencePrecision(precision) is InferencePrecision.BF16:
+        net = AutocastModel(net)
+    return Inference(net, build_diffusion(params), shape, device)

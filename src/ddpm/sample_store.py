@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from accelerate import Accelerator
 from tqdm import tqdm
 
 from ddpm.config import Params, SampleParams
 from ddpm.core.generation import generate
 from ddpm.factory import Inference
+from ddpm.parallel import ONE_PROCESS, Shard
 from ddpm.storage.files import file_digest, write_npz, write_text
 
 MANIFEST = "manifest.json"
@@ -56,17 +56,17 @@ def clear_stale(out_dir: Path, fingerprint: str) -> None:
     marker.write_text(fingerprint)
 
 
-def sample_chunks(inference: Inference, cfg: SampleParams, seed: int, out_dir: Path, rank: int = 0,
-                  world_size: int = 1) -> list[str]:
+def sample_chunks(inference: Inference, cfg: SampleParams, seed: int, out_dir: Path, shard: Shard = ONE_PROCESS
+                  ) -> list[str]:
     """Write this rank's missing chunks (chunks rank, rank + W, …); returns the names it wrote.
 
     Call ``clear_stale`` first (on one process). Each chunk is written to a temporary file and renamed.
     """
     out_dir = Path(out_dir)
-    mine = chunk_layout(cfg.num_samples, cfg.chunk_size)[rank::world_size]
+    mine = [chunk for _, chunk in shard.mine(chunk_layout(cfg.num_samples, cfg.chunk_size))]
     todo = [c for c in mine if not _valid_chunk(out_dir / c[0], c[2])]
     written = []
-    bar = tqdm(total=sum(c[2] for c in todo), desc=f"sample[{rank}]", unit="img", mininterval=2.0,
+    bar = tqdm(total=sum(c[2] for c in todo), desc=f"sample[{shard.rank}]", unit="img", mininterval=2.0,
                disable=not todo)
     for name, start, count in todo:
         images = generate(inference.diffusion, inference.model, inference.shape, seed=seed, start=start,
@@ -114,20 +114,18 @@ class Sampled:
                 "images_per_second": self.generated * num_processes / max(self.seconds, 1e-9)}
 
 
-def fill(out_dir: Path, inference: Inference, params: Params, model_path: Path,
-         accelerator: Accelerator) -> Sampled | None:
+def fill(out_dir: Path, inference: Inference, params: Params, model_path: Path, shard: Shard) -> Sampled | None:
     """Make every missing chunk of ``params.sample`` (processes take chunks round-robin) and, on the main process,
     write the manifest; returns what was done there (None on other processes)."""
     fingerprint = sample_fingerprint(params, model_path)
-    if accelerator.is_main_process:
+    if shard.is_main:
         clear_stale(out_dir, fingerprint)
-    accelerator.wait_for_everyone()
+    shard.barrier()
     start = time.perf_counter()
-    written = sample_chunks(inference, params.sample, params.seed, out_dir, accelerator.process_index,
-                            accelerator.num_processes)
+    written = sample_chunks(inference, params.sample, params.seed, out_dir, shard)
     seconds = time.perf_counter() - start
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
+    shard.barrier()
+    if not shard.is_main:
         return None
     manifest = write_manifest(out_dir, params.sample, fingerprint)
     made = sum(c["count"] for c in manifest["chunks"] if c["name"] in written)

@@ -26,7 +26,7 @@ def test_statistics_need_two_images():
 
 def test_extractor_rejects_float_input():
     with pytest.raises(ValueError, match="FID input: expected uint8"):
-        fid.feature_extractor()(torch.zeros(1, 3, 8, 8))
+        fid.feature_extractor("cpu")(torch.zeros(1, 3, 8, 8))
 
 
 def test_registered_extractor_runs_offline_through_torch_fidelity():
@@ -47,12 +47,12 @@ def test_registered_extractor_runs_offline_through_torch_fidelity():
 
     out = torch_fidelity.calculate_metrics(input1=Images(a), input2=Images(b), fid=True, cuda=False,
                                            feature_extractor=fid.EXTRACTOR_NAME, verbose=False, save_cpu_ram=True)
-    stats_a, stats_b = (fid.statistics(fid.inception_features([x])) for x in (a, b))
+    stats_a, stats_b = (fid.statistics(fid.inception_features([x], "cpu")) for x in (a, b))
     ours = fid.frechet_distance(stats_a, stats_b)
     assert np.isfinite(out["frechet_inception_distance"])
     assert out["frechet_inception_distance"] == pytest.approx(ours, rel=1e-3)
-    gray = fid.inception_features([a[:, :1]])
-    np.testing.assert_allclose(gray, fid.inception_features([a[:, :1].expand(-1, 3, -1, -1)]))
+    gray = fid.inception_features([a[:, :1]], "cpu")
+    np.testing.assert_allclose(gray, fid.inception_features([a[:, :1].expand(-1, 3, -1, -1)], "cpu"))
 
 
 def test_isc_weights_absent_here_are_reported_not_faked(tmp_path, monkeypatch):

@@ -25,14 +25,14 @@ def test_progressive_shared_latent_and_interpolation_figures_have_the_papers_lay
     diffusion, model = small()
     gen = torch.Generator().manual_seed(0)
     cell = 8 + 2  # image plus border
-    prog = figures.progressive_generation(diffusion, model, SHAPE, count=3, frames=5, generator=gen)
+    prog = figures.progressive_generation(diffusion, model, SHAPE, count=3, frames=5, generator=gen, device="cpu")
     assert prog.shape == (3 * cell + 2, 5 * cell + 2, 1) and prog.dtype == np.uint8
     x0 = torch.rand(2, *SHAPE) * 2 - 1
     shared = figures.shared_latent_samples(diffusion, model, x0, [4, 9, 24], per_latent=2, generator=gen)
     assert shared.shape == (3 * cell + 2, 3 * cell + 2, 1)  # a row per t: x_t then 2 samples
     interp = figures.ddpm_interpolations(diffusion, model, x0[:1], x0[1:], [9, 24], count=4, generator=gen)
     assert interp.shape == (2 * cell + 2, 6 * cell + 2, 1)  # source, 4 mixtures, source
-    slerp = figures.ddim_interpolations(diffusion, model, SHAPE, pairs=2, count=5, steps=5, generator=gen)
+    slerp = figures.ddim_interpolations(diffusion, model, SHAPE, pairs=2, count=5, steps=5, generator=gen, device="cpu")
     assert slerp.shape == (2 * cell + 2, 5 * cell + 2, 1)
     assert len(np.unique(prog)) > 10  # not blank
 

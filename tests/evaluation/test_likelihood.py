@@ -16,7 +16,7 @@ def test_rate_distortion_by_hand():
 
 def test_nll_over_batches_with_gaussian_model(linear100):
     images = [torch.full((4, 1, 2, 2), 140, dtype=torch.uint8), torch.full((2, 1, 2, 2), 150, dtype=torch.uint8)]
-    out = nll_bpd(linear100, gaussian_eps_model(linear100), images, seed=0)
+    out = nll_bpd(linear100, gaussian_eps_model(linear100), images, seed=0, device="cpu")
     assert out["count"] == 6 and out["vb"].shape == (100,) and out["xstart_mse"].shape == (100,)
     assert out["total_bpd"] == pytest.approx(out["prior_bpd"] + out["vb"].sum(), rel=1e-5)
     rows = rate_distortion(out["prior_bpd"], out["vb"], out["xstart_mse"])

@@ -106,3 +106,20 @@ def test_mlflow_has_one_parent_per_execution_with_a_child_per_stage(project):
     sample = runs[(runs["tags.dvc_stage"] == "sample") & (runs["tags.dvc_experiment"] == "tiny-linear")]
     artifacts = mlflow.tracking.MlflowClient().list_artifacts(sample["run_id"].iloc[0])
     assert any("samples" in a.path for a in artifacts)
+
+
+def test_every_compute_stage_records_its_placement_and_cost(project):
+    """Device, process count, wall time and peak memory: in each compute stage's metrics file and MLflow run."""
+    repo = project["repo"]
+    files = [repo / "metrics" / f"{name}.json" for name in ("fid_ref", "train", "sample", "evaluate",
+                                                             "reconstruction")]
+    for path in [*files, *(repo / "metrics" / "ddim_table").glob("*.json")]:
+        m = json.loads(path.read_text())
+        assert m["device"] == "cpu" and m["num_processes"] == 1, path.name
+        assert m["wall_seconds"] > 0 and m["peak_accelerator_memory_gib"] == 0 and m["peak_host_memory_gib"] > 0
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
+    compute = runs[runs["tags.dvc_stage"].isin(STAGES - {"prepare", "report"})]
+    assert len(compute) >= len(STAGES) - 2
+    assert (compute["tags.ddpm.device"] == "cpu").all() and (compute["tags.ddpm.num_processes"] == "1").all()
+    assert (compute["metrics.wall_seconds"] > 0).all() and (compute["metrics.peak_accelerator_memory_gib"] == 0).all()

@@ -59,7 +59,7 @@ def test_train_stage_imports_the_checkpoint_instead_of_training(layout, tmp_path
     assert metrics["layout"] == layout.value and metrics["steps"] == 0
     if layout is Layout.DDPM:
         assert metrics["weights"].startswith("the EMA weights (entry 5 of 5)")
-    imported = load_model(tmp_path / "models" / "ema.safetensors")
+    imported = load_model(tmp_path / "models" / "ema.safetensors", "cpu")
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([0, 99])
     with torch.no_grad():
         torch.testing.assert_close(imported(x, t), source(x, t), rtol=0, atol=0)

@@ -6,6 +6,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from helpers import sampling_setup
 
+from ddpm.parallel import Shard
 from ddpm.sample_store import clear_stale, sample_chunks
 
 if __name__ == "__main__":
@@ -16,5 +17,5 @@ if __name__ == "__main__":
     if acc.is_main_process:
         clear_stale(out_dir, "fp")
     acc.wait_for_everyone()
-    sample_chunks(inference, cfg, 7, out_dir, acc.process_index, acc.num_processes)
+    sample_chunks(inference, cfg, 7, out_dir, Shard(acc.process_index, acc.num_processes))
     acc.wait_for_everyone()

@@ -103,7 +103,7 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
     assert result.steps == 4 and torch.isfinite(torch.tensor(result.final_loss))
     from ddpm.storage.model_files import load_model
 
-    assert next(load_model(tmp_path / "ema.safetensors").parameters()).dtype == torch.float32  # EMA kept in fp32
+    assert next(load_model(tmp_path / "ema.safetensors", "cpu").parameters()).dtype == torch.float32  # EMA kept in fp32
 
 
 def test_fp16_without_a_gpu_is_refused_naming_the_key():

@@ -18,6 +18,14 @@ Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Tensor = torch.Tensor
 
 
+
+def standard_normal(shape, *, generator: torch.Generator | None = None, device: str | torch.device | None = None,
+                    dtype: torch.dtype = torch.float32) -> Tensor:
+    """N(0, I) drawn on the generator's own device, then placed on ``device``: a seed gives the same numbers
+    whichever device computes with them (no generator: drawn on ``device``, None being torch's default device)."""
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+
 class GaussianDiffusion:
     """The diffusion process of DDPM with the iDDPM and DDIM extensions.
 
@@ -95,7 +103,7 @@ class GaussianDiffusion:
         return out.reshape(out.shape + (1,) * (like.ndim - out.ndim))
 
     def _randn_like(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return standard_normal(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
     def call_model(self, model: Model, x_t: Tensor, t: Tensor) -> Tensor:
         return model(x_t, self.model_timesteps(t))
@@ -312,11 +320,13 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def calc_bpd_loop(self, model: Model, x0: Tensor, *, clip_denoised: bool = True,
-                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                      generator: torch.Generator | None = None,
+                      noise_fn: Callable[[], Tensor] | None = None) -> dict[str, Tensor]:
         """The full variational bound in bits/dim (DDPM eq. 5): L_T + Σ_{t>1} L_{t−1} + L_0, with every term.
 
         Returns per-example ``total_bpd`` and ``prior_bpd``, and per-example-per-t ``vb`` (bits/dim),
-        ``xstart_mse`` (MSE of x̂0 on [-1, 1]) and ``mse`` (of ε̂), index t as in this process.
+        ``xstart_mse`` (MSE of x̂0 on [-1, 1]) and ``mse`` (of ε̂), index t as in this process. Each step's ε
+        comes from ``noise_fn()`` if given (e.g. one generator per image), else from ``generator``.
         """
         n, T = x0.shape[0], self.num_timesteps
         vb = torch.zeros(n, T, device=x0.device, dtype=x0.dtype)
@@ -324,7 +334,7 @@ class GaussianDiffusion:
         mse = torch.zeros_like(vb)
         for step in reversed(range(T)):
             t = torch.full((n,), step, device=x0.device, dtype=torch.long)
-            noise = self._randn_like(x0, generator)
+            noise = self._randn_like(x0, generator) if noise_fn is None else noise_fn()
             x_t = self.q_sample(x0, t, noise=noise)
             out = self.vb_terms_bpd(model, x0, x_t, t, clip_denoised=clip_denoised)
             vb[:, step] = out["output"]

@@ -30,7 +30,7 @@ def per_image_noise(seed: int, indices: range, shape: tuple[int, ...], device: s
 
 @torch.no_grad()
 def generate(diffusion: GaussianDiffusion, model: Model, shape: tuple[int, int, int], *, seed: int, start: int,
-             count: int, batch_size: int, device: str | torch.device = "cpu", progress=None,
+             count: int, batch_size: int, device: str | torch.device, progress=None,
              **sampler_options) -> np.ndarray:
     """Images start..start+count−1 as uint8 N×H×W×C, in batches of ``batch_size``; ``sampler_options`` choose the
     sampler (``sampling.sample``'s keywords). ``progress``, if given, is updated with each batch's size."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .diffusion import GaussianDiffusion, Model
+from .diffusion import GaussianDiffusion, Model, standard_normal
 from .sampling import ancestral_sample, ddim_sample
 from .spacing import Skip
 
@@ -39,7 +39,7 @@ def ddpm_interpolate(diffusion: GaussianDiffusion, model: Model, x0_a: torch.Ten
     """DDPM §4.3: encode both images to step t with the same noise, mix x̄_t = (1 − λ) x_t + λ x'_t, and decode
     with the reverse process; larger t gives coarser, more novel interpolations. Returns len(λ)×N×C×H×W."""
     steps = torch.full((x0_a.shape[0],), t, device=x0_a.device, dtype=torch.long)
-    noise = torch.randn(x0_a.shape, generator=generator, device=x0_a.device, dtype=x0_a.dtype)
+    noise = standard_normal(x0_a.shape, generator=generator, device=x0_a.device, dtype=x0_a.dtype)
     xa, xb = diffusion.q_sample(x0_a, steps, noise=noise), diffusion.q_sample(x0_b, steps, noise=noise)
     out = []
     for lam in lambdas:

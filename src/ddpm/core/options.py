@@ -95,6 +95,13 @@ class Sampler(StrEnum):
     DDIM = "ddim"  # DDIM eq. 12
 
 
+class InferencePrecision(StrEnum):
+    """The network's precision when sampling or evaluating the bound; the diffusion math stays float32/64."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"  # bfloat16 autocast, outputs cast back to float32
+
+
 class Padding(StrEnum):
     """Padding of the U-Net's stride-2 downsampling convolution."""
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .diffusion import GaussianDiffusion, Model
+from .diffusion import GaussianDiffusion, Model, standard_normal
 from .options import SIGMA_HAT, Eta, Inversion, Sampler, VarType, check_eta
 from .respace import SpacedDiffusion
 from .spacing import Skip, ddim_timesteps, space_timesteps
@@ -23,18 +23,19 @@ def _last(steps: Iterator[dict]) -> dict:
 
 
 def _start(shape, noise, generator, device, dtype, noise_fn=None):
+    """x_T: ``noise`` as given, or ``noise_fn()``, or drawn from ``generator`` onto ``device``."""
     if noise is not None:
         return noise
     if noise_fn is not None:
         return noise_fn()
-    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    return standard_normal(shape, generator=generator, device=device, dtype=dtype)
 
 
 def _step_noise(x, generator, noise_fn):
     """Fresh noise for one step: from ``noise_fn`` (e.g. one generator per image) or from ``generator``."""
     if noise_fn is not None:
         return noise_fn()
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return standard_normal(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def _steps(diffusion: GaussianDiffusion, n: int, device, t_start: int | None = None) -> Iterator[torch.Tensor]:
@@ -48,7 +49,7 @@ def _steps(diffusion: GaussianDiffusion, n: int, device, t_start: int | None = N
 @torch.no_grad()
 def ancestral_sample_progressive(
     diffusion: GaussianDiffusion, model: Model, shape: Shape, *, noise: torch.Tensor | None = None,
-    clip_denoised: bool = True, generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+    clip_denoised: bool = True, generator: torch.Generator | None = None, device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32, t_start: int | None = None, noise_fn: NoiseFn | None = None,
 ) -> Iterator[dict]:
     """DDPM Algorithm 2 step by step; yields ``{"t", "sample", "pred_xstart"}`` (DDPM Fig. 6's x̂0 along the chain).
@@ -75,8 +76,8 @@ def ancestral_sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, *
 def ddim_sample_progressive(
     diffusion: GaussianDiffusion, model: Model, shape: Shape, steps: int, *, eta: Eta = 0.0,
     skip: str | Skip = Skip.UNIFORM, noise: torch.Tensor | None = None, clip_denoised: bool | None = None,
-    generator: torch.Generator | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-    noise_fn: NoiseFn | None = None,
+    generator: torch.Generator | None = None, device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32, noise_fn: NoiseFn | None = None,
 ) -> Iterator[dict]:
     """DDIM eq. 12 over the sub-sequence τ of ``steps`` steps; yields ``{"t", "sample", "pred_xstart"}``.
 

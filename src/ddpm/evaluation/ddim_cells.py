@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ddpm.config import Params
 from ddpm.core.generation import generate
 from ddpm.core.options import Eta, Sampler, check_eta
 from ddpm.factory import Inference
+from ddpm.parallel import ONE_PROCESS, Shard
 
-from .fid import fid_of_images
+from .fid import fid_of_features, inception_features, to_uint8_rgb_batches
 
 
 def parse_cell(argv: list[str]) -> tuple[int, Eta]:
@@ -34,15 +37,22 @@ def not_applicable(steps: int, eta: Eta, timesteps: int) -> dict | None:
             "note": f"S > T ({timesteps}): not applicable"}
 
 
-def ddim_cell(inference: Inference, params: Params, steps: int, eta: Eta, reference: Path) -> dict:
+def ddim_cell(inference: Inference, params: Params, steps: int, eta: Eta, reference: Path,
+              shard: Shard = ONE_PROCESS) -> dict:
     """``ddim_table.num_samples`` DDIM samples (images drawn by index from ``seed``) and their FID against the
-    training split's reference."""
-    start = time.perf_counter()
-    images = generate(inference.diffusion, inference.model, inference.shape, seed=params.seed, start=0,
-                      count=params.ddim_table.num_samples, batch_size=params.sample.batch_size,
-                      device=inference.device, sampler=Sampler.DDIM, steps=steps, eta=eta, skip=params.ddim_table.skip,
-                      clip_denoised=params.ddim_table.clip_denoised)
-    sampling = time.perf_counter() - start
-    fids, _ = fid_of_images(images, {"train": reference}, params.fid.batch_size)
-    return {"steps": steps, "eta": eta, "fid": fids["train"], "num_samples": int(len(images)),
-            "sampling_seconds": sampling}
+    training split's reference. The samples are made in chunks of ``sample.batch_size`` and rank r makes chunks
+    r, r + W, … and their Inception features, so the FID does not depend on the number of processes."""
+    n, size, device = params.ddim_table.num_samples, params.sample.batch_size, inference.device
+    sampling, features = 0.0, {}
+    for i, first in shard.mine(range(0, n, size)):
+        start = time.perf_counter()
+        images = generate(inference.diffusion, inference.model, inference.shape, seed=params.seed, start=first,
+                          count=min(size, n - first), batch_size=size, device=device, sampler=Sampler.DDIM,
+                          steps=steps, eta=eta, skip=params.ddim_table.skip,
+                          clip_denoised=params.ddim_table.clip_denoised)
+        sampling += time.perf_counter() - start
+        chunk = inception_features(to_uint8_rgb_batches(images, params.fid.batch_size), device)
+        features[i] = chunk.astype(np.float32)  # the extractor's own precision: exact in transit
+    all_features = np.concatenate(shard.gather(features)).astype(np.float64)
+    return {"steps": steps, "eta": eta, "fid": fid_of_features(all_features, {"train": reference})["train"],
+            "num_samples": int(len(all_features)), "sampling_seconds": sampling}

@@ -10,6 +10,7 @@ import importlib.util
 import time
 import warnings
 from collections.abc import Iterable
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from ddpm.config import Params
+from ddpm.parallel import ONE_PROCESS, Shard
 from ddpm.storage.files import atomic_file, file_digest
 
 from .names import EXTRACTOR_NAME
@@ -96,18 +98,35 @@ torch_fidelity.register_feature_extractor(EXTRACTOR_NAME, TFInceptionFeatureExtr
 
 
 @lru_cache(maxsize=1)
-def feature_extractor(device: str = "cpu") -> TFInceptionFeatureExtractor:
+def feature_extractor(device: str) -> TFInceptionFeatureExtractor:
     return TFInceptionFeatureExtractor().to(device)
 
 
+@contextmanager
+def full_float32():
+    """TF32 off for the Inception features: the reference statistics and the TF graph the papers measured with
+    are float32; TF32 rounds every convolution's inputs to a 10-bit mantissa, which moves pool3 features by about
+    1e-3 relative and FID by more than the digits a table reports."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @torch.no_grad()
-def inception_features(batches: Iterable[torch.Tensor], device: str = "cpu") -> np.ndarray:
-    """Pool3 features (float64, N×2048) of uint8 image batches."""
-    extractor = feature_extractor(device)
-    feats = [extractor(b.to(device))[0].double().cpu() for b in batches]
+def inception_features(batches: Iterable[torch.Tensor], device: str | torch.device, shard: Shard = ONE_PROCESS
+                       ) -> np.ndarray:
+    """Pool3 features (float64, N×2048) of uint8 image batches, on every rank; rank r computes batches r, r + W, …
+    (so the features do not depend on the number of processes)."""
+    extractor = feature_extractor(str(device))
+    with full_float32():
+        mine = {i: extractor(b.to(device))[0].float().cpu() for i, b in shard.mine(batches)}
+    feats = shard.gather(mine)
     if not feats:
         raise ValueError("FID input: no images")
-    return torch.cat(feats).numpy()
+    return torch.cat(feats).double().numpy()
 
 
 def statistics(features: np.ndarray) -> dict[str, np.ndarray]:
@@ -178,8 +197,10 @@ def isc_weights_path(explicit: str | None = None) -> Path | None:
     return path
 
 
-def inception_score(images: torch.Tensor, weights: Path, batch_size: int = 64) -> dict[str, float]:
-    """IS (mean, std over 10 splits) with torch-fidelity's Inception and local weights."""
+def inception_score(images: torch.Tensor, weights: Path, device: str | torch.device, batch_size: int = 64
+                    ) -> dict[str, float]:
+    """IS (mean, std over 10 splits) with torch-fidelity's Inception and local weights (on the current CUDA device
+    when ``device`` is one, else the CPU: torch-fidelity's choice of two)."""
 
     class _Images(torch.utils.data.Dataset):
         def __len__(self):
@@ -190,7 +211,7 @@ def inception_score(images: torch.Tensor, weights: Path, batch_size: int = 64) -
             return img.expand(3, -1, -1) if img.shape[0] == 1 else img
 
     out = torch_fidelity.calculate_metrics(
-        input1=_Images(), isc=True, cuda=torch.cuda.is_available(), batch_size=batch_size, verbose=False,
+        input1=_Images(), isc=True, cuda=torch.device(device).type == "cuda", batch_size=batch_size, verbose=False,
         feature_extractor_weights_path=str(weights), save_cpu_ram=True,
     )
     return {"isc": float(out["inception_score_mean"]), "isc_std": float(out["inception_score_std"])}
@@ -202,39 +223,46 @@ def to_uint8_rgb_batches(images: np.ndarray, batch_size: int) -> Iterable[torch.
         yield torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size].transpose(0, 3, 1, 2)))
 
 
-def fid_of_images(images: np.ndarray, references: dict[str, Path], batch_size: int,
-                  device: str = "cpu") -> tuple[dict[str, float], np.ndarray]:
-    """FID of uint8 N×H×W×C images against each reference statistics file; also returns the images' features."""
-    features = inception_features(to_uint8_rgb_batches(images, batch_size), device)
+def fid_of_features(features: np.ndarray, references: dict[str, Path]) -> dict[str, float]:
+    """FID of pool3 features against each reference statistics file."""
     stats = statistics(features)
-    return {name: frechet_distance(stats, load_statistics(path)) for name, path in references.items()}, features
+    return {name: frechet_distance(stats, load_statistics(path)) for name, path in references.items()}
 
 
-def image_scores(images: np.ndarray, references: dict[str, Path], params: Params,
-                 device: str = "cpu") -> dict[str, float]:
+def fid_of_images(images: np.ndarray, references: dict[str, Path], batch_size: int, device: str | torch.device,
+                  shard: Shard = ONE_PROCESS) -> tuple[dict[str, float], np.ndarray]:
+    """FID of uint8 N×H×W×C images against each reference statistics file; also returns the images' features."""
+    features = inception_features(to_uint8_rgb_batches(images, batch_size), device, shard)
+    return fid_of_features(features, references), features
+
+
+def image_scores(images: np.ndarray, references: dict[str, Path], params: Params, device: str | torch.device,
+                 shard: Shard = ONE_PROCESS) -> dict[str, float]:
     """As ``params.evaluate`` asks: ``fid_<split>`` against each reference, KID and precision/recall against the
-    training split's stored features (the FID reference of DDPM and iDDPM), and IS where its weights exist."""
+    training split's stored features (the FID reference of DDPM and iDDPM), and IS where its weights exist (IS on
+    rank 0 only; the features are split over the processes)."""
     cfg, metrics = params.evaluate, {"num_samples": int(len(images))}
     if cfg.fid:
         start = time.perf_counter()
-        fids, features = fid_of_images(images, references, params.fid.batch_size, device)
+        fids, features = fid_of_images(images, references, params.fid.batch_size, device, shard)
         metrics |= {f"fid_{split}": value for split, value in fids.items()}
         metrics["fid_seconds"] = time.perf_counter() - start
         metrics |= kid_precision_recall(features, load_features(references["train"]), params.fid.kid_subset_size,
                                         params.seed)
     weights = isc_weights_path(cfg.isc_weights) if cfg.isc else None
-    if weights is not None:
-        metrics |= inception_score(torch.from_numpy(images).permute(0, 3, 1, 2), weights)
+    if weights is not None and shard.is_main:  # torch-fidelity's own loop: one process
+        metrics |= inception_score(torch.from_numpy(images).permute(0, 3, 1, 2), weights, device)
     return metrics
 
 
 def write_reference(path: Path, batches: Iterable[torch.Tensor], *, feature_images: int, split: str,
-                    device: str = "cpu") -> int:
+                    device: str | torch.device, shard: Shard = ONE_PROCESS) -> int:
     """The Inception statistics of uint8 image batches, and their first ``feature_images`` features (for KID and
-    precision/recall), as a reference file; returns the number of images."""
-    features = inception_features(batches, device)
-    save_statistics(path, statistics(features), features[:feature_images], count=features.shape[0],
-                    extractor=EXTRACTOR_NAME, split=split)
+    precision/recall), as a reference file (written by rank 0); returns the number of images."""
+    features = inception_features(batches, device, shard)
+    if shard.is_main:
+        save_statistics(path, statistics(features), features[:feature_images], count=features.shape[0],
+                        extractor=EXTRACTOR_NAME, split=split)
     return features.shape[0]
 
 

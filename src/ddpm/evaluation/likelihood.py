@@ -11,32 +11,41 @@ import numpy as np
 import torch
 
 from ddpm.core.diffusion import GaussianDiffusion, Model
+from ddpm.core.generation import per_image_noise
 from ddpm.core.images import to_model_range
+from ddpm.parallel import ONE_PROCESS, Shard
 
 
 def nll_bpd(diffusion: GaussianDiffusion, model: Model, batches: Iterable[torch.Tensor], seed: int,
-            device: str | torch.device = "cpu") -> dict:
+            device: str | torch.device, shard: Shard = ONE_PROCESS) -> dict:
     """Full-T variational bound in bits/dim over uint8 N×C×H×W batches (``calc_bpd_loop`` per batch).
 
-    Returns the mean ``total_bpd`` and ``prior_bpd``, the number of images, and per-t means of ``vb`` (bits/dim)
-    and ``xstart_mse`` (on [-1, 1]).
+    Image i draws every step's ε from its own generator seeded by (seed, i), and rank r evaluates batches
+    r, r + W, …, so the numbers do not depend on the number of processes. Returns, on every rank, the mean
+    ``total_bpd`` and ``prior_bpd``, the number of images, and per-t means of ``vb`` (bits/dim) and
+    ``xstart_mse`` (on [-1, 1]).
     """
-    gen = torch.Generator(device=device).manual_seed(seed)
-    totals, priors, vbs, mses = [], [], [], []
-    for images in batches:
-        out = diffusion.calc_bpd_loop(model, to_model_range(images).to(device), clip_denoised=True, generator=gen)
-        totals.append(out["total_bpd"].cpu())
-        priors.append(out["prior_bpd"].cpu())
-        vbs.append(out["vb"].cpu())
-        mses.append(out["xstart_mse"].cpu())
-    if not totals:
+    mine, first = {}, 0
+    for i, images in enumerate(batches):
+        if shard.owns(i):
+            noise_fn = per_image_noise(seed, range(first, first + images.shape[0]), tuple(images.shape[1:]), device)
+            out = diffusion.calc_bpd_loop(model, to_model_range(images).to(device), clip_denoised=True,
+                                          noise_fn=noise_fn)
+            mine[i] = {k: out[k].cpu() for k in ("total_bpd", "prior_bpd", "vb", "xstart_mse")}
+        first += images.shape[0]
+    parts = shard.gather(mine)
+    if not parts:
         raise ValueError("nll: no images to evaluate")
+
+    def cat(key):
+        return torch.cat([p[key] for p in parts]).double()
+
     return {
-        "total_bpd": float(torch.cat(totals).mean()),
-        "prior_bpd": float(torch.cat(priors).mean()),
-        "count": int(sum(t.shape[0] for t in totals)),
-        "vb": torch.cat(vbs).mean(0).numpy().astype(np.float64),
-        "xstart_mse": torch.cat(mses).mean(0).numpy().astype(np.float64),
+        "total_bpd": float(cat("total_bpd").mean()),
+        "prior_bpd": float(cat("prior_bpd").mean()),
+        "count": first,
+        "vb": cat("vb").mean(0).numpy(),
+        "xstart_mse": cat("xstart_mse").mean(0).numpy(),
     }
 
 
@@ -59,11 +68,11 @@ def rate_distortion(prior_bpd: float, vb: np.ndarray, xstart_mse: np.ndarray) ->
 
 
 def likelihood_scores(diffusion: GaussianDiffusion, model: Model, batches: Iterable[torch.Tensor], seed: int,
-                      device: str | torch.device = "cpu") -> tuple[dict[str, float], list[dict]]:
+                      device: str | torch.device, shard: Shard = ONE_PROCESS) -> tuple[dict[str, float], list[dict]]:
     """The test NLL's metrics (``nll_bpd``, ``prior_bpd``, ``nll_images``, ``nll_seconds``) and the
     rate–distortion rows."""
     start = time.perf_counter()
-    nll = nll_bpd(diffusion, model, batches, seed, device)
+    nll = nll_bpd(diffusion, model, batches, seed, device, shard)
     metrics = {"nll_bpd": nll["total_bpd"], "prior_bpd": nll["prior_bpd"], "nll_images": nll["count"],
                "nll_seconds": time.perf_counter() - start}
     return metrics, rate_distortion(nll["prior_bpd"], nll["vb"], nll["xstart_mse"])

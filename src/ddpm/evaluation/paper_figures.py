@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ddpm.config import FiguresParams
+from ddpm.core.diffusion import standard_normal
 from ddpm.core.images import rows_image, to_uint8_numpy
 from ddpm.core.interpolation import ddim_interpolate, ddpm_interpolate
 from ddpm.core.options import Inversion
@@ -23,11 +24,11 @@ def latent_timesteps(num_timesteps: int, fractions: list[float]) -> list[int]:
 
 
 @torch.no_grad()
-def progressive_generation(diffusion, model, shape, count: int, frames: int, generator) -> np.ndarray:
+def progressive_generation(diffusion, model, shape, count: int, frames: int, generator, device) -> np.ndarray:
     """DDPM Fig. 6: x̂0 predicted along one reverse chain per row, at ``frames`` evenly spaced steps (T → 0)."""
     T = diffusion.num_timesteps
     keep = set(np.linspace(T - 1, 0, frames).round().astype(int).tolist())
-    chain = ancestral_sample_progressive(diffusion, model, (count, *shape), generator=generator)
+    chain = ancestral_sample_progressive(diffusion, model, (count, *shape), generator=generator, device=device)
     columns = [to_uint8_numpy(step["pred_xstart"]) for step in chain if step["t"] in keep]
     return rows_image([np.stack(c) for c in zip(*columns, strict=True)])
 
@@ -39,7 +40,7 @@ def shared_latent_samples(diffusion, model, x0: torch.Tensor, steps: list[int], 
     samples of p(x0 | x_t) from it; a row per t. Larger t keeps only coarse attributes."""
     rows = []
     for t in steps:
-        t_vec = torch.full((1,), t, dtype=torch.long)
+        t_vec = torch.full((1,), t, dtype=torch.long, device=x0.device)
         x_t = diffusion.q_sample(x0[:1], t_vec, generator=generator)
         starts = x_t.expand(per_latent, *x_t.shape[1:]).contiguous()
         samples = ancestral_sample(diffusion, model, starts.shape, noise=starts, generator=generator, t_start=t)
@@ -61,10 +62,11 @@ def ddpm_interpolations(diffusion, model, x0_a: torch.Tensor, x0_b: torch.Tensor
 
 
 @torch.no_grad()
-def ddim_interpolations(diffusion, model, shape, pairs: int, count: int, steps: int, generator) -> np.ndarray:
+def ddim_interpolations(diffusion, model, shape, pairs: int, count: int, steps: int, generator,
+                        device) -> np.ndarray:
     """DDIM Fig. 6: a row per pair of latents x_T, decoded (η = 0, ``steps`` steps) along their slerp."""
-    z0 = torch.randn((pairs, *shape), generator=generator)
-    z1 = torch.randn((pairs, *shape), generator=generator)
+    z0 = standard_normal((pairs, *shape), generator=generator, device=device)
+    z1 = standard_normal((pairs, *shape), generator=generator, device=device)
     images = ddim_interpolate(diffusion, model, z0, z1, np.linspace(0.0, 1.0, count), steps)  # count×pairs×…
     return rows_image([to_uint8_numpy(images[:, i]) for i in range(pairs)])
 
@@ -85,20 +87,22 @@ def ddim_reconstructions(diffusion, model, x0: torch.Tensor, steps: list[int], i
 def paper_figures(inference: Inference, test: torch.Tensor, cfg: FiguresParams, rd_rows: list[dict],
                   seed: int) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Every figure (name → uint8 image) from test images in [-1, 1] and the rate–distortion rows, and DDIM
-    Table 2's rows (reconstruction MSE per S ≤ T). The random figures draw from one generator seeded by ``seed``."""
+    Table 2's rows (reconstruction MSE per S ≤ T), computed on the inference device. The random figures draw
+    from one CPU generator seeded by ``seed`` (the same noise on any device)."""
     if test.shape[0] < 2:
         raise ValueError(f"figures: the test split has {test.shape[0]} image(s); interpolation needs 2")
-    diffusion, model, shape = inference.diffusion, inference.model, inference.shape
+    diffusion, model, shape, device = inference.diffusion, inference.model, inference.shape, inference.device
+    test = test.to(device)
     T = diffusion.num_timesteps
     gen = torch.Generator().manual_seed(seed)
     latent_steps = latent_timesteps(T, cfg.latent_fractions)
     images = {
-        "progressive": progressive_generation(diffusion, model, shape, cfg.images, cfg.frames, gen),
+        "progressive": progressive_generation(diffusion, model, shape, cfg.images, cfg.frames, gen, device),
         "shared_latent": shared_latent_samples(diffusion, model, test[:1], latent_steps, cfg.per_latent, gen),
         "ddpm_interpolation": ddpm_interpolations(diffusion, model, test[:1], test[1:2], latent_steps,
                                                   cfg.interpolation_points, gen),
         "ddim_interpolation": ddim_interpolations(diffusion, model, shape, 4, cfg.interpolation_points,
-                                                  cfg.ddim_steps, gen),
+                                                  cfg.ddim_steps, gen, device),
     }
     table, images["ddim_reconstruction"] = ddim_reconstructions(diffusion, model, test,
                                                                 [s for s in cfg.reconstruction_steps if s <= T],

@@ -18,7 +18,7 @@ import numpy as np
 
 from .tracker import Tracker
 
-OPS = ("log_metrics", "log_series", "log_artifact", "log_image", "log_table", "log_json")
+OPS = ("log_metrics", "log_series", "log_artifact", "log_image", "log_table", "log_json", "set_tags")
 
 
 class ResilientRun(Tracker):
@@ -64,6 +64,9 @@ class ResilientRun(Tracker):
 
     def log_json(self, obj, name: str) -> None:
         self._call("log_json", obj, name)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._call("set_tags", tags)
 
     def _call(self, name: str, *args, **kwargs) -> None:
         if self.pending is None:

@@ -7,10 +7,11 @@ import sys
 import time
 from collections.abc import Callable
 
-from ddpm.config import Params, load_params
+from ddpm.config import load_params
 
 from .paths import Paths
-from .tracker import NullRun, Tracker
+from .placement import Placement
+from .tracker import NullRun
 
 # Errors reported as one line (exit status 1, the message on stderr) rather than a traceback: bad params or
 # inputs, a diverged loss, and failed reads or writes (a full disk, a read-only folder: OSError names the file).
@@ -29,16 +30,20 @@ class Stopwatch:
         return False
 
 
-StageBody = Callable[[Params, Paths, Tracker], None]
+StageBody = Callable[..., None]  # (params, paths, run) or, for a compute stage, (params, paths, run, placement)
 
 
-def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml") -> None:
+def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml", *, compute: bool = False) -> None:
     """Validate params, open the MLflow stage run, run ``body(params, paths, run)``; a user error ends the process
-    with exit status 1 and one line ``error: <stage>: <message>`` on stderr."""
+    with exit status 1 and one line ``error: <stage>: <message>`` on stderr.
+
+    A ``compute`` stage also gets its ``Placement`` (device and process group) as a fourth argument, and its run
+    records the device, process count, wall time and peak memory."""
     try:
         params = load_params(params_path)
     except USER_ERRORS as err:
         sys.exit(f"error: {err}")
+    placement = Placement.start() if compute else None
     from .spool import ResilientRun  # imported after validation: a bad params file must not wait for MLflow
     from .tracking import StageRun, project_root
 
@@ -54,6 +59,12 @@ def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml") ->
         tracker = NullRun()
     try:
         with tracker as run:
-            body(params, Paths(params), run)
+            if placement is None:
+                body(params, Paths(params), run)
+            else:
+                body(params, Paths(params), run, placement)
+                cost = placement.summary()
+                run.set_tags({"ddpm.device": cost.pop("device"), "ddpm.num_processes": str(cost["num_processes"])})
+                run.log_metrics(cost)
     except USER_ERRORS as err:
         sys.exit(f"error: {stage}: {err}")

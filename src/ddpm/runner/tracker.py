@@ -24,6 +24,8 @@ class Tracker(Protocol):
 
     def log_json(self, obj, name: str) -> None: ...
 
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+
 
 
 class NullRun(Tracker):
@@ -51,4 +53,7 @@ class NullRun(Tracker):
         pass
 
     def log_json(self, obj, name: str) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
         pass

@@ -161,6 +161,9 @@ class StageRun(Tracker):
             path.write_text(json.dumps(obj, indent=2))
             mlflow.log_artifact(str(path))
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        mlflow.set_tags(tags)
+
 
 def evaluated_runs(experiment: str) -> tuple[list[dict], str]:
     """Every finished ``evaluate`` stage run of ``experiment``, oldest first (params, metrics and the DVC

@@ -29,7 +29,7 @@ def save_model(model: UNet, path: Path, **meta: str) -> None:
         save_file(state, str(tmp), metadata={"ddpm": json.dumps(info, sort_keys=True)})
 
 
-def load_model(path: Path, device: str | torch.device = "cpu") -> UNet:
+def load_model(path: Path, device: str | torch.device) -> UNet:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model: {path} not found; run the train stage")
