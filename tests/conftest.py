@@ -28,3 +28,12 @@ def digit_shards(tmp_path_factory):
 
     return write_shards(make_params({"dataset": "digits", "data": {"resolution": 8, "shard_size": 400},
                                      "model": {"ch_mult": [1, 2]}}), tmp_path_factory.mktemp("shards") / "digits")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu need CUDA: skipped on a machine without it (CI, this project's CPU machines)."""
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)

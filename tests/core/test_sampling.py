@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import MU, S, gaussian_eps_model
 
-from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.diffusion import GaussianDiffusion, standard_normal
 from ddpm.core.interpolation import ddim_interpolate, ddpm_interpolate, slerp
 from ddpm.core.respace import SpacedDiffusion
 from ddpm.core.sampling import (
@@ -91,3 +91,11 @@ def test_respaced_ancestral_sampling_with_learned_range_variance():
     x = ancestral_sample(spaced, model, (16, 1, 2, 2), generator=torch.Generator().manual_seed(0),
                          dtype=torch.float64, clip_denoised=False)
     assert torch.isfinite(x).all() and x.mean().item() == pytest.approx(MU, abs=0.15)
+
+
+def test_noise_is_drawn_where_the_generator_lives_and_placed_on_the_device():
+    """A CPU generator gives the same numbers whatever device computes with them (here the meta device)."""
+    cpu = standard_normal((2, 3), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(cpu, torch.randn((2, 3), generator=torch.Generator().manual_seed(4)), rtol=0, atol=0)
+    moved = standard_normal((2, 3), generator=torch.Generator().manual_seed(4), device="meta")
+    assert moved.device.type == "meta" and moved.shape == (2, 3)

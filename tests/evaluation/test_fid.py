@@ -96,3 +96,14 @@ def test_statistics_files_keep_features_for_kid_and_say_when_they_lack_them(tmp_
     save_statistics(tmp_path / "old.npz", statistics(feats), count=10)
     with pytest.raises(ValueError, match="old.npz holds no features .* rerun the fid_ref stage"):
         load_features(tmp_path / "old.npz")
+
+
+def test_inception_features_run_with_tf32_off_and_restore_the_flags():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with fid.full_float32():
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -34,7 +34,8 @@ OUTPUTS = {
     "sample": ["outputs/samples", "outputs/samples.png"],
     "evaluate": ["metrics/evaluate.json", "plots/rate_distortion.csv"],
 }
-TIMINGS = {"fid_seconds", "nll_seconds"}
+# What a run measures of itself (time and memory), not a result.
+TIMINGS = {"fid_seconds", "nll_seconds", "wall_seconds", "peak_accelerator_memory_gib", "peak_host_memory_gib"}
 
 
 def digest_tree(path: Path) -> dict[str, str]:
