@@ -40,9 +40,6 @@ class Placement:
     def is_main(self) -> bool:
         return self.state.is_main_process
 
-    def wait(self) -> None:
-        self.state.wait_for_everyone()
-
     def summary(self) -> dict:
         """Device, process count, wall time so far, peak accelerator memory (0 on a CPU) and this process's peak
         resident memory."""
