@@ -41,7 +41,7 @@ from ddpm.core.generation import generate
 from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.unet import UNet, UNetConfig
 from ddpm.evaluation.likelihood import nll_bpd, rate_distortion
-from ddpm.factory import AutocastModel, load_for_inference
+from ddpm.factory import inference_network, load_for_inference
 from ddpm.parallel import ONE_PROCESS
 from ddpm.storage.model_files import save_model
 
@@ -198,9 +198,8 @@ def inference_variants(sizes: Sizes, device: torch.device):
 
 
 def network(sizes: Sizes, device: torch.device, bf16: bool, compile: bool) -> torch.nn.Module:
-    model = UNet(sizes.config).to(device).eval()
-    net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None) if compile else model
-    return AutocastModel(net) if bf16 else net
+    """The network as the sample and evaluate stages build it (``factory.inference_network``)."""
+    return inference_network(UNet(sizes.config).to(device).eval(), device, "bf16" if bf16 else "fp32", compile)
 
 
 def timed(fn, device: torch.device) -> float:

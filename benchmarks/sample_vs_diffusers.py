@@ -29,7 +29,7 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 
 from ddpm.config import compose, validate_params
 from ddpm.core.generation import generate
-from ddpm.factory import build_diffusion, unet_config
+from ddpm.factory import build_diffusion, inference_network, unet_config
 from ddpm.importers import import_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,8 @@ def main() -> None:
         return generate(diffusion, net, (3, 32, 32), seed=0, start=0, count=b, batch_size=b, device=device,
                         steps=s, **options)
 
-    variants = [("ours", ours)] + ([("ours, compiled", torch.compile(ours))] if args.compile else [])
+    compiled = inference_network(ours, device, "fp32", compile=True) if args.compile else None
+    variants = [("ours", ours)] + ([("ours, compiled", compiled)] if args.compile else [])
 
     rows = []
     with torch.no_grad():

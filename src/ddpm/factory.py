@@ -64,6 +64,18 @@ class AutocastModel(torch.nn.Module):
             return self.net(x, t).float()
 
 
+def inference_network(model: torch.nn.Module, device: torch.device, precision: InferencePrecision,
+                      compile: bool) -> torch.nn.Module:
+    """The network as sampling and the bound call it: ``torch.compile``d if asked (on CUDA with CUDA graphs: a
+    sampler calls it with one shape per batch), under bf16 autocast or in float32."""
+    net = model
+    if compile:
+        net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
+    if InferencePrecision(precision) is InferencePrecision.BF16:
+        net = AutocastModel(net)
+    return net
+
+
 @dataclass(frozen=True)
 class Inference:
     """A trained network in eval mode on its device (possibly compiled or under autocast), the diffusion process of
@@ -78,10 +90,8 @@ class Inference:
 def load_for_inference(params: Params, path: Path, device: str | torch.device, *,
                        precision: InferencePrecision = InferencePrecision.FP32, compile: bool = False) -> Inference:
     """Load the weights at ``path`` onto ``device`` and check that they fit ``params`` (a network trained for one
-    variance type cannot serve another: its output channels differ).
-
-    ``compile``: ``torch.compile`` the network (on CUDA with CUDA graphs: a sampler calls it with one shape per
-    batch); ``precision``: bf16 autocast or float32."""
+    variance type cannot serve another: its output channels differ). ``precision`` and ``compile``: see
+    ``inference_network``."""
     device = torch.device(device)
     model = load_model(path, device)
     wants = params.variance.learned
@@ -92,9 +102,4 @@ def load_for_inference(params: Params, path: Path, device: str | torch.device, *
             f"but {path} outputs {outputs}; retrain or set variance to match"
         )
     shape = (model.config.in_channels, params.data.resolution, params.data.resolution)
-    net = model
-    if compile:
-        net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
-    if InferencePrecision(precision) is InferencePrecision.BF16:
-        net = AutocastModel(net)
-    return Inference(net, build_diffusion(params), shape, device)
+    return Inference(inference_network(model, device, precision, compile), build_diffusion(params), shape, device)

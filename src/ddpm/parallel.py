@@ -23,13 +23,6 @@ class Shard:
         if not 0 <= self.rank < self.world:
             raise ValueError(f"shard: rank {self.rank} is outside a group of {self.world}")
 
-    @classmethod
-    def current(cls) -> Shard:
-        """The torch.distributed group's rank and size (one process when none is initialised)."""
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size())
-        return cls()
-
     @property
     def is_main(self) -> bool:
         return self.rank == 0

@@ -18,13 +18,13 @@ Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Tensor = torch.Tensor
 
 
-
 def standard_normal(shape, *, generator: torch.Generator | None = None, device: str | torch.device | None = None,
                     dtype: torch.dtype = torch.float32) -> Tensor:
     """N(0, I) drawn on the generator's own device, then placed on ``device``: a seed gives the same numbers
     whichever device computes with them (no generator: drawn on ``device``, None being torch's default device)."""
     source = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+
 
 class GaussianDiffusion:
     """The diffusion process of DDPM with the iDDPM and DDIM extensions.
