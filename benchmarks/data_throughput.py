@@ -1,7 +1,8 @@
 """Data benchmarks: shard reading (decoded images/s on one core) and prepare's throughput and peak memory.
 
 - read: 32×32 RGB shards (CIFAR-10 from ../shared/data if present, else generated images), one thread, one
-  process: the ordered reader (iter_batches) and the training stream (shuffle, flip, float conversion).
+  process: the ordered reader (iter_batches) and the training stream (shuffle, flip, float conversion), with
+  either shard check (data.verify), and the cost of verifying every shard's sha256 per GB.
 - prepare: LSUN-style lmdb sources of growing size (64×48 JPEGs → 32×32 shards), each prepared in a fresh
   process whose peak RSS is read back; streaming means the peak does not grow with the number of images.
 
@@ -29,8 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import make_params  # noqa: E402
 from PIL import Image
 
+from ddpm.config import ShardCheck
 from ddpm.data import shards, sources
 from ddpm.data.loader import iter_batches, train_stream
+from ddpm.data.shards import shard_files
+from ddpm.data.tar_reader import verify_shards
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
@@ -82,6 +86,12 @@ def prepare_child(source: str, out: str) -> None:
     print(json.dumps({"seconds": seconds, "images": images, "peak_mib": peak, "peak_anon_mib": peak_anon[0]}))
 
 
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
 def read_benchmark(tmp: Path) -> tuple[str, list[str]]:
     torch.set_num_threads(1)
     if SHARED_CIFAR.is_file():
@@ -102,18 +112,30 @@ def read_benchmark(tmp: Path) -> tuple[str, list[str]]:
     n = m["splits"]["train"]["count"]
     size_mb = sum((out / s["name"]).stat().st_size for s in m["splits"]["train"]["shards"]) / 2**20
     rows = []
-    for _ in range(2):  # the first pass warms the page cache
-        start = time.perf_counter()
-        seen = sum(b.shape[0] for b in iter_batches(out, "train", 256))
-        ordered = seen / (time.perf_counter() - start)
-    rows.append(f"| ordered read (iter_batches), uint8 | {ordered:,.0f} |")
-    stream = train_stream(out, 256, seed=0, shuffle_buffer=5000)
-    next(stream)
-    start, seen = time.perf_counter(), 0
-    while seen < n:
-        seen += next(stream)[0].shape[0]
-    rate = seen / (time.perf_counter() - start)
-    rows.append(f"| training stream (resample, shuffle 5000, flip, float) | {rate:,.0f} |")
+    for check in ShardCheck:
+        for _ in range(2):  # the first pass warms the page cache
+            start = time.perf_counter()
+            seen = sum(b.shape[0] for b in iter_batches(out, "train", 256, check=check))
+            ordered = seen / (time.perf_counter() - start)
+        rows.append(f"| ordered read (iter_batches), uint8, verify={check.value} | {ordered:,.0f} |")
+    epoch_s = {}
+    for check in ShardCheck:
+        stream = train_stream(out, 256, seed=0, shuffle_buffer=5000, check=check)
+        next(stream)
+        start, seen = time.perf_counter(), 0
+        while seen < n:
+            seen += next(stream)[0].shape[0]
+        epoch_s[check] = time.perf_counter() - start
+        rows.append(f"| training stream (resample, shuffle 5000, flip, float), verify={check.value} | "
+                    f"{seen / epoch_s[check]:,.0f} |")
+    files = shard_files(out, "train")
+    size_gb = sum(f.size for f in files) / 1e9
+    hash_s = min(_timed(verify_shards, files) for _ in range(3))
+    rows.append("")
+    rows.append(f"Verification (size and sha256 of every training shard, read from the page cache): "
+                f"{hash_s:.3f} s for {size_gb:.3f} GB = **{hash_s / size_gb:.2f} s per GB** "
+                f"({size_gb / hash_s:.2f} GB/s), {100 * hash_s / epoch_s[ShardCheck.BEFORE]:.1f}% of an epoch of the "
+                f"training stream ({epoch_s[ShardCheck.BEFORE]:.2f} s, verify=before, which includes it).")
     header = (f"{label}: {n} images in {len(m['splits']['train']['shards'])} shards, {size_mb:.1f} MiB; "
               f"prepare took {prep_s:.1f} s ({n / prep_s:,.0f} images/s)")
     return header, rows

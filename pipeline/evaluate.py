@@ -15,14 +15,14 @@ from ddpm.storage.files import write_csv, write_json
 def main(params, paths, run, placement):
     cfg, device, shard = params.evaluate, placement.device, placement.shard
     require(paths.samples, "samples", "sample")
-    require(paths.shards, "shards", "prepare")
-    if cfg.fid:  # fail now, not after the samples' features, if a reference or the weights are missing
+    # Fail now, not after the samples' features, on a missing reference or weights or a corrupt test shard.
+    test = iter_batches(require(paths.shards, "shards", "prepare"), "test", cfg.nll_batch_size, cfg.nll_images,
+                        params.data.verify)
+    if cfg.fid:
         fid.check_references(paths.fid_refs)
     inference = load_for_inference(params, require(paths.model, "model", "train"), device, precision=cfg.nll_precision)
     metrics = fid.image_scores(load_samples(paths.samples), paths.fid_refs, params, device, shard)
-    nll, rows = likelihood_scores(inference.diffusion, inference.model,
-                                  iter_batches(paths.shards, "test", cfg.nll_batch_size, cfg.nll_images), params.seed,
-                                  device, shard)
+    nll, rows = likelihood_scores(inference.diffusion, inference.model, test, params.seed, device, shard)
     if not placement.is_main:
         return
     if cfg.isc and "isc" not in metrics:

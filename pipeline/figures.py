@@ -18,7 +18,7 @@ def main(params, paths, run, placement):
     if not placement.is_main:
         return
     inference = load_for_inference(params, require(paths.model, "model", "train"), placement.device)
-    test = to_model_range(first_batch(paths.shards, "test", cfg.reconstruction_images))
+    test = to_model_range(first_batch(paths.shards, "test", cfg.reconstruction_images, params.data.verify))
     images, table = paper_figures(inference, test, cfg, rd_rows, params.seed)
     for name, image in images.items():
         write_png(paths.figures / f"{name}.png", image)

@@ -68,6 +68,7 @@ BAD = [
     ({"sample": {"precision": "fp16"}}, "params.yaml: sample.precision: Input should be 'fp32' or 'bf16' (got 'fp16')"),
     ({"sample": {"compile": "sometimes"}}, "params.yaml: sample.compile: Input should be a valid boolean"),
     ({"evaluate": {"nll_precision": "tf32"}}, "params.yaml: evaluate.nll_precision: Input should be 'fp32' or 'bf16'"),
+    ({"data": {"verify": "never"}}, "params.yaml: data.verify: Input should be 'before' or 'streaming' (got 'never')"),
     ({"timestep_sampler": "greedy"}, "params.yaml: timestep_sampler: Input should be 'uniform' or 'loss_aware'"),
     ({"sample": {"eta": "big"}}, "params.yaml: sample.eta: must be a number in [0, 1] or 'sigma_hat' (got 'big')"),
     ({"sample": {"respacing": "10,x"}}, "params.yaml: sample.respacing: cannot parse '10,x'"),

@@ -55,6 +55,13 @@ class Dataset(StrEnum):
     FOLDER = "folder"  # any folder or tar of images, optionally one sub-folder per class
 
 
+class ShardCheck(StrEnum):
+    """When a reader checks a shard against the manifest's sha256 and size (``ddpm.data.tar_reader``)."""
+
+    BEFORE = "before"  # hash the whole shard before decoding any of it (one shard held in memory)
+    STREAMING = "streaming"  # hash as members are read; a mismatch stops the reader at the shard's end
+
+
 class Precision(StrEnum):
     """Mixed precision of training (the Accelerator's ``mixed_precision``)."""
 
@@ -87,6 +94,7 @@ class DataParams(_Section):
     limit: PositiveInt | None  # at most this many images per split
     skip_corrupt: bool  # leave out (and count) undecodable images instead of failing
     class_folders: bool  # folder: the first sub-folder names the class
+    verify: ShardCheck  # every reader checks each shard it opens against the manifest: before | streaming
 
 
 class ImportFormat(StrEnum):

@@ -36,7 +36,8 @@ def test_digits_shards_are_byte_identical_across_runs(tmp_path):
     assert [s["count"] for s in m["splits"]["train"]["shards"]] == [500, 500, 497]
     assert m["splits"]["train"]["shape"] == [8, 8, 1]
     for s in m["splits"]["train"]["shards"]:
-        assert s["sha256"] == hashlib.sha256((tmp_path / "a" / s["name"]).read_bytes()).hexdigest()
+        data = (tmp_path / "a" / s["name"]).read_bytes()
+        assert (s["bytes"], s["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
 
 
 def test_loader_roundtrips_pixels_and_ranges(tmp_path):
@@ -110,26 +111,37 @@ def test_pickle_with_code_is_refused(tmp_path):
 
 
 def test_lean_shard_reader_matches_webdataset_and_names_truncated_shards(tmp_path):
+    import tarfile
+
     import webdataset as wds
 
+    from ddpm.config import ShardCheck
     from ddpm.data.loader import tar_samples
+    from ddpm.data.shards import ShardFile
 
     write(digits_params(), tmp_path / "d")
-    urls = shards.shard_urls(tmp_path / "d", "train")
-    ours = list(tar_samples({"url": u} for u in urls))
-    theirs = list(wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()))
-    assert len(ours) == len(theirs) == 1497
-    for a, b in zip(ours, theirs, strict=True):
-        assert (a["__key__"], a["png"], a["cls"]) == (b["__key__"], b["png"], b["cls"])
-    import tarfile
+    files = shards.shard_files(tmp_path / "d", "train")
+    urls = [str(f.path) for f in files]
+    for check in ShardCheck:
+        ours = list(tar_samples(files, check)({"url": u} for u in urls))
+        theirs = list(wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()))
+        assert len(ours) == len(theirs) == 1497
+        for a, b in zip(ours, theirs, strict=True):
+            assert (a["__key__"], a["png"], a["cls"]) == (b["__key__"], b["png"], b["cls"])
 
     with tarfile.open(urls[0]) as tar:
         members = tar.getmembers()[:5]
     assert [m.offset for m in members] == [0, 1024, 2048, 3072, 4096]  # no PAX headers: 512 B header + 1 block
     whole, cut = Path(urls[0]).read_bytes(), tmp_path / "cut.tar"
-    cut.write_bytes(whole[: members[4].offset])  # cut between samples
-    with pytest.raises(ValueError, match=rf"shard .*cut.tar: truncated after member '{members[3].name}'"):
-        list(tar_samples([{"url": str(cut)}]))
-    cut.write_bytes(whole[: members[3].offset_data + 10])  # cut inside a PNG
-    with pytest.raises(ValueError, match=rf"shard .*cut.tar: member '{members[3].name}' is truncated"):
-        list(tar_samples([{"url": str(cut)}]))
+
+    def read_cut(length):
+        """The reader on a shard cut at ``length``, its manifest entry agreeing (size and hash): the parser's own
+        checks, as a streaming reader meets them before the shard's end."""
+        cut.write_bytes(whole[:length])
+        entry = ShardFile(cut, 5, length, hashlib.sha256(whole[:length]).hexdigest(), (8, 8, 1))
+        list(tar_samples([entry], ShardCheck.STREAMING)([{"url": str(cut)}]))
+
+    with pytest.raises(ValueError, match=rf"shard .*cut.tar is corrupt: truncated after member '{members[3].name}'"):
+        read_cut(members[4].offset)  # cut between samples
+    with pytest.raises(ValueError, match=rf"shard .*cut.tar is corrupt: member '{members[3].name}' is truncated"):
+        read_cut(members[3].offset_data + 10)  # cut inside a PNG

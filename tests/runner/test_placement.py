@@ -104,3 +104,29 @@ def test_placement_records_device_processes_time_and_memory():
     assert summary["device"] == "cpu" and summary["num_processes"] == 1
     assert summary["wall_seconds"] >= 0 and summary["peak_accelerator_memory_gib"] == 0
     assert summary["peak_host_memory_gib"] > 0
+
+
+RANKS = """
+from ddpm.runner.placement import Placement
+placement = Placement.start()
+print(placement.shard.rank, placement.shard.world, placement.device.type, flush=True)
+"""
+
+
+def test_two_cpu_ranks_under_the_documented_launch_form_one_group(tmp_path):
+    """`ACCELERATE_USE_CPU=1 accelerate launch --config_file conf/accelerate/cpu_2proc.yaml` (README): each rank
+    must see a world of 2. (Accelerate's PartialState reads ACCELERATE_USE_CPU only through an Accelerator; without
+    it here each rank ran the whole stage alone.)"""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS)
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    config = ROOT / "conf" / "accelerate" / "cpu_2proc.yaml"
+    res = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                          "--main_process_port", "0", str(script)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(res.stdout.split("\n")[:2]) == ["0 2 cpu", "1 2 cpu"]

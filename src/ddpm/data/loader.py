@@ -10,69 +10,51 @@ from pathlib import Path
 
 import torch
 import webdataset as wds
-from torchvision.io import ImageReadMode, decode_png
 
+from ddpm.config import ShardCheck
 from ddpm.core.images import to_model_range
 
-from .shards import shard_urls
+from .png import decode_png
+from .shards import REPAIR, ShardFile, shard_files
+from .tar_reader import check_size, read_members, verify_shards
 
 
-def _members(url: str):
-    """(name, bytes) of each regular file in a tar shard, read header by header (no tarfile overhead).
-
-    PAX extended headers are honoured for the member name (``path``); other records are ignored.
-    """
-    with open(url, "rb", buffering=1 << 20) as f:
-        name, pax_path = None, None
-        while True:
-            header = f.read(512)
-            if len(header) < 512:  # a whole tar ends with zero blocks, never mid-way
-                raise ValueError(f"shard {url}: truncated after member {name!r}")
-            if header.count(0) == 512:
-                return
-            name = header[:100].split(b"\0", 1)[0].decode()
-            prefix = header[345:500].split(b"\0", 1)[0]
-            if prefix:
-                name = f"{prefix.decode()}/{name}"
-            try:
-                size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-            except ValueError:
-                raise ValueError(f"shard {url}: bad tar header at member {name!r}") from None
-            data = f.read(size)
-            if len(data) < size:
-                raise ValueError(f"shard {url}: member {name!r} is truncated")
-            f.seek((-size) % 512, 1)
-            kind = header[156:157]
-            if kind == b"x":
-                records = dict(r.split(" ", 1)[1].split("=", 1) for r in data.decode().splitlines() if " " in r)
-                pax_path = records.get("path", pax_path)
-            elif kind in (b"0", b"\0"):
-                yield (pax_path or name), data
-                pax_path = None
-
-
-def tar_samples(source):
-    """WebDataset stage: shard dicts (``url``) → sample dicts grouping members by key (``__key__``, ``png``, …).
+def tar_samples(shards: list[ShardFile], check: ShardCheck):
+    """A WebDataset stage over ``shards``: shard dicts (``url``) → sample dicts grouping members by key
+    (``__key__``, ``__shard__``, ``png``, …), each shard checked against the manifest as ``check`` says.
 
     A lean reader for the USTAR shards that ``prepare`` writes; about twice as fast as tarfile-based reading.
     """
-    for shard in source:
-        url, sample = shard["url"], None
-        for name, data in _members(url):
-            key, _, ext = name.partition(".")
-            if sample is None or sample["__key__"] != key:
-                if sample is not None:
-                    yield sample
-                sample = {"__key__": key, "__url__": url}
-            sample[ext] = data
-        if sample is not None:
-            yield sample
+    by_url = {str(shard.path): shard for shard in shards}
+
+    def samples(source):
+        for item in source:
+            shard, sample = by_url[item["url"]], None
+            for name, data in read_members(shard, check):
+                key, _, ext = name.partition(".")
+                if sample is None or sample["__key__"] != key:
+                    if sample is not None:
+                        yield sample
+                    sample = {"__key__": key, "__shard__": shard}
+                sample[ext] = data
+            if sample is not None:
+                yield sample
+
+    return samples
 
 
 def decode_sample(sample: dict) -> tuple[torch.Tensor, int, str]:
-    """A shard sample → (C×H×W uint8 image, label, key)."""
-    data = torch.frombuffer(bytearray(sample["png"]), dtype=torch.uint8)
-    return decode_png(data, ImageReadMode.UNCHANGED), int(sample["cls"]), sample["__key__"]
+    """A shard sample → (C×H×W uint8 image, label, key); a defect raises ValueError naming the shard and key."""
+    shard, key = sample["__shard__"], sample["__key__"]
+    try:
+        if not {"png", "cls"} <= sample.keys():
+            raise ValueError(f"has members {sorted(k for k in sample if not k.startswith('__'))}, not png and cls")
+        label = sample["cls"].decode("ascii", "replace")
+        if not label.isdigit():
+            raise ValueError(f"class label {label!r} is not a number")
+        return decode_png(sample["png"], shard.shape), int(label), key
+    except ValueError as err:
+        raise ValueError(f"shard {shard.path}, image {key!r}: {err}; {REPAIR}") from None
 
 
 def _collate(batch):
@@ -80,29 +62,34 @@ def _collate(batch):
             [key for _, _, key in batch])
 
 
-def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
+def rank_shards(shards: list, rank: int, world_size: int) -> list:
     """The disjoint subset of training shards that one process reads."""
-    if len(urls) < world_size:
+    if len(shards) < world_size:
         raise ValueError(
-            f"data.shard_size: {len(urls)} training shard(s) cannot be split over {world_size} processes; "
+            f"data.shard_size: {len(shards)} training shard(s) cannot be split over {world_size} processes; "
             f"set data.shard_size so the training split makes at least {world_size} shards and rerun prepare"
         )
-    return urls[rank::world_size]
+    return shards[rank::world_size]
 
 
 def train_stream(shard_dir: Path, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 random_flip: bool = True, shuffle_buffer: int = 5000):
+                 random_flip: bool = True, shuffle_buffer: int = 5000, check: ShardCheck = ShardCheck.BEFORE):
     """Infinite batches ``(x, labels, keys)`` with x float in [-1, 1], from this rank's own shards, resampled.
 
     Ranks read disjoint shards (split here, by rank), so the loader must not also go through
     ``accelerator.prepare``; the stream never ends, so every rank yields as many batches as it is asked for.
+    Every training shard's size is checked now (on every rank, so that all stop together), and each shard's
+    sha256 each time it is opened (``check``).
     """
-    urls = rank_shards(shard_urls(shard_dir, "train"), rank, world_size)
+    every = shard_files(shard_dir, "train")
+    for shard in every:  # all ranks see a truncated or missing shard at once
+        check_size(shard)
+    shards = rank_shards(every, rank, world_size)
     rng = random.Random(seed)
     flip_gen = torch.Generator().manual_seed(seed)
     pipeline = wds.DataPipeline(
-        wds.ResampledShards(urls, seed=seed, worker_seed=lambda: 0, deterministic=True),
-        tar_samples,
+        wds.ResampledShards([str(s.path) for s in shards], seed=seed, worker_seed=lambda: 0, deterministic=True),
+        tar_samples(shards, check),
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 1000), rng=rng),
         wds.map(decode_sample),
         wds.batched(batch_size, collation_fn=_collate, partial=False),
@@ -115,11 +102,27 @@ def train_stream(shard_dir: Path, batch_size: int, seed: int, rank: int = 0, wor
         yield x, labels, keys
 
 
-def iter_batches(shard_dir: Path, split: str, batch_size: int, limit: int | None = None):
-    """Ordered uint8 N×C×H×W batches over ``split`` (at most ``limit`` images)."""
+def iter_batches(shard_dir: Path, split: str, batch_size: int, limit: int | None = None,
+                 check: ShardCheck = ShardCheck.BEFORE):
+    """Ordered uint8 N×C×H×W batches over ``split`` (at most ``limit`` images).
+
+    Every shard the pass will read is verified (size and sha256) when this is called, so a corrupt one stops the
+    caller before any work; each is checked again as it is read (``check``).
+    """
+    shards, covered = [], 0
+    for shard in shard_files(shard_dir, split):
+        if limit is not None and covered >= limit:
+            break
+        shards.append(shard)
+        covered += shard.count
+    verify_shards(shards)
+    return _ordered(shards, batch_size, limit, check)
+
+
+def _ordered(shards: list[ShardFile], batch_size: int, limit: int | None, check: ShardCheck):
     pipeline = wds.DataPipeline(
-        wds.SimpleShardList(shard_urls(shard_dir, split)),
-        tar_samples,
+        wds.SimpleShardList([str(s.path) for s in shards]),
+        tar_samples(shards, check),
         wds.map(decode_sample),
         wds.batched(batch_size, collation_fn=_collate, partial=True),
     )
@@ -135,6 +138,6 @@ def iter_batches(shard_dir: Path, split: str, batch_size: int, limit: int | None
             return
 
 
-def first_batch(shard_dir: Path, split: str, size: int) -> torch.Tensor:
+def first_batch(shard_dir: Path, split: str, size: int, check: ShardCheck = ShardCheck.BEFORE) -> torch.Tensor:
     """The first ``size`` images of ``split`` (fewer if the split is smaller), uint8 N×C×H×W."""
-    return next(iter(iter_batches(shard_dir, split, size)))
+    return next(iter(iter_batches(shard_dir, split, size, check=check)))

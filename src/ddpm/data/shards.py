@@ -1,10 +1,11 @@
-"""Deterministic WebDataset shards (``__key__``, ``png``, ``cls``) and their manifest."""
+"""Deterministic WebDataset shards (``__key__``, ``png``, ``cls``) and their manifest (count, size, sha256)."""
 
 from __future__ import annotations
 
 import io
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,18 @@ from PIL import Image
 from ddpm.storage.files import atomic_folder, file_digest
 
 MANIFEST = "manifest.json"
+REPAIR = "rerun `dvc repro prepare` (or `dvc pull` if the shards came from a DVC remote)"
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One shard as the manifest describes it: what a reader checks the file against."""
+
+    path: Path
+    count: int  # images
+    size: int  # bytes
+    sha256: str
+    shape: tuple[int, int, int]  # every image's H, W, C
 
 
 def encode_png(img: np.ndarray) -> bytes:
@@ -49,6 +62,7 @@ def _write_split(samples: Iterable, out_dir: Path, split: str, shard_size: int) 
     if count == 0:
         raise ValueError(f"data source: split {split!r} is empty")
     for shard in shards:
+        shard["bytes"] = (out_dir / shard["name"]).stat().st_size
         shard["sha256"] = file_digest(out_dir / shard["name"])
     return {"count": count, "shape": shape, "shards": shards}
 
@@ -74,14 +88,26 @@ def read_manifest(shard_dir: Path) -> dict:
     path = Path(shard_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"shards: {path} not found; run the prepare stage")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # malformed JSON or text
+        raise ValueError(f"shards: {path} is not a readable manifest ({err}); {REPAIR}") from None
 
 
-def shard_urls(shard_dir: Path, split: str) -> list[str]:
+def shard_files(shard_dir: Path, split: str) -> list[ShardFile]:
+    """The shards of ``split`` in order, with the size, sha256 and image shape the manifest records."""
     manifest = read_manifest(shard_dir)
     if split not in manifest["splits"]:
         raise ValueError(f"shards: split {split!r} not in {shard_dir}; have {sorted(manifest['splits'])}")
-    return [str(Path(shard_dir) / s["name"]) for s in manifest["splits"][split]["shards"]]
+    entry = manifest["splits"][split]
+    files = []
+    for shard in entry["shards"]:
+        if not {"bytes", "sha256"} <= shard.keys():
+            raise ValueError(f"shards: {Path(shard_dir) / MANIFEST} records no size and sha256 for {shard['name']} "
+                             f"(an older prepare); {REPAIR}")
+        files.append(ShardFile(Path(shard_dir) / shard["name"], shard["count"], shard["bytes"], shard["sha256"],
+                               tuple(entry["shape"])))
+    return files
 
 
 def manifest_counts(manifest: dict) -> dict[str, int]:

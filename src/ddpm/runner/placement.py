@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 
 from ddpm.parallel import Shard
 
@@ -23,7 +24,9 @@ class Placement:
 
     @classmethod
     def start(cls) -> Placement:
-        state = PartialState()
+        # As Accelerator does: ACCELERATE_USE_CPU=1 makes ranks on CPU a gloo group (PartialState alone ignores it,
+        # and each rank would run the whole stage alone).
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
         if state.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(state.device)
         return cls(state)

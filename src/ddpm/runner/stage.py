@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ddpm.config import load_params
 
@@ -30,6 +32,18 @@ class Stopwatch:
         return False
 
 
+def fail(message: str) -> None:
+    """End the process with exit status 1 and ``message`` on stderr. Under ``accelerate launch`` (torchrun) the
+    message also goes to the rank's error file, so the launcher's failure report names it as the root cause."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        try:
+            Path(error_file).write_text(json.dumps({"message": message, "timestamp": int(time.time())}))
+        except OSError:
+            pass  # the message still reaches stderr
+    sys.exit(message)
+
+
 StageBody = Callable[..., None]  # (params, paths, run) or, for a compute stage, (params, paths, run, placement)
 
 
@@ -42,7 +56,7 @@ def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml", *,
     try:
         params = load_params(params_path)
     except USER_ERRORS as err:
-        sys.exit(f"error: {err}")
+        fail(f"error: {err}")
     placement = Placement.start() if compute else None
     from .spool import ResilientRun  # imported after validation: a bad params file must not wait for MLflow
     from .tracking import StageRun, project_root
@@ -67,4 +81,4 @@ def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml", *,
                 run.set_tags({"ddpm.device": cost.pop("device"), "ddpm.num_processes": str(cost["num_processes"])})
                 run.log_metrics(cost)
     except USER_ERRORS as err:
-        sys.exit(f"error: {stage}: {err}")
+        fail(f"error: {stage}: {err}")

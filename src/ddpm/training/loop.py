@@ -157,7 +157,8 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
             torch.manual_seed(segment_seed(params.seed, rank, segment))
             # Each rank resamples shards with its own seed, so the loader is not passed through accelerator.prepare.
             batches = train_stream(shard_dir, micro, segment_seed(params.seed, rank, segment), rank,
-                                   accelerator.num_processes, cfg.random_flip, cfg.shuffle_buffer)
+                                   accelerator.num_processes, cfg.random_flip, cfg.shuffle_buffer,
+                                   params.data.verify)
         micro_batches = []
         for _ in range(cfg.grad_accumulation):
             x0 = next(batches)[0].to(device).contiguous(memory_format=memory_format)
