@@ -12,7 +12,6 @@ from __future__ import annotations
 import struct
 import zlib
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -65,5 +64,5 @@ def decode_png(data: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
         image = Image.frombytes(mode, (width, height), b"".join(idat), "zip", mode)
     except (ValueError, OSError) as err:
         raise ValueError(f"PNG pixel data does not decode ({err})") from None
-    pixels = torch.from_numpy(np.array(image))
-    return pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)  # H×W×C, interleaved
+    return pixels.view(height, width, len(mode)).permute(2, 0, 1)
