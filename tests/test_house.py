@@ -11,14 +11,16 @@ from house import ROOT, SRC, closure, imports, library_files, module_name, proje
 ALLOWED = {
     "ddpm.core": set(),
     "ddpm.parallel": set(),
+    "ddpm.progress": set(),
     "ddpm.config": {"ddpm.core"},
     "ddpm.storage": {"ddpm.core"},
-    "ddpm.data": {"ddpm.core", "ddpm.config", "ddpm.storage"},
+    "ddpm.data": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.progress"},
     "ddpm.factory": {"ddpm.core", "ddpm.config", "ddpm.storage"},
-    "ddpm.sample_store": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.factory", "ddpm.parallel"},
+    "ddpm.sample_store": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.factory", "ddpm.parallel", "ddpm.progress"},
     "ddpm.importers": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory"},
-    "ddpm.training": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory"},
-    "ddpm.evaluation": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory", "ddpm.parallel"},
+    "ddpm.training": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory", "ddpm.progress"},
+    "ddpm.evaluation": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory", "ddpm.parallel",
+                        "ddpm.progress"},
     "ddpm.runner": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.evaluation", "ddpm.parallel"},
 }
 STAGES = sorted(p.stem for p in (ROOT / "pipeline").glob("*.py"))

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ddpm.config import Params, SampleParams
 from ddpm.core.generation import generate
 from ddpm.factory import Inference
 from ddpm.parallel import ONE_PROCESS, Shard
+from ddpm.progress import progress
 from ddpm.storage.files import file_digest, write_npz, write_text
 
 MANIFEST = "manifest.json"
@@ -66,8 +66,7 @@ def sample_chunks(inference: Inference, cfg: SampleParams, seed: int, out_dir: P
     mine = [chunk for _, chunk in shard.mine(chunk_layout(cfg.num_samples, cfg.chunk_size))]
     todo = [c for c in mine if not _valid_chunk(out_dir / c[0], c[2])]
     written = []
-    bar = tqdm(total=sum(c[2] for c in todo), desc=f"sample[{shard.rank}]", unit="img", mininterval=2.0,
-               disable=not todo)
+    bar = progress("sample", sum(c[2] for c in todo), "img", enabled=bool(todo) and shard.is_main)
     for name, start, count in todo:
         images = generate(inference.diffusion, inference.model, inference.shape, seed=seed, start=start,
                           count=count, batch_size=cfg.batch_size, device=inference.device, progress=bar,

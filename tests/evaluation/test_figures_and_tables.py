@@ -24,7 +24,7 @@ def small():
 def test_progressive_shared_latent_and_interpolation_figures_have_the_papers_layout():
     diffusion, model = small()
     gen = torch.Generator().manual_seed(0)
-    cell = 8 + 2  # image plus border
+    cell = 8 * 6 + 2  # an 8×8 image shown ×6, plus the border
     prog = figures.progressive_generation(diffusion, model, SHAPE, count=3, frames=5, generator=gen, device="cpu")
     assert prog.shape == (3 * cell + 2, 5 * cell + 2, 1) and prog.dtype == np.uint8
     x0 = torch.rand(2, *SHAPE) * 2 - 1
@@ -45,7 +45,7 @@ def test_ddim_reconstruction_error_falls_with_steps_for_the_exact_model():
     mse = [row["mse"] for row in table]
     assert [row["steps"] for row in table] == [10, 50, 200]
     assert mse[0] > mse[1] > mse[2] and mse[2] < 1e-4
-    assert image.shape[0] == 4 * (4 + 2) + 2  # originals + one row per S
+    assert image.shape[0] == 4 * (4 * 12 + 2) + 2  # originals + one row per S, 4×4 images shown ×12
 
 
 def test_paper_tables_put_ours_beside_the_published_numbers():
@@ -55,14 +55,15 @@ def test_paper_tables_put_ours_beside_the_published_numbers():
     md, rows = paper_tables.ddim_table(cells)
     assert "| 0 | 50.50 (13.36) |" in md and "| σ̂ | 300.00 (367.43) |" in md
     assert {r["steps"] for r in rows} == {10, 20, 50, 100, 1000}  # an S > T cell has no row of its own
+    setting = {"dataset": "cifar10", "profile": "cifar10_ddpm"}
     run = paper_tables.Record(params={"mean_type": "eps", "objective": "simple", "variance": "fixed_large",
-                                      "schedule": "linear"}, metrics={"fid_train": 40.0, "nll_bpd": 4.9},
+                                      "schedule": "linear", **setting}, metrics={"fid_train": 40.0, "nll_bpd": 4.9},
                               label="this run")
-    ddpm_md, _ = paper_tables.ddpm_table([run])
+    ddpm_md, _ = paper_tables.ddpm_table([run], setting)
     assert "| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 | 40.00 | 3.17 | 4.900 | ≤ 3.75 (3.72) | this run |" \
         in ddpm_md
     assert ddpm_md.count("not run") == 5
-    iddpm_md, iddpm_rows = paper_tables.iddpm_table([run])
+    iddpm_md, iddpm_rows = paper_tables.iddpm_table([run], setting)
     assert "| linear | L_simple | 4.900 | 40.00 | this run |" in iddpm_md and len(iddpm_rows) == 6
     recon = paper_tables.reconstruction_table([{"steps": 10, "mse": 0.0123}, {"steps": 20, "mse": 0.0045}])
     assert "| MSE | 0.0123 | 0.0045 |" in recon
@@ -79,3 +80,45 @@ def test_rate_distortion_figure_renders():
 def test_latent_timesteps_are_fractions_of_T():
     assert figures.latent_timesteps(1000, [0.25, 0.5, 0.75, 1.0]) == [249, 499, 749, 999]
     assert figures.latent_timesteps(4, [0.1, 0.2]) == [0]  # distinct, clamped to the chain
+
+
+def test_each_table_row_comes_from_a_run_whose_setting_matches_it():
+    """A later cosine run must not fill DDPM's rows (linear schedule), nor a run of another profile or dataset."""
+    setting = {"dataset": "digits", "profile": "tiny"}
+    eps_simple = {"mean_type": "eps", "objective": "simple", "variance": "fixed_large"}
+
+    def run(label, fid, **params):
+        return paper_tables.Record(params=eps_simple | setting | params, metrics={"fid_train": fid}, label=label)
+
+    records = [run("tiny-linear", 40.0, schedule="linear"), run("cifar-linear", 3.2, schedule="linear",
+               dataset="cifar10", profile="cifar10_ddpm"), run("other-profile", 9.0, schedule="linear", profile="x"),
+               run("tiny-cosine", 30.0, schedule="cosine")]
+    ddpm_md, rows = paper_tables.ddpm_table(records, setting)
+    simple_row = next(line for line in ddpm_md.splitlines() if "L_simple" in line)
+    assert simple_row.endswith("| 40.00 | 3.17 | — | ≤ 3.75 (3.72) | tiny-linear |")
+    assert rows[-1]["fid"] == 40.0
+    iddpm_md, _ = paper_tables.iddpm_table(records, setting)
+    assert "| linear | L_simple | — | 40.00 | tiny-linear |" in iddpm_md
+    assert "| cosine | L_simple | — | 30.00 | tiny-cosine |" in iddpm_md
+    assert "Not comparable" in paper_tables.comparability(setting | {"timesteps": 100})
+    assert "profile tiny is reduced" in paper_tables.comparability(setting | {"timesteps": 100})
+    assert "Not comparable" not in paper_tables.comparability({"dataset": "cifar10", "profile": "cifar10_ddpm"})
+
+
+def test_figures_progress_counts_every_network_call_it_announces(capsys):
+    """The figures' progress total (network calls) is exact: the bar ends at total/total."""
+    from helpers import make_params
+
+    from ddpm.factory import Inference
+
+    diffusion, model = small()
+    cfg = make_params({"figures": {"images": 2, "frames": 3, "latent_fractions": [0.2, 1.0], "per_latent": 2,
+                                   "interpolation_points": 3, "ddim_steps": 4, "reconstruction_steps": [3, 5, 100]}}
+                      ).figures
+    rd_rows = [{"t": t, "rate_bpd": 5.0 - t / 10, "distortion_rmse": float(t)} for t in range(25, -1, -1)]
+    inference = Inference(model, diffusion, SHAPE, torch.device("cpu"))
+    images, _ = figures.paper_figures(inference, torch.rand(3, *SHAPE) * 2 - 1, cfg, rd_rows, seed=0)
+    total = figures.network_calls(25, cfg, figures.latent_timesteps(25, [0.2, 1.0]), [3, 5])
+    assert total == 25 + 2 * (5 + 25) + 4 + 2 * (3 + 5)
+    assert f"figures: done ({total}/{total} calls)" in capsys.readouterr().err
+    assert images["progressive"].shape[0] == 2 * (8 * 6 + 2) + 2  # 8×8 images shown ×6

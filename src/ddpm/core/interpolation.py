@@ -25,25 +25,24 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
 def ddim_interpolate(diffusion: GaussianDiffusion, model: Model, x_T0: torch.Tensor, x_T1: torch.Tensor,
                      alphas: Sequence[float], steps: int, *, skip: str | Skip = Skip.UNIFORM,
                      clip_denoised: bool | None = None) -> torch.Tensor:
-    """DDIM §5.3: decode slerp(x_T0, x_T1, α) deterministically (η = 0) for each α; returns len(α)×N×C×H×W."""
-    return torch.stack([
-        ddim_sample(diffusion, model, x_T0.shape, steps, eta=0.0, skip=skip, noise=slerp(x_T0, x_T1, float(a)),
-                    clip_denoised=clip_denoised, device=x_T0.device, dtype=x_T0.dtype)
-        for a in alphas
-    ])
+    """DDIM §5.3: decode slerp(x_T0, x_T1, α) deterministically (η = 0) for each α; returns len(α)×N×C×H×W.
+    Every α decodes in one batch (one chain of ``steps`` network calls)."""
+    latents = torch.cat([slerp(x_T0, x_T1, float(a)) for a in alphas])
+    images = ddim_sample(diffusion, model, latents.shape, steps, eta=0.0, skip=skip, noise=latents,
+                         clip_denoised=clip_denoised, device=x_T0.device, dtype=x_T0.dtype)
+    return images.reshape(len(alphas), *x_T0.shape)
 
 
 def ddpm_interpolate(diffusion: GaussianDiffusion, model: Model, x0_a: torch.Tensor, x0_b: torch.Tensor, t: int,
                      lambdas: Sequence[float], *, generator: torch.Generator | None = None,
                      clip_denoised: bool = True) -> torch.Tensor:
     """DDPM §4.3: encode both images to step t with the same noise, mix x̄_t = (1 − λ) x_t + λ x'_t, and decode
-    with the reverse process; larger t gives coarser, more novel interpolations. Returns len(λ)×N×C×H×W."""
+    with the reverse process; larger t gives coarser, more novel interpolations. Returns len(λ)×N×C×H×W. Every λ
+    decodes in one batch (one chain of t + 1 network calls)."""
     steps = torch.full((x0_a.shape[0],), t, device=x0_a.device, dtype=torch.long)
     noise = standard_normal(x0_a.shape, generator=generator, device=x0_a.device, dtype=x0_a.dtype)
     xa, xb = diffusion.q_sample(x0_a, steps, noise=noise), diffusion.q_sample(x0_b, steps, noise=noise)
-    out = []
-    for lam in lambdas:
-        mixed = (1 - float(lam)) * xa + float(lam) * xb
-        out.append(ancestral_sample(diffusion, model, mixed.shape, noise=mixed, clip_denoised=clip_denoised,
-                                    generator=generator, device=x0_a.device, dtype=x0_a.dtype, t_start=t))
-    return torch.stack(out)
+    mixed = torch.cat([(1 - float(lam)) * xa + float(lam) * xb for lam in lambdas])
+    images = ancestral_sample(diffusion, model, mixed.shape, noise=mixed, clip_denoised=clip_denoised,
+                              generator=generator, device=x0_a.device, dtype=x0_a.dtype, t_start=t)
+    return images.reshape(len(lambdas), *x0_a.shape)

@@ -13,6 +13,7 @@ import webdataset as wds
 
 from ddpm.config import ShardCheck
 from ddpm.core.images import to_model_range
+from ddpm.progress import Counted
 
 from .png import decode_png
 from .shards import REPAIR, ShardFile, shard_files
@@ -116,7 +117,7 @@ def iter_batches(shard_dir: Path, split: str, batch_size: int, limit: int | None
         shards.append(shard)
         covered += shard.count
     verify_shards(shards)
-    return _ordered(shards, batch_size, limit, check)
+    return Counted(_ordered(shards, batch_size, limit, check), covered if limit is None else min(limit, covered))
 
 
 def _ordered(shards: list[ShardFile], batch_size: int, limit: int | None, check: ShardCheck):

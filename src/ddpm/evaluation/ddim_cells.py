@@ -12,6 +12,7 @@ from ddpm.core.generation import generate
 from ddpm.core.options import Eta, Sampler, check_eta
 from ddpm.factory import Inference
 from ddpm.parallel import ONE_PROCESS, Shard
+from ddpm.progress import progress
 
 from .fid import fid_of_features, inception_features, to_uint8_rgb_batches
 
@@ -44,15 +45,20 @@ def ddim_cell(inference: Inference, params: Params, steps: int, eta: Eta, refere
     r, r + W, … and their Inception features, so the FID does not depend on the number of processes."""
     n, size, device = params.ddim_table.num_samples, params.sample.batch_size, inference.device
     sampling, features = 0.0, {}
-    for i, first in shard.mine(range(0, n, size)):
+    mine = list(shard.mine(range(0, n, size)))
+    bar = progress(f"ddim S={steps} η={eta}", sum(min(size, n - first) for _, first in mine), "img",
+                   enabled=shard.is_main)
+    for i, first in mine:
         start = time.perf_counter()
         images = generate(inference.diffusion, inference.model, inference.shape, seed=params.seed, start=first,
                           count=min(size, n - first), batch_size=size, device=device, sampler=Sampler.DDIM,
                           steps=steps, eta=eta, skip=params.ddim_table.skip,
                           clip_denoised=params.ddim_table.clip_denoised)
         sampling += time.perf_counter() - start
-        chunk = inception_features(to_uint8_rgb_batches(images, params.fid.batch_size), device)
+        chunk = inception_features(to_uint8_rgb_batches(images, params.fid.batch_size), device, desc=None)
         features[i] = chunk.astype(np.float32)  # the extractor's own precision: exact in transit
+        bar.update(len(images))
+    bar.close()
     all_features = np.concatenate(shard.gather(features)).astype(np.float64)
     return {"steps": steps, "eta": eta, "fid": fid_of_features(all_features, {"train": reference})["train"],
             "num_samples": int(len(all_features)), "sampling_seconds": sampling}

@@ -25,6 +25,7 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 
 from ddpm.config import Params
 from ddpm.parallel import ONE_PROCESS, Shard
+from ddpm.progress import Counted, tracked
 from ddpm.storage.files import atomic_file, file_digest
 
 from .names import EXTRACTOR_NAME
@@ -116,13 +117,16 @@ def full_float32():
 
 
 @torch.no_grad()
-def inception_features(batches: Iterable[torch.Tensor], device: str | torch.device, shard: Shard = ONE_PROCESS
-                       ) -> np.ndarray:
+def inception_features(batches: Iterable[torch.Tensor], device: str | torch.device, shard: Shard = ONE_PROCESS,
+                       desc: str | None = "inception") -> np.ndarray:
     """Pool3 features (float64, N×2048) of uint8 image batches, on every rank; rank r computes batches r, r + W, …
-    (so the features do not depend on the number of processes)."""
+    (so the features do not depend on the number of processes). Progress shows as ``desc`` (None: none) on the
+    first rank, with an ETA where ``batches`` tells its number of ``images``."""
     extractor = feature_extractor(str(device))
+    seen = tracked(batches, desc, getattr(batches, "images", None), "img", size=len,
+                   enabled=shard.is_main and desc is not None)
     with full_float32():
-        mine = {i: extractor(b.to(device))[0].float().cpu() for i, b in shard.mine(batches)}
+        mine = {i: extractor(b.to(device))[0].float().cpu() for i, b in shard.mine(seen)}
     feats = shard.gather(mine)
     if not feats:
         raise ValueError("FID input: no images")
@@ -217,10 +221,10 @@ def inception_score(images: torch.Tensor, weights: Path, device: str | torch.dev
     return {"isc": float(out["inception_score_mean"]), "isc_std": float(out["inception_score_std"])}
 
 
-def to_uint8_rgb_batches(images: np.ndarray, batch_size: int) -> Iterable[torch.Tensor]:
+def to_uint8_rgb_batches(images: np.ndarray, batch_size: int) -> Counted:
     """N×H×W×C uint8 array → N×C×H×W uint8 tensors in batches."""
-    for i in range(0, images.shape[0], batch_size):
-        yield torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size].transpose(0, 3, 1, 2)))
+    return Counted((torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size].transpose(0, 3, 1, 2)))
+                    for i in range(0, images.shape[0], batch_size)), images.shape[0])
 
 
 def fid_of_features(features: np.ndarray, references: dict[str, Path]) -> dict[str, float]:
@@ -232,7 +236,7 @@ def fid_of_features(features: np.ndarray, references: dict[str, Path]) -> dict[s
 def fid_of_images(images: np.ndarray, references: dict[str, Path], batch_size: int, device: str | torch.device,
                   shard: Shard = ONE_PROCESS) -> tuple[dict[str, float], np.ndarray]:
     """FID of uint8 N×H×W×C images against each reference statistics file; also returns the images' features."""
-    features = inception_features(to_uint8_rgb_batches(images, batch_size), device, shard)
+    features = inception_features(to_uint8_rgb_batches(images, batch_size), device, shard, desc="inception samples")
     return fid_of_features(features, references), features
 
 
@@ -259,7 +263,7 @@ def write_reference(path: Path, batches: Iterable[torch.Tensor], *, feature_imag
                     device: str | torch.device, shard: Shard = ONE_PROCESS) -> int:
     """The Inception statistics of uint8 image batches, and their first ``feature_images`` features (for KID and
     precision/recall), as a reference file (written by rank 0); returns the number of images."""
-    features = inception_features(batches, device, shard)
+    features = inception_features(batches, device, shard, desc=f"inception {split}")
     if shard.is_main:
         save_statistics(path, statistics(features), features[:feature_images], count=features.shape[0],
                         extractor=EXTRACTOR_NAME, split=split)

@@ -14,6 +14,7 @@ from ddpm.core.diffusion import GaussianDiffusion, Model
 from ddpm.core.generation import per_image_noise
 from ddpm.core.images import to_model_range
 from ddpm.parallel import ONE_PROCESS, Shard
+from ddpm.progress import tracked
 
 
 def nll_bpd(diffusion: GaussianDiffusion, model: Model, batches: Iterable[torch.Tensor], seed: int,
@@ -26,7 +27,8 @@ def nll_bpd(diffusion: GaussianDiffusion, model: Model, batches: Iterable[torch.
     ``xstart_mse`` (on [-1, 1]).
     """
     mine, first = {}, 0
-    for i, images in enumerate(batches):
+    seen = tracked(batches, "nll", getattr(batches, "images", None), "img", size=len, enabled=shard.is_main)
+    for i, images in enumerate(seen):
         if shard.owns(i):
             noise_fn = per_image_noise(seed, range(first, first + images.shape[0]), tuple(images.shape[1:]), device)
             out = diffusion.calc_bpd_loop(model, to_model_range(images).to(device), clip_denoised=True,

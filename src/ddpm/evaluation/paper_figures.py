@@ -14,6 +14,7 @@ from ddpm.core.interpolation import ddim_interpolate, ddpm_interpolate
 from ddpm.core.options import Inversion
 from ddpm.core.sampling import ancestral_sample, ancestral_sample_progressive, ddim_reconstruct
 from ddpm.factory import Inference
+from ddpm.progress import progress
 
 from .plots import rate_distortion_figure
 
@@ -84,6 +85,22 @@ def ddim_reconstructions(diffusion, model, x0: torch.Tensor, steps: list[int], i
     return table, rows_image(rows)
 
 
+def network_calls(T: int, cfg: FiguresParams, latent_steps: list[int], reconstruction_steps: list[int]) -> int:
+    """How many times the figures call the network (each call a batch): the total their progress counts."""
+    chains = sum(t + 1 for t in latent_steps)  # an ancestral chain from step t down to 0
+    return T + 2 * chains + cfg.ddim_steps + sum(2 * s for s in reconstruction_steps)  # encode and decode S each
+
+
+def _counting(model, bar):
+    """``model`` that advances ``bar`` by one at every call."""
+    def call(*args, **kwargs):
+        out = model(*args, **kwargs)
+        bar.update(1)
+        return out
+
+    return call
+
+
 def paper_figures(inference: Inference, test: torch.Tensor, cfg: FiguresParams, rd_rows: list[dict],
                   seed: int) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Every figure (name → uint8 image) from test images in [-1, 1] and the rate–distortion rows, and DDIM
@@ -96,6 +113,9 @@ def paper_figures(inference: Inference, test: torch.Tensor, cfg: FiguresParams, 
     T = diffusion.num_timesteps
     gen = torch.Generator().manual_seed(seed)
     latent_steps = latent_timesteps(T, cfg.latent_fractions)
+    reconstruction_steps = [s for s in cfg.reconstruction_steps if s <= T]
+    bar = progress("figures", network_calls(T, cfg, latent_steps, reconstruction_steps), "calls")
+    model = _counting(model, bar)
     images = {
         "progressive": progressive_generation(diffusion, model, shape, cfg.images, cfg.frames, gen, device),
         "shared_latent": shared_latent_samples(diffusion, model, test[:1], latent_steps, cfg.per_latent, gen),
@@ -104,9 +124,9 @@ def paper_figures(inference: Inference, test: torch.Tensor, cfg: FiguresParams, 
         "ddim_interpolation": ddim_interpolations(diffusion, model, shape, 4, cfg.interpolation_points,
                                                   cfg.ddim_steps, gen, device),
     }
-    table, images["ddim_reconstruction"] = ddim_reconstructions(diffusion, model, test,
-                                                                [s for s in cfg.reconstruction_steps if s <= T],
+    table, images["ddim_reconstruction"] = ddim_reconstructions(diffusion, model, test, reconstruction_steps,
                                                                 cfg.inversion)
+    bar.close()
     images["rate_distortion"] = rate_distortion_figure(rd_rows)
     return images, table
 

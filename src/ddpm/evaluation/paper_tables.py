@@ -48,10 +48,30 @@ def _num(value, digits: int = 2) -> str:
     return f"{float(value):.{digits}f}"
 
 
+# Paper-scale CIFAR-10 profiles (trained or the authors' released weights): their numbers may sit beside the
+# published ones. Any other profile is reduced (fewer steps, a smaller network, T, samples).
+PAPER_PROFILES = {"cifar10_ddpm", "iddpm_cifar10", "released_ddpm_cifar10", "released_iddpm_cifar10_hybrid",
+                  "released_iddpm_cifar10_vlb"}
+SETTING = ("dataset", "profile")  # what every row of a table shares with the run that writes the report
+
+
 def _latest(records: list[Record], **match) -> Record | None:
     """The last record whose params equal ``match`` (records are in chronological order)."""
     found = [r for r in records if all(str(r.params.get(k)) == str(v) for k, v in match.items())]
     return found[-1] if found else None
+
+
+def comparability(params: dict) -> str:
+    """What separates this run's setting from the published numbers (CIFAR-10 at paper scale), as a sentence."""
+    notes = []
+    if params.get("dataset") != "cifar10":
+        notes.append(f"these runs are {params.get('dataset')}, the published numbers CIFAR-10")
+    if params.get("profile") not in PAPER_PROFILES:
+        notes.append(f"profile {params.get('profile')} is reduced (T = {params.get('timesteps')}, a smaller network, "
+                     "fewer steps and samples)")
+    if not notes:
+        return "Runs and published numbers share dataset and scale; small sample counts still bias FID upwards.\n"
+    return "**Not comparable to the published numbers**: " + "; ".join(notes) + ".\n"
 
 
 def _is_text(m: dict) -> str:
@@ -60,13 +80,15 @@ def _is_text(m: dict) -> str:
     return "unavailable"
 
 
-def ddpm_table(records: list[Record]) -> tuple[str, list[dict]]:
-    """DDPM Tables 1–2: IS, FID (vs train) and NLL test for each parameterisation and objective."""
+def ddpm_table(records: list[Record], setting: dict) -> tuple[str, list[dict]]:
+    """DDPM Tables 1–2: IS, FID (vs train) and NLL test for each parameterisation and objective, each row from
+    the latest run of ``setting`` (dataset, profile) with DDPM's linear schedule and that row's prediction,
+    objective and variance."""
     lines = ["| prediction | objective | IS (ours) | IS (paper) | FID (ours) | FID (paper) | NLL test bits/dim (ours) "
              "| NLL test (train) (paper) | run |", "|---|---|---|---|---|---|---|---|---|"]
     rows = []
     for pred, objective, (mean, obj, var), is_paper, fid_paper, nll_paper in DDPM_TABLE2:
-        rec = _latest(records, mean_type=mean, objective=obj, variance=var)
+        rec = _latest(records, **setting, schedule="linear", mean_type=mean, objective=obj, variance=var)
         m = rec.metrics if rec else {}
         ours_is = _is_text(m) if rec else "not run"
         lines.append(f"| {pred} | {objective} | {ours_is} | {is_paper} | {_num(m.get('fid_train'))} | {fid_paper} "
@@ -103,8 +125,9 @@ def reconstruction_table(rows: list[dict]) -> str:
             + "| MSE | " + " | ".join(f"{r['mse']:.4f}" for r in rows) + " |\n")
 
 
-def iddpm_table(records: list[Record]) -> tuple[str, list[dict]]:
-    """iDDPM's schedule × objective ablation: NLL test and FID for linear/cosine × L_simple/L_hybrid/L_vlb.
+def iddpm_table(records: list[Record], setting: dict) -> tuple[str, list[dict]]:
+    """iDDPM's schedule × objective ablation: NLL test and FID for linear/cosine × L_simple/L_hybrid/L_vlb, each
+    row from the latest run of ``setting`` (dataset, profile) with that schedule and objective.
 
     L_hybrid and L_vlb learn the variance (learned_range), L_simple keeps σ² = β, as in the paper.
     """
@@ -113,7 +136,7 @@ def iddpm_table(records: list[Record]) -> tuple[str, list[dict]]:
     for schedule in IDDPM_SCHEDULES:
         for obj in IDDPM_OBJECTIVES:
             variance = "fixed_large" if obj == "simple" else "learned_range"
-            rec = _latest(records, schedule=schedule, objective=obj, variance=variance, mean_type="eps")
+            rec = _latest(records, **setting, schedule=schedule, objective=obj, variance=variance, mean_type="eps")
             m = rec.metrics if rec else {}
             lines.append(f"| {schedule} | L_{obj} | {_num(m.get('nll_bpd'), 3)} | {_num(m.get('fid_train'))} | "
                          f"{rec.label if rec else 'not run'} |")

@@ -15,19 +15,19 @@ def rate_distortion_figure(rows: list[dict]) -> np.ndarray:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = [r["t"] for r in rows]
+    T = rows[0]["t"]  # the rows run t = T … 0
+    done = [T - r["t"] for r in rows]  # reverse steps taken: 0 at x_T, T at x_0 (DDPM Fig. 5's x axis)
     rate = [r["rate_bpd"] for r in rows]
     dist = [r["distortion_rmse"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), dpi=100)
-    for ax, (x, y, xl, yl) in zip(axes, [(t, dist, "reverse process steps (T − t)", "distortion (RMSE)"),
-                                         (t, rate, "reverse process steps (T − t)", "rate (bits/dim)"),
-                                         (rate, dist, "rate (bits/dim)", "distortion (RMSE)")], strict=True):
+    steps_label = f"reverse process steps taken (T − t, T = {T})"
+    for ax, (x, y, xl, yl) in zip(axes, [(done, dist, steps_label, "distortion (RMSE, [0, 255])"),
+                                         (done, rate, steps_label, "rate (bits/dim)"),
+                                         (rate, dist, "rate (bits/dim)", "distortion (RMSE, [0, 255])")], strict=True):
         ax.plot(x, y)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
-    for ax in axes[:2]:
-        ax.invert_xaxis()  # t runs from T down to 0, as the reverse process does
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

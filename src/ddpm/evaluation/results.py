@@ -39,7 +39,8 @@ def results_table(params: Params, train: dict, evaluation: dict) -> str:
         ("parameters", f"{train.get('parameters', 0) / 1e6:.2f}M"),
         *([("weights", f"imported: {train['imported_from']} ({train['layout']} layout, {train['weights']})")]
           if "imported_from" in train else
-          [("train steps", _fmt(train.get("steps"))), ("final train loss", _fmt(train.get("final_loss")))]),
+          [("train steps", _fmt(train.get("steps"))),
+           (f"final train loss (L_{params.objective.value}, {params.schedule.value})", _fmt(train.get("final_loss")))]),
         ("sampler", sampler),
         ("samples", _fmt(evaluation.get("num_samples"))),
         ("FID (vs train / test)", f"{_fmt(evaluation.get('fid_train'))} / {_fmt(evaluation.get('fid_test'))}"),
@@ -52,7 +53,8 @@ def results_table(params: Params, train: dict, evaluation: dict) -> str:
     width = max(len(k) for k, _ in rows)
     lines = ["| " + "quantity".ljust(width) + " | value |", "|" + "-" * (width + 2) + "|-------|"]
     lines += [f"| {k.ljust(width)} | {v} |" for k, v in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + ("\n\nTrain losses compare only between runs with the same objective and schedule "
+                               "(each schedule weights the steps differently).\n")
 
 
 @dataclass
@@ -70,16 +72,19 @@ def build_report(params: Params, train: dict, evaluation: dict, reconstruction: 
         raise ValueError("metrics: no DDIM table cells; run the ddim_fid stages")
     current = paper_tables.Record(params=params.model_dump(mode="json"), metrics=evaluation, label="this run")
     records = [*records, current]
-    ddpm_md, ddpm_rows = paper_tables.ddpm_table(records)
+    setting = {key: current.params[key] for key in paper_tables.SETTING}
+    ddpm_md, ddpm_rows = paper_tables.ddpm_table(records, setting)
     ddim_md, ddim_rows = paper_tables.ddim_table(cells)
-    iddpm_md, iddpm_rows = paper_tables.iddpm_table(records)
+    iddpm_md, iddpm_rows = paper_tables.iddpm_table(records, setting)
     recon_md = paper_tables.reconstruction_table(reconstruction)
     summary = results_table(params, train, evaluation)
     results_md = "# Results\n\n" + summary + "\n## DDIM Table 2: reconstruction error\n\n" + recon_md
     tables_md = (
         f"# The papers' tables ({params.dataset.value}, profile {params.profile})\n\n{note}"
-        "Published numbers are CIFAR10 at full scale; runs of other datasets or profiles are not comparable "
-        "to them. Rows come from the latest evaluated run with those params in MLflow.\n\n"
+        + paper_tables.comparability(current.params)
+        + "\nEach row comes from the latest evaluated run in MLflow of this dataset and profile "
+          f"({params.dataset.value}, {params.profile}) whose schedule, objective, prediction and variance match the "
+          "row; DDPM's rows need the linear schedule. DDIM's tables come from this run.\n\n"
         "## DDPM Tables 1–2: IS, FID (vs train), NLL\n\n" + ddpm_md
         + f"\n## DDIM Table 1: FID, ours ({max(c['num_samples'] for c in cells)} samples per cell) with the paper's in "
           "brackets\n\n" + ddim_md

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from tqdm import tqdm
 
 from ddpm.config import Params, Precision
 from ddpm.core.ema import EMA
@@ -24,6 +23,7 @@ from ddpm.core.unet import count_parameters
 from ddpm.data.loader import train_stream
 from ddpm.data.shards import read_manifest
 from ddpm.factory import build_diffusion, build_model
+from ddpm.progress import progress
 from ddpm.storage.model_files import save_model
 
 from .checkpoints import checkpoint_fingerprint, list_checkpoints, load_checkpoint, save_checkpoint
@@ -149,9 +149,8 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
     images_per_second = history[-1]["images_per_second"] if history else 0.0
     loss_value = history[-1]["loss"] if history else math.nan
     batches = None
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc="train", unit="step", initial=start, total=cfg.steps,
-               disable=not accelerator.is_main_process, mininterval=2.0)
-    for step in bar:
+    bar = progress("train", cfg.steps, "step", initial=start, enabled=accelerator.is_main_process)
+    for step in range(start + 1, cfg.steps + 1):
         if batches is None or (step - 1) % cfg.checkpoint_every == 0:
             segment = (step - 1) // cfg.checkpoint_every
             torch.manual_seed(segment_seed(params.seed, rank, segment))
@@ -188,11 +187,13 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
             images = ema_sample_grid(diffusion, ema.model, cfg.sample_images, shape, cfg.sample_steps, params.seed,
                                      device)
             log_image(image_grid(images, cfg.sample_images), "ema_samples", step)
+        bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_checkpoint(checkpoint_dir, step, fingerprint, accelerator.unwrap_model(model), ema.model,
                                 optimizer, scheduler, timestep_sampler.state_dict(), history, cfg.keep_checkpoints)
+    bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_model(ema.model, model_path, ema_decay=str(cfg.ema_decay), steps=str(cfg.steps))
