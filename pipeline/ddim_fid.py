@@ -10,7 +10,7 @@ from ddpm.evaluation import fid
 from ddpm.evaluation.ddim_cells import ddim_cell, not_applicable, parse_cell
 from ddpm.factory import load_for_inference
 from ddpm.runner.paths import require
-from ddpm.runner.stage import stage_main
+from ddpm.runner.stage import exit_now, stage_main
 from ddpm.storage.files import write_json
 
 
@@ -32,3 +32,4 @@ def main(params, paths, run, placement):
 
 if __name__ == "__main__":
     stage_main("ddim_fid", main, compute=True)
+    exit_now()

@@ -1,5 +1,4 @@
-"""Stage evaluate: FID, KID, precision/recall (and IS where its weights exist) of the samples; NLL bits/dim
-and rate–distortion. Inception features and the NLL's test batches are split over the processes."""
+"""Stage evaluate: FID, KID, precision/recall (IS where its weights exist) of the samples; NLL and rate–distortion."""
 
 from ddpm.data.loader import iter_batches
 from ddpm.evaluation import fid
@@ -7,7 +6,7 @@ from ddpm.evaluation.likelihood import likelihood_scores, rate_distortion_series
 from ddpm.evaluation.names import ISC_UNAVAILABLE
 from ddpm.factory import load_for_inference
 from ddpm.runner.paths import require
-from ddpm.runner.stage import stage_main
+from ddpm.runner.stage import exit_now, stage_main
 from ddpm.sample_store import load_samples
 from ddpm.storage.files import write_csv, write_json
 
@@ -38,3 +37,4 @@ def main(params, paths, run, placement):
 
 if __name__ == "__main__":
     stage_main("evaluate", main, compute=True)
+    exit_now()

@@ -3,7 +3,7 @@
 from ddpm.data.loader import iter_batches
 from ddpm.evaluation import fid
 from ddpm.runner.paths import require
-from ddpm.runner.stage import Stopwatch, stage_main
+from ddpm.runner.stage import Stopwatch, exit_now, stage_main
 from ddpm.storage.files import write_json
 
 
@@ -26,3 +26,4 @@ def main(params, paths, run, placement):
 
 if __name__ == "__main__":
     stage_main("fid_ref", main, compute=True)
+    exit_now()

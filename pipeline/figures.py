@@ -7,7 +7,7 @@ from ddpm.evaluation.likelihood import read_rate_distortion
 from ddpm.evaluation.paper_figures import paper_figures, reconstruction_metrics
 from ddpm.factory import load_for_inference
 from ddpm.runner.paths import require
-from ddpm.runner.stage import stage_main
+from ddpm.runner.stage import exit_now, stage_main
 from ddpm.storage.files import write_json, write_png
 
 
@@ -32,3 +32,4 @@ def main(params, paths, run, placement):
 
 if __name__ == "__main__":
     stage_main("figures", main, compute=True)
+    exit_now()

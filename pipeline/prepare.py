@@ -2,7 +2,7 @@
 
 from ddpm.data.shards import manifest_counts
 from ddpm.data.sources import write_shards
-from ddpm.runner.stage import stage_main
+from ddpm.runner.stage import exit_now, stage_main
 
 
 def main(params, paths, run):
@@ -14,3 +14,4 @@ def main(params, paths, run):
 
 if __name__ == "__main__":
     stage_main("prepare", main)
+    exit_now()

@@ -3,7 +3,7 @@
 from ddpm.evaluation.paper_tables import Record
 from ddpm.evaluation.results import build_report
 from ddpm.runner.paths import require
-from ddpm.runner.stage import stage_main
+from ddpm.runner.stage import exit_now, stage_main
 from ddpm.runner.tracking import evaluated_runs
 from ddpm.storage.files import read_json, write_csv, write_text
 
@@ -27,3 +27,4 @@ def main(params, paths, run):
 
 if __name__ == "__main__":
     stage_main("report", main)
+    exit_now()

@@ -4,7 +4,7 @@ from ddpm import sample_store
 from ddpm.core.images import image_grid
 from ddpm.factory import load_for_inference
 from ddpm.runner.paths import require
-from ddpm.runner.stage import stage_main
+from ddpm.runner.stage import exit_now, stage_main
 from ddpm.storage.files import write_json, write_png
 
 
@@ -27,3 +27,4 @@ def main(params, paths, run, placement):
 
 if __name__ == "__main__":
     stage_main("sample", main, compute=True)
+    exit_now()

@@ -2,7 +2,7 @@
 import a released checkpoint instead."""
 
 from ddpm.importers.released import import_released
-from ddpm.runner.stage import stage_main
+from ddpm.runner.stage import exit_now, stage_main
 from ddpm.storage.files import write_csv, write_json
 from ddpm.training.loop import train
 
@@ -26,3 +26,4 @@ def main(params, paths, run, placement):
 
 if __name__ == "__main__":
     stage_main("train", main, compute=True)
+    exit_now()

@@ -10,6 +10,7 @@ from ddpm.core.interpolation import ddim_interpolate, ddpm_interpolate, slerp
 from ddpm.core.respace import SpacedDiffusion
 from ddpm.core.sampling import (
     ancestral_sample,
+    ancestral_sample_from,
     ddim_reconstruction_error,
     ddim_sample,
     ddim_timesteps,
@@ -38,16 +39,48 @@ def test_ddim_quadratic_subsequence_matches_appendix_d():
     assert np.all(np.diff(np.diff(seq)) >= 0)  # quadratic: ever larger gaps
 
 
+def _posterior_mean(diffusion, t, x_t=0.0):
+    """E[x0 | x_t] for x0 ~ N(MU, S²): MU + S² √ᾱ (x_t − √ᾱ MU) / (ᾱ S² + 1 − ᾱ)."""
+    abar = diffusion.alphas_cumprod[t]
+    return MU + S * S * np.sqrt(abar) * (x_t - np.sqrt(abar) * MU) / (abar * S * S + 1 - abar)
+
+
 def test_stochastic_reconstructions_share_x_t_and_differ_in_x0(linear100):
     model = gaussian_eps_model(linear100)
-    x_t = torch.zeros(1, 1, 2, 2, dtype=torch.float64).expand(64, -1, -1, -1).contiguous()
-    x0 = ancestral_sample(linear100, model, x_t.shape, noise=x_t, t_start=50, clip_denoised=False,
-                          generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x_t = torch.zeros(64, 1, 2, 2, dtype=torch.float64)
+    x0 = ancestral_sample_from(linear100, model, x_t, [50] * 64, clip_denoised=False,
+                               generator=torch.Generator().manual_seed(0))
     assert x0.std(0).mean() > 0.01  # different samples of p(x0 | x_50)
     # and they concentrate around E[x0 | x_50 = 0], shrinking towards μ
-    abar = linear100.alphas_cumprod[50]
-    posterior_mean = MU + S * S * np.sqrt(abar) * (0 - np.sqrt(abar) * MU) / (abar * S * S + 1 - abar)
-    assert x0.mean().item() == pytest.approx(posterior_mean, abs=0.03)
+    assert x0.mean().item() == pytest.approx(_posterior_mean(linear100, 50), abs=0.03)
+
+
+def test_rows_from_several_steps_decode_in_one_chain(linear100):
+    """Rows joining the chain at their own t sample their own p(x0 | x_t); with one t for all rows the chain is
+    DDPM Algorithm 2 with the same noise draws."""
+    calls = []
+
+    def model(x, t):
+        calls.append(x.shape[0])
+        return gaussian_eps_model(linear100)(x, t)
+
+    x_t = torch.zeros(256, 1, 2, 2, dtype=torch.float64)
+    x0 = ancestral_sample_from(linear100, model, x_t, [5] * 128 + [60] * 128, clip_denoised=False,
+                               generator=torch.Generator().manual_seed(0))
+    assert calls == [128] * 55 + [256] * 6  # steps 60 … 6 on the rows from 60, then all rows
+    for rows, t in ((x0[:128], 5), (x0[128:], 60)):
+        assert rows.mean().item() == pytest.approx(_posterior_mean(linear100, t), abs=0.03)
+    assert x0[:128].std() < x0[128:].std()  # p(x0 | x_5) is narrower than p(x0 | x_60)
+
+    x_T = torch.randn(4, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(
+        ancestral_sample_from(linear100, model, x_T, [99] * 4, generator=torch.Generator().manual_seed(3)),
+        ancestral_sample(linear100, model, x_T.shape, noise=x_T, generator=torch.Generator().manual_seed(3)),
+        rtol=0, atol=0)
+    with pytest.raises(ValueError, match="t_start: one step per row expected, got 3 for 4 rows"):
+        ancestral_sample_from(linear100, model, x_T, [1, 2, 3])
+    with pytest.raises(ValueError, match=r"t_start: must be in 0..99, got \[0, 1, 2, 100\]"):
+        ancestral_sample_from(linear100, model, x_T, [0, 1, 2, 100])
 
 
 def test_ddim_reconstruction_error_falls_with_more_steps():
@@ -75,9 +108,11 @@ def test_interpolations_have_the_right_shape_and_endpoints(linear100):
     torch.testing.assert_close(frames[0], ddim_sample(linear100, model, x_T0.shape, 10, noise=x_T0,
                                                       dtype=torch.float64))
     a, b = torch.full((2, 1, 2, 2), -0.5, dtype=torch.float64), torch.full((2, 1, 2, 2), 0.5, dtype=torch.float64)
-    mix = ddpm_interpolate(linear100, model, a, b, t=5, lambdas=[0.0, 0.5, 1.0], generator=g)
-    assert mix.shape == (3, 2, 1, 2, 2)
-    assert mix[0].mean() < mix[1].mean() < mix[2].mean()  # small t keeps each end near its source image
+    mix = ddpm_interpolate(linear100, model, a, b, steps=[5, 80], lambdas=[0.0, 0.5, 1.0], generator=g)
+    assert mix.shape == (2, 3, 2, 1, 2, 2)
+    assert mix[0, 0].mean() < mix[0, 1].mean() < mix[0, 2].mean()  # small t keeps each end near its source image
+    ends = (mix[:, 2] - mix[:, 0]).mean(dim=(1, 2, 3, 4))
+    assert ends[0] > ends[1]  # larger t forgets more of the sources
 
 
 def test_respaced_ancestral_sampling_with_learned_range_variance():

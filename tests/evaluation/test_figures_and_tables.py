@@ -119,6 +119,6 @@ def test_figures_progress_counts_every_network_call_it_announces(capsys):
     inference = Inference(model, diffusion, SHAPE, torch.device("cpu"))
     images, _ = figures.paper_figures(inference, torch.rand(3, *SHAPE) * 2 - 1, cfg, rd_rows, seed=0)
     total = figures.network_calls(25, cfg, figures.latent_timesteps(25, [0.2, 1.0]), [3, 5])
-    assert total == 25 + 2 * (5 + 25) + 4 + 2 * (3 + 5)
+    assert total == 25 + 2 * 25 + 4 + 2 * (3 + 5)  # Figs. 7 and 8: one chain each from the largest t (24)
     assert f"figures: done ({total}/{total} calls)" in capsys.readouterr().err
     assert images["progressive"].shape[0] == 2 * (8 * 6 + 2) + 2  # 8×8 images shown ×6

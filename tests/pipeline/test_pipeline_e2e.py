@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from helpers import checkout_copy, pipeline_env, sh
 
-CELLS = {"ddim_fid@10-0.0", "ddim_fid@10-1.0", "ddim_fid@50-0.0", "ddim_fid@50-1.0"}  # the tiny DDIM table
+CELLS = {"ddim_fid@10-0.0", "ddim_fid@50-0.0"}  # the tiny DDIM table
 STAGES = {"prepare", "fid_ref", "train", "sample", "evaluate", "figures", "report"} | CELLS
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,7 @@ def project(tmp_path_factory):
 
 def test_metrics_are_finite_and_plausible(project):
     m = project["metrics_first"]
-    assert m["num_samples"] == 256 and m["nll_images"] == 32
+    assert m["num_samples"] == 128 and m["nll_images"] == 32
     assert math.isfinite(m["fid_train"]) and 0 < m["fid_train"] < 400 and math.isfinite(m["fid_test"])
     assert 0 < m["nll_bpd"] < 8 and 0 <= m["prior_bpd"] < 0.01  # 8 bits/dim is a uniform model of the pixels
     assert "isc" not in m  # torch-fidelity's IS weights are not on this machine: no number is invented
@@ -64,7 +64,7 @@ def test_kid_precision_recall_figures_and_paper_tables(project):
     # inversion ill-conditioned (x̂0 divides by √ᾱ_T); DDIM Table 2 used the linear schedule.
     assert mse[0] > mse[1] > 0 and all(math.isfinite(v) for v in mse)
     cells = [json.loads(p.read_text()) for p in (repo / "metrics" / "ddim_table").glob("*.json")]
-    assert len(cells) == 4 and all(math.isfinite(c["fid"]) and c["num_samples"] == 64 for c in cells)
+    assert len(cells) == 2 and all(math.isfinite(c["fid"]) and c["num_samples"] == 32 for c in cells)
     tables = (repo / "reports" / "paper_tables.md").read_text()
     assert "13.36" in tables and "| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 |" in tables
     # Rows come from the runs that match them (the MLflow runs of both experiments): this cosine run fills

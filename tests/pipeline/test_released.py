@@ -92,4 +92,4 @@ def test_released_checkpoint_through_the_tiny_dag(layout, tmp_path):
     report = (repo / "reports" / "results.md").read_text()
     assert f"imported: {path.relative_to(repo)} ({layout.value} layout" in report
     evaluation = json.loads((repo / "metrics" / "evaluate.json").read_text())
-    assert evaluation["num_samples"] == 256 and evaluation["fid_train"] > 0
+    assert evaluation["num_samples"] == 128 and evaluation["fid_train"] > 0

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from .diffusion import GaussianDiffusion, Model, standard_normal
-from .sampling import ancestral_sample, ddim_sample
+from .sampling import ancestral_sample_from, ddim_sample
 from .spacing import Skip
 
 
@@ -33,16 +33,19 @@ def ddim_interpolate(diffusion: GaussianDiffusion, model: Model, x_T0: torch.Ten
     return images.reshape(len(alphas), *x_T0.shape)
 
 
-def ddpm_interpolate(diffusion: GaussianDiffusion, model: Model, x0_a: torch.Tensor, x0_b: torch.Tensor, t: int,
-                     lambdas: Sequence[float], *, generator: torch.Generator | None = None,
+def ddpm_interpolate(diffusion: GaussianDiffusion, model: Model, x0_a: torch.Tensor, x0_b: torch.Tensor,
+                     steps: Sequence[int], lambdas: Sequence[float], *, generator: torch.Generator | None = None,
                      clip_denoised: bool = True) -> torch.Tensor:
-    """DDPM §4.3: encode both images to step t with the same noise, mix x̄_t = (1 − λ) x_t + λ x'_t, and decode
-    with the reverse process; larger t gives coarser, more novel interpolations. Returns len(λ)×N×C×H×W. Every λ
-    decodes in one batch (one chain of t + 1 network calls)."""
-    steps = torch.full((x0_a.shape[0],), t, device=x0_a.device, dtype=torch.long)
-    noise = standard_normal(x0_a.shape, generator=generator, device=x0_a.device, dtype=x0_a.dtype)
-    xa, xb = diffusion.q_sample(x0_a, steps, noise=noise), diffusion.q_sample(x0_b, steps, noise=noise)
-    mixed = torch.cat([(1 - float(lam)) * xa + float(lam) * xb for lam in lambdas])
-    images = ancestral_sample(diffusion, model, mixed.shape, noise=mixed, clip_denoised=clip_denoised,
-                              generator=generator, device=x0_a.device, dtype=x0_a.dtype, t_start=t)
-    return images.reshape(len(lambdas), *x0_a.shape)
+    """DDPM §4.3: for each t, encode both images to step t with the same noise, mix x̄_t = (1 − λ) x_t + λ x'_t,
+    and decode with the reverse process; larger t gives coarser, more novel interpolations. Returns
+    len(t)×len(λ)×N×C×H×W. Every (t, λ) decodes in one batch (one chain of max t + 1 network calls)."""
+    latents, starts = [], []
+    for t in steps:
+        t_vec = torch.full((x0_a.shape[0],), t, device=x0_a.device, dtype=torch.long)
+        noise = standard_normal(x0_a.shape, generator=generator, device=x0_a.device, dtype=x0_a.dtype)
+        xa, xb = diffusion.q_sample(x0_a, t_vec, noise=noise), diffusion.q_sample(x0_b, t_vec, noise=noise)
+        latents += [(1 - float(lam)) * xa + float(lam) * xb for lam in lambdas]
+        starts += [t] * (len(lambdas) * x0_a.shape[0])
+    images = ancestral_sample_from(diffusion, model, torch.cat(latents), starts, clip_denoised=clip_denoised,
+                                   generator=generator)
+    return images.reshape(len(steps), len(lambdas), *x0_a.shape)

@@ -38,11 +38,8 @@ def _step_noise(x, generator, noise_fn):
     return standard_normal(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def _steps(diffusion: GaussianDiffusion, n: int, device, t_start: int | None = None) -> Iterator[torch.Tensor]:
-    start = diffusion.num_timesteps - 1 if t_start is None else t_start
-    if not 0 <= start < diffusion.num_timesteps:
-        raise ValueError(f"t_start: must be in 0..{diffusion.num_timesteps - 1}, got {start}")
-    for step in reversed(range(start + 1)):
+def _steps(diffusion: GaussianDiffusion, n: int, device) -> Iterator[torch.Tensor]:
+    for step in reversed(range(diffusion.num_timesteps)):
         yield torch.full((n,), step, device=device, dtype=torch.long)
 
 
@@ -50,17 +47,12 @@ def _steps(diffusion: GaussianDiffusion, n: int, device, t_start: int | None = N
 def ancestral_sample_progressive(
     diffusion: GaussianDiffusion, model: Model, shape: Shape, *, noise: torch.Tensor | None = None,
     clip_denoised: bool = True, generator: torch.Generator | None = None, device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32, t_start: int | None = None, noise_fn: NoiseFn | None = None,
+    dtype: torch.dtype = torch.float32, noise_fn: NoiseFn | None = None,
 ) -> Iterator[dict]:
     """DDPM Algorithm 2 step by step; yields ``{"t", "sample", "pred_xstart"}`` (DDPM Fig. 6's x̂0 along the chain).
-
-    With ``t_start``, ``noise`` is x at that step and the chain runs from there (DDPM Fig. 7's p(x0 | x_t)).
-    ``noise_fn()``, if given, draws x_T and every step's noise instead of ``generator``.
-    """
-    if t_start is not None and noise is None:
-        raise ValueError("t_start: needs the starting x_t as noise")
+    ``noise_fn()``, if given, draws x_T and every step's noise instead of ``generator``."""
     x = _start(shape, noise, generator, device, dtype, noise_fn)
-    for t in _steps(diffusion, x.shape[0], x.device, t_start):
+    for t in _steps(diffusion, x.shape[0], x.device):
         z = _step_noise(x, generator, noise_fn)
         out = diffusion.p_sample(model, x, t, clip_denoised=clip_denoised, noise=z)
         x = out["sample"]
@@ -70,6 +62,27 @@ def ancestral_sample_progressive(
 def ancestral_sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, **options) -> torch.Tensor:
     """DDPM Algorithm 2 over all steps of ``diffusion`` (respaced or not); returns x_0 in [-1, 1]."""
     return _last(ancestral_sample_progressive(diffusion, model, shape, **options))["sample"]
+
+
+@torch.no_grad()
+def ancestral_sample_from(diffusion: GaussianDiffusion, model: Model, x_t: torch.Tensor, t_start, *,
+                          clip_denoised: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DDPM Algorithm 2 from a step per row: row i is x at step ``t_start[i]`` and joins the chain there, so rows
+    from several t (p(x0 | x_t) in DDPM Figs. 7 and 8) decode in one chain of max t + 1 network calls, each call
+    on the rows already started. With one t for all rows it draws the noise ``ancestral_sample`` draws."""
+    starts = torch.as_tensor(t_start, dtype=torch.long).reshape(-1)
+    if starts.numel() != x_t.shape[0]:
+        raise ValueError(f"t_start: one step per row expected, got {starts.numel()} for {x_t.shape[0]} rows")
+    if int(starts.min()) < 0 or int(starts.max()) >= diffusion.num_timesteps:
+        raise ValueError(f"t_start: must be in 0..{diffusion.num_timesteps - 1}, got {starts.tolist()}")
+    x = x_t.clone()
+    for step in reversed(range(int(starts.max()) + 1)):
+        rows = (starts >= step).nonzero().squeeze(1).to(x.device)
+        t = torch.full((rows.numel(),), step, device=x.device, dtype=torch.long)
+        part = x[rows]
+        z = _step_noise(part, generator, None)
+        x[rows] = diffusion.p_sample(model, part, t, clip_denoised=clip_denoised, noise=z)["sample"]
+    return x
 
 
 @torch.no_grad()

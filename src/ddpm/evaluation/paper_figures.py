@@ -12,7 +12,7 @@ from ddpm.core.diffusion import standard_normal
 from ddpm.core.images import rows_image, to_uint8_numpy
 from ddpm.core.interpolation import ddim_interpolate, ddpm_interpolate
 from ddpm.core.options import Inversion
-from ddpm.core.sampling import ancestral_sample, ancestral_sample_progressive, ddim_reconstruct
+from ddpm.core.sampling import ancestral_sample_from, ancestral_sample_progressive, ddim_reconstruct
 from ddpm.factory import Inference
 from ddpm.progress import progress
 
@@ -38,15 +38,14 @@ def progressive_generation(diffusion, model, shape, count: int, frames: int, gen
 def shared_latent_samples(diffusion, model, x0: torch.Tensor, steps: list[int], per_latent: int,
                           generator) -> np.ndarray:
     """DDPM Fig. 7: for one image x0 and each t, the latent x_t ~ q(x_t | x0) (first column) and ``per_latent``
-    samples of p(x0 | x_t) from it; a row per t. Larger t keeps only coarse attributes."""
-    rows = []
-    for t in steps:
-        t_vec = torch.full((1,), t, dtype=torch.long, device=x0.device)
-        x_t = diffusion.q_sample(x0[:1], t_vec, generator=generator)
-        starts = x_t.expand(per_latent, *x_t.shape[1:]).contiguous()
-        samples = ancestral_sample(diffusion, model, starts.shape, noise=starts, generator=generator, t_start=t)
-        rows.append(np.concatenate([to_uint8_numpy(x_t.clamp(-1, 1)), to_uint8_numpy(samples)]))
-    return rows_image(rows)
+    samples of p(x0 | x_t) from it; a row per t. Larger t keeps only coarse attributes. Every t decodes in one
+    chain."""
+    latents = [diffusion.q_sample(x0[:1], torch.full((1,), t, dtype=torch.long, device=x0.device),
+                                  generator=generator) for t in steps]
+    starts = torch.cat([x_t.expand(per_latent, *x_t.shape[1:]) for x_t in latents])
+    samples = ancestral_sample_from(diffusion, model, starts, np.repeat(steps, per_latent), generator=generator)
+    return rows_image([np.concatenate([to_uint8_numpy(x_t.clamp(-1, 1)), to_uint8_numpy(row)])
+                       for x_t, row in zip(latents, samples.split(per_latent), strict=True)])
 
 
 @torch.no_grad()
@@ -54,12 +53,10 @@ def ddpm_interpolations(diffusion, model, x0_a: torch.Tensor, x0_b: torch.Tensor
                         generator) -> np.ndarray:
     """DDPM Fig. 8: a row per t — source a, ``count`` decodings of (1 − λ) x_t + λ x'_t for λ from 0 to 1,
     source b."""
-    lambdas = np.linspace(0.0, 1.0, count)
-    rows = []
-    for t in steps:
-        mixed = ddpm_interpolate(diffusion, model, x0_a[:1], x0_b[:1], t, lambdas, generator=generator)
-        rows.append(np.concatenate([to_uint8_numpy(x0_a[:1]), to_uint8_numpy(mixed[:, 0]), to_uint8_numpy(x0_b[:1])]))
-    return rows_image(rows)
+    mixed = ddpm_interpolate(diffusion, model, x0_a[:1], x0_b[:1], steps, np.linspace(0.0, 1.0, count),
+                             generator=generator)
+    ends = to_uint8_numpy(x0_a[:1]), to_uint8_numpy(x0_b[:1])
+    return rows_image([np.concatenate([ends[0], to_uint8_numpy(row[:, 0]), ends[1]]) for row in mixed])
 
 
 @torch.no_grad()
@@ -87,8 +84,8 @@ def ddim_reconstructions(diffusion, model, x0: torch.Tensor, steps: list[int], i
 
 def network_calls(T: int, cfg: FiguresParams, latent_steps: list[int], reconstruction_steps: list[int]) -> int:
     """How many times the figures call the network (each call a batch): the total their progress counts."""
-    chains = sum(t + 1 for t in latent_steps)  # an ancestral chain from step t down to 0
-    return T + 2 * chains + cfg.ddim_steps + sum(2 * s for s in reconstruction_steps)  # encode and decode S each
+    chain = max(latent_steps) + 1  # Figs. 7 and 8: one ancestral chain each, rows joining at their own t
+    return T + 2 * chain + cfg.ddim_steps + sum(2 * s for s in reconstruction_steps)  # encode and decode S each
 
 
 def _counting(model, bar):
