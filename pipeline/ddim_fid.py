@@ -6,9 +6,7 @@ Usage: python pipeline/ddim_fid.py STEPS ETA   (ETA a number in [0, 1] or sigma_
 
 import sys
 
-from ddpm.evaluation import fid
-from ddpm.evaluation.ddim_cells import ddim_cell, not_applicable, parse_cell
-from ddpm.factory import load_for_inference
+from ddpm.evaluation.fid_cells import cell_network, ddim_cell, not_applicable, parse_cell
 from ddpm.runner.paths import require
 from ddpm.runner.stage import exit_now, stage_main
 from ddpm.storage.files import write_json
@@ -17,12 +15,10 @@ from ddpm.storage.files import write_json
 def main(params, paths, run, placement):
     steps, eta = parse_cell(sys.argv[1:])
     out = paths.ddim_cell(*sys.argv[1:])  # named as dvc.yaml's matrix names it
-    result = not_applicable(steps, eta, params.timesteps)
+    result = not_applicable(steps, params.timesteps, steps=steps, eta=eta)
     if result is None:
         reference = require(paths.fid_refs["train"], "FID reference statistics", "fid_ref")
-        fid.verified_weights_path()
-        inference = load_for_inference(params, require(paths.model, "model", "train"), placement.device,
-                                       precision=params.sample.precision, compile=params.sample.compile)
+        inference = cell_network(params, require(paths.model, "model", "train"), placement.device)
         result = ddim_cell(inference, params, steps, eta, reference, placement.shard)
         run.log_metrics({"fid": result["fid"], "steps": steps, "sampling_seconds": result["sampling_seconds"]})
     if placement.is_main:

@@ -1,11 +1,12 @@
 """Stage report: the run's results and the papers' tables beside their published numbers (Markdown and CSV)."""
 
 from ddpm.evaluation.paper_tables import Record
+from ddpm.evaluation.plots import fid_vs_nfe_figure
 from ddpm.evaluation.results import build_report
 from ddpm.runner.paths import require
 from ddpm.runner.stage import exit_now, stage_main
 from ddpm.runner.tracking import evaluated_runs
-from ddpm.storage.files import read_json, write_csv, write_text
+from ddpm.storage.files import read_json, write_csv, write_png, write_text
 
 
 def main(params, paths, run):
@@ -13,13 +14,19 @@ def main(params, paths, run):
     evaluation = read_json(require(paths.eval_metrics, "metrics", "evaluate"))
     reconstruction = read_json(require(paths.reconstruction_metrics, "metrics", "figures"))["table"]
     cells = [read_json(p) for p in sorted(paths.ddim_table.glob("*.json"))]
+    solver_cells = [read_json(p) for p in sorted(paths.solver_table.glob("*.json"))]
     runs, note = evaluated_runs(f"ddpm-{params.dataset.value}")
-    report = build_report(params, train, evaluation, reconstruction, cells, [Record(**r) for r in runs], note)
+    report = build_report(params, train, evaluation, reconstruction, cells, [Record(**r) for r in runs], note,
+                          solver_cells)
     write_text(paths.report, report.results_md)
     write_text(paths.paper_tables, report.tables_md)
     for name, rows in report.csv_rows.items():
         write_csv(paths.reports / name, rows)
         run.log_table(rows, name.replace(".csv", ".json"))
+    write_csv(paths.fid_vs_nfe_plot, report.fid_vs_nfe, columns=["sampler", "nfe", "network_calls", "fid"])
+    if report.fid_vs_nfe:
+        write_png(paths.reports / "fid_vs_nfe.png", fid_vs_nfe_figure(report.fid_vs_nfe))
+        run.log_artifact(paths.reports / "fid_vs_nfe.png")
     run.log_artifact(paths.report)
     run.log_artifact(paths.paper_tables)
     print(report.results_md + "\n" + report.tables_md)

@@ -281,8 +281,8 @@ def eval_images(n: int = 7, size: int = 8, seed: int = 3) -> torch.Tensor:
 def sharded_evaluation(reference: Path, shard) -> dict[str, np.ndarray]:
     """The NLL (batches of 3 of 7 images), Inception features (batches of 2 of 7) and a DDIM cell (7 samples in
     chunks of 3) of a small untrained network, as ``shard`` computes them: equal for any number of processes."""
-    from ddpm.evaluation.ddim_cells import ddim_cell
     from ddpm.evaluation.fid import inception_features
+    from ddpm.evaluation.fid_cells import ddim_cell
     from ddpm.evaluation.likelihood import nll_bpd
 
     inference, _ = sampling_setup("ddim", 0.0)

@@ -109,6 +109,6 @@ def test_only_the_fid_stages_load_inception_and_prepare_and_fid_ref_not_the_math
     math = {SRC / "ddpm" / "core" / name for name in ("diffusion.py", "sampling.py", "unet.py", "losses.py")}
     for stage in STAGES:
         files = closure(ROOT / "pipeline" / f"{stage}.py")
-        assert (fid in files) == (stage in {"fid_ref", "evaluate", "ddim_fid"}), stage
+        assert (fid in files) == (stage in {"fid_ref", "evaluate", "ddim_fid", "solver_fid"}), stage
         if stage in ("prepare", "fid_ref", "report"):
             assert not files & math, stage

@@ -16,8 +16,10 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from ddpm.core.options import (
+    ODE_SOLVERS,
     DecoderCDF,
     Embedding,
+    End,
     Eta,
     InferencePrecision,
     Inversion,
@@ -27,6 +29,7 @@ from ddpm.core.options import (
     Padding,
     QKVLayout,
     Sampler,
+    TimeSpacing,
     TimestepSamplerType,
     VarType,
     check_eta,
@@ -167,7 +170,9 @@ def _eta(value) -> Eta:
 class SampleParams(_Section):
     num_samples: PositiveInt
     sampler: Sampler
-    steps: PositiveInt | None  # None: all T steps
+    steps: PositiveInt | None  # None: all T steps; an ODE solver's budget of network calls
+    solver_spacing: TimeSpacing  # the ODE solvers' grid
+    solver_end: End  # where the ODE solvers stop: step 0, or clean (x̂0)
     respacing: str | None  # ancestral only: iDDPM section counts such as "10,10,10" or "ddim50"
     eta: Annotated[Eta, BeforeValidator(_eta)]  # DDIM η in [0, 1], or DDIM Table 1's σ̂
     skip: Skip
@@ -181,7 +186,8 @@ class SampleParams(_Section):
     def sampler_options(self) -> dict:
         """The keywords of ``ddpm.core.sampling.sample`` these params choose."""
         return {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, "skip": self.skip,
-                "respacing": self.respacing, "clip_denoised": self.clip_denoised}
+                "respacing": self.respacing, "clip_denoised": self.clip_denoised, "spacing": self.solver_spacing,
+                "end": self.solver_end}
 
 
 class FidParams(_Section):
@@ -222,6 +228,16 @@ class DdimTableParams(_Section):
     num_samples: PositiveInt  # per cell (DDIM used 50k)
 
 
+class SolverTableParams(_Section):
+    """FID against NFE: one FID per sampler × NFE (the solver_fid stage is a DVC matrix over these lists)."""
+
+    samplers: Annotated[list[Sampler], Field(min_length=1)]
+    nfe: Annotated[list[PositiveInt], Field(min_length=1)]  # ddim and ancestral: NFE > T is not applicable
+    spacing: TimeSpacing
+    end: End
+    num_samples: PositiveInt  # per cell
+
+
 class Params(_Section):
     profile: str
     dataset: Dataset
@@ -243,6 +259,7 @@ class Params(_Section):
     evaluate: EvaluateParams
     figures: FiguresParams
     ddim_table: DdimTableParams
+    solver_table: SolverTableParams
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -255,7 +272,18 @@ class Params(_Section):
         if min(self.figures.reconstruction_steps) > T:
             raise ValueError(f"figures.reconstruction_steps: all exceed timesteps ({T})")
         sample = self.sample
-        if sample.sampler is Sampler.DDIM:
+        solvers = [s for s in (sample.sampler, *self.solver_table.samplers) if s in ODE_SOLVERS]
+        if solvers and self.mean_type is MeanType.PREVIOUS_X:
+            key = "sample.sampler" if sample.sampler in ODE_SOLVERS else "solver_table.samplers"
+            raise ValueError(f"{key}: {solvers[0]} integrates the probability-flow ODE, which a μ̃-predicting "
+                             "model (mean_type mu) does not give; use ancestral")
+        if len(set(self.solver_table.samplers)) < len(self.solver_table.samplers):
+            raise ValueError(f"solver_table.samplers: listed twice in {[str(s) for s in self.solver_table.samplers]}")
+        if sample.sampler in ODE_SOLVERS:
+            if sample.steps is None or sample.respacing is not None:
+                raise ValueError(f"sample.steps: {sample.sampler} needs its budget of network calls in sample.steps "
+                                 "(and no sample.respacing)")
+        elif sample.sampler is Sampler.DDIM:
             if sample.respacing is not None:
                 raise ValueError("sample.respacing: applies to sampler 'ancestral'; DDIM uses sample.steps and skip")
             _owned("sample.steps", ddim_timesteps, T, sample.steps or T, sample.skip)

@@ -1,6 +1,7 @@
 """The figure artefacts (shapes, content) and the paper tables (cells filled, published numbers beside ours)."""
 
 import numpy as np
+import pytest
 import torch
 from helpers import gaussian_eps_model
 
@@ -75,6 +76,42 @@ def test_rate_distortion_figure_renders():
     rows = [{"t": t, "rate_bpd": 5.0 - t / 10, "distortion_rmse": float(t)} for t in range(10, -1, -1)]
     img = rate_distortion_figure(rows)
     assert img.ndim == 3 and img.shape[2] == 3 and img.shape[1] > img.shape[0]
+
+
+def test_fid_vs_nfe_puts_ddims_eta_0_row_beside_the_paper_and_the_solvers_below():
+    from ddpm.evaluation.plots import fid_vs_nfe_figure
+
+    ddim = [{"steps": 10, "eta": 0.0, "fid": 20.0}, {"steps": 20, "eta": 0.0, "fid": 10.0},
+            {"steps": 10, "eta": 1.0, "fid": 50.0}]
+    solvers = [{"sampler": "dpm_solver_pp_2m", "nfe": 10, "network_calls": 10, "fid": 8.0},
+               {"sampler": "heun", "nfe": 5, "network_calls": 4, "fid": 30.0},
+               {"sampler": "ancestral", "nfe": 2000, "fid": None, "num_samples": 0}]
+    md, rows = paper_tables.fid_vs_nfe_table(solvers, ddim)
+    assert md.splitlines()[0] == "| sampler \\ NFE | 5 | 10 | 20 |"
+    assert "| ddim |  | 20.00 (13.36) | 10.00 (6.84) |" in md  # η = 1 is not DDIM's ODE row
+    assert "| dpm_solver_pp_2m |  | 8.00 |  |" in md and "| heun | 30.00 [4 calls] |  |  |" in md
+    assert "ancestral" not in md and len(rows) == 4
+    image = fid_vs_nfe_figure(rows)
+    assert image.ndim == 3 and image.shape[2] == 3
+
+
+def test_solver_cells_parse_their_matrix_arguments():
+    from ddpm.core.options import Sampler
+    from ddpm.evaluation.fid_cells import network_calls, not_applicable, parse_solver_cell
+
+    assert parse_solver_cell(["unipc_3", "20"]) == (Sampler.UNIPC_3, 20)
+    for argv, message in ((["euler", "10"], "solver_fid: SAMPLER must be one of ancestral, ddim"),
+                          (["heun", "0"], "solver_fid: NFE must be a positive integer, got '0'"),
+                          (["heun"], "solver_fid: usage")):
+        with pytest.raises(ValueError, match=message):
+            parse_solver_cell(argv)
+    assert not_applicable(2000, 1000, sampler="ddim", nfe=2000)["note"] == "2000 > T (1000): not applicable"
+    assert not_applicable(10, 1000, sampler="ddim", nfe=10) is None
+    assert not_applicable(1000, 100, steps=1000, eta=0.0) == {
+        "steps": 1000, "eta": 0.0, "fid": None, "num_samples": 0, "note": "1000 > T (100): not applicable"}
+    assert [network_calls(Sampler.HEUN, n, "step0") for n in (4, 5)] == [4, 4]
+    assert [network_calls(Sampler.HEUN, n, "clean") for n in (4, 5)] == [3, 5]
+    assert network_calls(Sampler.UNIPC_3, 5, "step0") == 5
 
 
 def test_latent_timesteps_are_fractions_of_T():

@@ -8,7 +8,8 @@ import mlflow
 import pytest
 from helpers import checkout_copy, pipeline_env, sh
 
-CELLS = {"ddim_fid@10-0.0", "ddim_fid@50-0.0"}  # the tiny DDIM table
+SOLVERS = ("dpm_solver_pp_2m", "dpm_solver_3", "unipc_3", "heun")
+CELLS = {"ddim_fid@5-0.0", "ddim_fid@10-0.0"} | {f"solver_fid@{s}-{n}" for s in SOLVERS for n in (5, 10)}  # tiny tables
 STAGES = {"prepare", "fid_ref", "train", "sample", "evaluate", "figures", "report"} | CELLS
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +65,7 @@ def test_kid_precision_recall_figures_and_paper_tables(project):
     # inversion ill-conditioned (x̂0 divides by √ᾱ_T); DDIM Table 2 used the linear schedule.
     assert mse[0] > mse[1] > 0 and all(math.isfinite(v) for v in mse)
     cells = [json.loads(p.read_text()) for p in (repo / "metrics" / "ddim_table").glob("*.json")]
-    assert len(cells) == 2 and all(math.isfinite(c["fid"]) and c["num_samples"] == 32 for c in cells)
+    assert len(cells) == 2 and all(math.isfinite(c["fid"]) and c["num_samples"] == 16 for c in cells)
     tables = (repo / "reports" / "paper_tables.md").read_text()
     assert "13.36" in tables and "| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 |" in tables
     # Rows come from the runs that match them (the MLflow runs of both experiments): this cosine run fills
@@ -74,8 +75,30 @@ def test_kid_precision_recall_figures_and_paper_tables(project):
     assert tables.split("| cosine | L_simple |")[1].split("\n")[0].endswith("| this run |")
     assert next(line for line in tables.splitlines() if "(L_simple) |" in line).endswith("| tiny-linear |")
     assert "**Not comparable to the published numbers**: these runs are digits" in tables
-    for name in ("ddpm_table.csv", "ddim_table1.csv", "ddim_table2.csv", "iddpm_table.csv"):
+    for name in ("ddpm_table.csv", "ddim_table1.csv", "ddim_table2.csv", "iddpm_table.csv", "fid_vs_nfe.png"):
         assert (repo / "reports" / name).stat().st_size > 0
+
+
+def test_fid_against_nfe_table_and_plot(project):
+    """Four ODE solvers × NFE 5 and 10 beside DDIM's η = 0 row: in the report, the CSV that dvc plots reads, and
+    the plot DVC renders (one line per sampler)."""
+    repo = project["repo"]
+    cells = [json.loads(p.read_text()) for p in (repo / "metrics" / "solver_table").glob("*.json")]
+    assert sorted((c["sampler"], c["nfe"]) for c in cells) == sorted((s, n) for s in SOLVERS for n in (5, 10))
+    assert all(math.isfinite(c["fid"]) and c["num_samples"] == 16 for c in cells)
+    heun = {c["nfe"]: c["network_calls"] for c in cells if c["sampler"] == "heun"}
+    assert heun == {5: 4, 10: 10}  # two calls a move, ending at step 0
+    with open(repo / "plots" / "fid_vs_nfe.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted({r["sampler"] for r in rows}) == sorted(["ddim", *SOLVERS]) and len(rows) == 10
+    tables = (repo / "reports" / "paper_tables.md").read_text()
+    assert "## FID against network calls (NFE)" in tables and "| dpm_solver_pp_2m | " in tables
+    assert "| heun | " in tables and "[4 calls]" in tables
+    vega = json.loads(sh(["dvc", "plots", "show", "--json", "plots/fid_vs_nfe.csv"], repo, project["env"]))
+    [plot] = vega["data"]["dvc.yaml::plots/fid_vs_nfe.csv"]  # the top-level definition, with its template
+    spec = plot["content"]
+    assert spec["encoding"]["color"]["field"] == "sampler" and spec["encoding"]["x"]["field"] == "nfe"
+    assert {d["sampler"] for d in spec["data"]["values"]} == {"ddim", *SOLVERS}
 
 
 def test_dvc_exp_show_lists_fid_and_nll_for_both_experiments(project):
@@ -119,7 +142,8 @@ def test_every_compute_stage_records_its_placement_and_cost(project):
     repo = project["repo"]
     files = [repo / "metrics" / f"{name}.json" for name in ("fid_ref", "train", "sample", "evaluate",
                                                              "reconstruction")]
-    for path in [*files, *(repo / "metrics" / "ddim_table").glob("*.json")]:
+    cells = [*(repo / "metrics" / "ddim_table").glob("*.json"), *(repo / "metrics" / "solver_table").glob("*.json")]
+    for path in [*files, *cells]:
         m = json.loads(path.read_text())
         assert m["device"] == "cpu" and m["num_processes"] == 1, path.name
         assert m["wall_seconds"] > 0 and m["peak_accelerator_memory_gib"] == 0 and m["peak_host_memory_gib"] > 0

@@ -93,6 +93,32 @@ class Sampler(StrEnum):
 
     ANCESTRAL = "ancestral"  # DDPM Algorithm 2 (respaced when fewer steps are asked for, iDDPM §4)
     DDIM = "ddim"  # DDIM eq. 12
+    DPM_SOLVER_PP_2M = "dpm_solver_pp_2m"  # DPM-Solver++(2M), multistep, data prediction
+    DPM_SOLVER_2 = "dpm_solver_2"  # DPM-Solver-2, singlestep, noise prediction
+    DPM_SOLVER_3 = "dpm_solver_3"  # DPM-Solver-3, singlestep, noise prediction
+    UNIPC_2 = "unipc_2"  # UniPC-2 (bh2), predictor–corrector
+    UNIPC_3 = "unipc_3"  # UniPC-3 (bh2), predictor–corrector
+    HEUN = "heun"  # EDM's Heun step (Algorithm 1, deterministic)
+
+
+ODE_SOLVERS = (Sampler.DPM_SOLVER_PP_2M, Sampler.DPM_SOLVER_2, Sampler.DPM_SOLVER_3, Sampler.UNIPC_2,
+               Sampler.UNIPC_3, Sampler.HEUN)  # ``solvers.ode_sample``: sample.steps is their budget of calls
+
+
+class TimeSpacing(StrEnum):
+    """How a solver's grid divides [0, T − 1] (DPM-Solver §3.3 and its code's ``skip_type``; EDM eq. 5)."""
+
+    TIME_UNIFORM = "time_uniform"  # uniform in t (DPM-Solver's choice for discrete-time models)
+    LOGSNR = "logsnr"  # uniform in λ (DPM-Solver's choice for continuous-time models)
+    TIME_QUADRATIC = "time_quadratic"  # uniform in √t (DDIM's quadratic skip, continuous)
+    KARRAS = "karras"  # uniform in σ̃^(1/ρ), σ̃ = σ/α, ρ = 7 (EDM's choice)
+
+
+class End(StrEnum):
+    """Where a solver stops."""
+
+    STEP0 = "step0"  # at τ = 0, the first step of the discrete process (DPM-Solver's code: t_0 = 1/T)
+    CLEAN = "clean"  # at σ = 0: x̂0 of the last network call (DDIM; EDM; diffusers' final_sigmas_type="zero")
 
 
 class InferencePrecision(StrEnum):

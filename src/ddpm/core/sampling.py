@@ -1,5 +1,5 @@
 """Sampling loops: ancestral (DDPM Algorithm 2, any respacing) and DDIM (generation and encoding), and ``sample``,
-the one call that draws images with the sampler the options name."""
+the one call that draws images with the sampler the options name (the ODE solvers of ``solvers`` included)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 import torch
 
 from .diffusion import GaussianDiffusion, Model, standard_normal
-from .options import SIGMA_HAT, Eta, Inversion, Sampler, VarType, check_eta
+from .options import ODE_SOLVERS, SIGMA_HAT, End, Eta, Inversion, OptionError, Sampler, TimeSpacing, VarType, check_eta
 from .respace import SpacedDiffusion
+from .solvers import ode_sample
 from .spacing import Skip, ddim_timesteps, space_timesteps
 
 NoiseFn = Callable[[], torch.Tensor]
@@ -182,11 +183,21 @@ def sampling_process(diffusion: GaussianDiffusion, steps: int | None = None,
 
 def sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, *, sampler: str | Sampler,
            steps: int | None = None, eta: Eta = 0.0, skip: str | Skip = Skip.UNIFORM, respacing: str | None = None,
-           clip_denoised: bool | None = None, **options) -> torch.Tensor:
-    """Images from ``sampler`` with ``steps`` steps (None: all T): DDIM with ``eta`` and ``skip``, or ancestral
-    sampling, respaced by ``respacing`` or to ``steps``; x̂0 clipped as the papers' code did unless
-    ``clip_denoised`` says. ``options`` go to the sampling loop (``noise_fn``, …)."""
+           clip_denoised: bool | None = None, spacing: str | TimeSpacing = TimeSpacing.LOGSNR,
+           end: str | End = End.STEP0, **options) -> torch.Tensor:
+    """Images from ``sampler`` with ``steps`` steps (None: all T): DDIM with ``eta`` and ``skip``, ancestral
+    sampling respaced by ``respacing`` or to ``steps``, or an ODE solver spending ``steps`` network calls on a grid
+    of ``spacing`` that ends at ``end``; x̂0 clipped as the papers' code did unless ``clip_denoised`` says.
+    ``options`` go to the sampling loop (``noise_fn``, …)."""
+    sampler = Sampler(sampler)
     options["clip_denoised"] = default_clip(sampler, eta) if clip_denoised is None else clip_denoised
-    if Sampler(sampler) is Sampler.DDIM:
+    if sampler in ODE_SOLVERS:
+        if steps is None:
+            raise OptionError("steps", f"{sampler} needs a budget of network calls")
+        x_T = _start(shape, options.get("noise"), options.get("generator"), options.get("device"),
+                     options.get("dtype", torch.float32), options.get("noise_fn"))
+        return ode_sample(diffusion, model, x_T, sampler, steps, spacing=spacing, end=end,
+                          clip_denoised=options["clip_denoised"])[0]
+    if sampler is Sampler.DDIM:
         return ddim_sample(diffusion, model, shape, steps or diffusion.num_timesteps, eta=eta, skip=skip, **options)
     return ancestral_sample(sampling_process(diffusion, steps, respacing), model, shape, **options)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ddpm.core.options import Sampler
+
 # DDPM (Ho et al. 2020) Table 2, unconditional CIFAR10; Table 1 adds NLL test (train) for the two ε rows with L.
 # Keys: (mean_type, objective, variance); "—": the paper reports no value (training unstable / not run).
 DDPM_TABLE2 = [
@@ -115,6 +117,32 @@ def ddim_table(cells: list[dict]) -> tuple[str, list[dict]]:
             rows.append({"eta": eta, "steps": s, "fid": mine, "fid_paper": paper})
         name = "σ̂" if eta == "sigma_hat" else f"{eta:g}"
         lines.append(f"| {name} | " + " | ".join(cells_text) + " |")
+    return "\n".join(lines) + "\n", rows
+
+
+def fid_vs_nfe_table(solver_cells: list[dict], ddim_cells: list[dict]) -> tuple[str, list[dict]]:
+    """FID against NFE: a row per sampler, a column per NFE. DDIM's row is DDIM Table 1's η = 0 row (S = NFE),
+    with the paper's numbers in brackets; no paper reports the other samplers on DDPM's model. A cell whose
+    sampler spent fewer calls than its NFE says so."""
+    fids = {("ddim", int(c["steps"])): (c["fid"], int(c["steps"])) for c in ddim_cells
+            if c.get("fid") is not None and c["eta"] == 0.0}
+    fids |= {(c["sampler"], int(c["nfe"])): (c["fid"], int(c.get("network_calls", c["nfe"]))) for c in solver_cells
+             if c.get("fid") is not None}
+    order = [str(s) for s in Sampler]  # ancestral, ddim, then the solvers as the Sampler enum lists them
+    samplers = sorted({s for s, _ in fids}, key=order.index)
+    nfes = sorted({n for _, n in fids})
+    lines = ["| sampler \\ NFE | " + " | ".join(str(n) for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
+    rows = []
+    for sampler in samplers:
+        texts = []
+        for nfe in nfes:
+            fid, calls = fids.get((sampler, nfe), (None, nfe))
+            paper = DDIM_TABLE1[0.0][DDIM_STEPS.index(nfe)] if sampler == "ddim" and nfe in DDIM_STEPS else None
+            text = _num(fid) + (f" ({_num(paper)})" if paper is not None else "")
+            texts.append(text + (f" [{calls} calls]" if calls != nfe else "") if fid is not None else "")
+            if fid is not None:
+                rows.append({"sampler": sampler, "nfe": nfe, "network_calls": calls, "fid": fid, "fid_paper": paper})
+        lines.append(f"| {sampler} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n", rows
 
 

@@ -8,12 +8,26 @@ import numpy as np
 from PIL import Image
 
 
-def rate_distortion_figure(rows: list[dict]) -> np.ndarray:
-    """DDPM Fig. 5: distortion (RMSE on [0, 255]) against rate (bits/dim), and both against the step t."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _pixels(fig) -> np.ndarray:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _pyplot().close(fig)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def rate_distortion_figure(rows: list[dict]) -> np.ndarray:
+    """DDPM Fig. 5: distortion (RMSE on [0, 255]) against rate (bits/dim), and both against the step t."""
+    plt = _pyplot()
 
     T = rows[0]["t"]  # the rows run t = T … 0
     done = [T - r["t"] for r in rows]  # reverse steps taken: 0 at x_T, T at x_0 (DDPM Fig. 5's x axis)
@@ -28,8 +42,21 @@ def rate_distortion_figure(rows: list[dict]) -> np.ndarray:
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return np.asarray(Image.open(buf).convert("RGB"))
+    return _pixels(fig)
+
+
+def fid_vs_nfe_figure(rows: list[dict]) -> np.ndarray:
+    """FID against network calls per image (log scale), one line per sampler; ``rows`` hold sampler, nfe, fid."""
+    fig, ax = _pyplot().subplots(figsize=(6, 4), dpi=100)
+    for sampler in dict.fromkeys(r["sampler"] for r in rows):
+        points = sorted((r["nfe"], r["fid"]) for r in rows if r["sampler"] == sampler)
+        ax.plot(*zip(*points, strict=True), marker="o", label=sampler)
+    ax.set_xscale("log")
+    nfes = sorted({r["nfe"] for r in rows})
+    ax.set_xticks(nfes, [str(n) for n in nfes])
+    ax.minorticks_off()
+    ax.set_xlabel("network function evaluations per image (NFE)")
+    ax.set_ylabel("FID (vs train)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _pixels(fig)

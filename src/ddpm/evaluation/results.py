@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ddpm.config import Params
+from ddpm.core.options import ODE_SOLVERS
 
 from . import paper_tables
 from .names import ISC_UNAVAILABLE
@@ -24,6 +25,8 @@ def results_table(params: Params, train: dict, evaluation: dict) -> str:
     if sampler == "ddim":
         eta = params.sample.eta if isinstance(params.sample.eta, str) else f"{params.sample.eta:g}"
         sampler += f" S={params.sample.steps or params.timesteps} {params.sample.skip.value} η={eta}"
+    elif params.sample.sampler in ODE_SOLVERS:
+        sampler += f" NFE={params.sample.steps} {params.sample.solver_spacing.value} {params.sample.solver_end.value}"
     elif params.sample.respacing or params.sample.steps:
         sampler += f" respaced {params.sample.respacing or params.sample.steps}"
     if "isc" in evaluation:
@@ -62,12 +65,14 @@ class Report:
     results_md: str  # reports/results.md
     tables_md: str  # reports/paper_tables.md
     csv_rows: dict[str, list[dict]]  # file name → rows
+    fid_vs_nfe: list[dict]  # sampler, nfe, network_calls, fid, fid_paper (plots/fid_vs_nfe.csv, the figure)
 
 
 def build_report(params: Params, train: dict, evaluation: dict, reconstruction: list[dict], cells: list[dict],
-                 records: list[paper_tables.Record], note: str = "") -> Report:
+                 records: list[paper_tables.Record], note: str = "", solver_cells: list[dict] = ()) -> Report:
     """The run's results and the papers' tables. ``records`` are earlier evaluated runs (oldest first; this run is
-    added last), ``cells`` the DDIM Table 1 cells, ``note`` a line to print above the tables."""
+    added last), ``cells`` the DDIM Table 1 cells, ``solver_cells`` the FID-vs-NFE cells, ``note`` a line to print
+    above the tables."""
     if not cells:
         raise ValueError("metrics: no DDIM table cells; run the ddim_fid stages")
     current = paper_tables.Record(params=params.model_dump(mode="json"), metrics=evaluation, label="this run")
@@ -75,6 +80,7 @@ def build_report(params: Params, train: dict, evaluation: dict, reconstruction: 
     setting = {key: current.params[key] for key in paper_tables.SETTING}
     ddpm_md, ddpm_rows = paper_tables.ddpm_table(records, setting)
     ddim_md, ddim_rows = paper_tables.ddim_table(cells)
+    nfe_md, nfe_rows = paper_tables.fid_vs_nfe_table(list(solver_cells), cells)
     iddpm_md, iddpm_rows = paper_tables.iddpm_table(records, setting)
     recon_md = paper_tables.reconstruction_table(reconstruction)
     summary = results_table(params, train, evaluation)
@@ -88,9 +94,14 @@ def build_report(params: Params, train: dict, evaluation: dict, reconstruction: 
         "## DDPM Tables 1–2: IS, FID (vs train), NLL\n\n" + ddpm_md
         + f"\n## DDIM Table 1: FID, ours ({max(c['num_samples'] for c in cells)} samples per cell) with the paper's in "
           "brackets\n\n" + ddim_md
+        + f"\n## FID against network calls (NFE), ours ({params.solver_table.num_samples} samples per cell; DDIM's "
+          "η = 0 row is Table 1's) with the paper's DDIM in brackets\n\n"
+        + f"{nfe_md}\n![FID against NFE](fid_vs_nfe.png)\n"
         + "\n## DDIM Table 2: reconstruction MSE\n\n" + recon_md
         + "\n## iDDPM: schedule × objective (published values: iDDPM Tables 1–2, not bundled)\n\n" + iddpm_md
     )
     csv_rows = {"ddpm_table.csv": ddpm_rows, "ddim_table1.csv": ddim_rows, "ddim_table2.csv": reconstruction,
                 "iddpm_table.csv": iddpm_rows}
-    return Report(results_md, tables_md, csv_rows)
+    if nfe_rows:
+        csv_rows["fid_vs_nfe.csv"] = nfe_rows
+    return Report(results_md, tables_md, csv_rows, nfe_rows)

@@ -30,10 +30,16 @@ class Paths:
         self.figures = root / "outputs" / "figures"
         self.reconstruction_metrics = root / "metrics" / "reconstruction.json"
         self.ddim_table = root / "metrics" / "ddim_table"
+        self.solver_table = root / "metrics" / "solver_table"
+        self.fid_vs_nfe_plot = root / "plots" / "fid_vs_nfe.csv"
 
     def ddim_cell(self, steps: str, eta: str) -> Path:
         """One DDIM Table 1 cell's metrics file (named as dvc.yaml's matrix names it)."""
         return self.ddim_table / f"S{steps}-eta{eta}.json"
+
+    def solver_cell(self, sampler: str, nfe: str) -> Path:
+        """One FID-vs-NFE cell's metrics file (named as dvc.yaml's matrix names it)."""
+        return self.solver_table / f"{sampler}-NFE{nfe}.json"
 
 
 def require(path: Path, what: str, producer: str) -> Path:

@@ -74,9 +74,10 @@ def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Rows with the first row's keys as columns; floats with 6 significant digits, None as empty."""
-    cols = list(rows[0])
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Rows with ``columns`` (default: the first row's keys) as columns; floats with 6 significant digits, None as
+    empty."""
+    cols = columns or list(rows[0])
 
     def cell(value) -> str:
         if value is None:
