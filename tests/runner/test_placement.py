@@ -107,9 +107,12 @@ def test_placement_records_device_processes_time_and_memory():
 
 
 RANKS = """
+import sys
+from pathlib import Path
 from ddpm.runner.placement import Placement
 placement = Placement.start()
-print(placement.shard.rank, placement.shard.world, placement.device.type, flush=True)
+line = f"{placement.shard.rank} {placement.shard.world} {placement.device.type}"
+Path(sys.argv[1], f"rank{placement.shard.rank}").write_text(line)  # a file each: two ranks' stdout interleave
 """
 
 
@@ -121,12 +124,13 @@ def test_two_cpu_ranks_under_the_documented_launch_form_one_group(tmp_path):
     import subprocess
     import sys
 
-    script = tmp_path / "ranks.py"
+    script, out = tmp_path / "ranks.py", tmp_path / "out"
     script.write_text(RANKS)
+    out.mkdir()
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     config = ROOT / "conf" / "accelerate" / "cpu_2proc.yaml"
     res = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                          "--main_process_port", "0", str(script)], env=env, capture_output=True, text=True,
-                         timeout=300)
+                          "--main_process_port", "0", str(script), str(out)], env=env, capture_output=True,
+                         text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert sorted(res.stdout.split("\n")[:2]) == ["0 2 cpu", "1 2 cpu"]
+    assert sorted(p.read_text() for p in out.iterdir()) == ["0 2 cpu", "1 2 cpu"]
