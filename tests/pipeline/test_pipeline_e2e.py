@@ -125,6 +125,8 @@ def test_mlflow_has_one_parent_per_execution_with_a_child_per_stage(project):
         children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
         expected = STAGES if parent["tags.dvc_experiment"] == "tiny-linear" else STAGES - {"prepare", "fid_ref"}
         assert set(children["tags.dvc_stage"]) == expected  # DVC skips unchanged stages; they log nothing
+        experiment = parent["tags.dvc_experiment"]
+        assert set(children["tags.mlflow.runName"]) == {f"{stage} · {experiment}" for stage in expected}
         assert (children["status"] == "FINISHED").all()
         assert children["tags.git_commit"].str.len().eq(40).all()
     train = runs[(runs["tags.dvc_stage"] == "train") & (runs["tags.dvc_experiment"] == "tiny-linear")]

@@ -19,6 +19,7 @@ def test_stages_of_one_execution_share_one_parent(tmp_path, monkeypatch):
     assert len(parents) == 1 and len(children) == 2
     assert set(children["tags.mlflow.parentRunId"]) == {parents["run_id"].iloc[0]}
     assert set(children["tags.dvc_stage"]) == {"prepare", "train"}
+    assert set(children["tags.mlflow.runName"]) == {"prepare · workspace", "train · workspace"}
     assert set(children["params.train.lr"]) == {"0.1"}
     assert (children["metrics.loss"] == 1.0).all() and "metrics.skipped" not in runs
     assert (tmp_path / "mlflow.db").exists() and children["tags.git_commit"].notna().all()
@@ -98,3 +99,24 @@ def test_server_lost_mid_stage_keeps_the_rest_of_the_log(tmp_path, monkeypatch, 
     assert len([x for x in capsys.readouterr().err.splitlines() if x.startswith("warning: MLflow")]) == 1
     ops = [json.loads(line)["op"] for line in pending[0].read_text().splitlines()]
     assert ops == ["start", "log_metrics", "log_series", "log_image", "end"]  # the first loss reached MLflow
+
+
+def test_an_experiment_created_by_another_process_meanwhile_is_taken(tmp_path, monkeypatch):
+    """Two queue workers start at once: both miss the experiment, one creates it, the other must take it."""
+    from mlflow.tracking import MlflowClient
+
+    from ddpm.runner import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    theirs = client.create_experiment("ddpm-race")
+    real_lookup = client.get_experiment_by_name
+    lookups = []
+
+    def lookup(name):  # the first lookup happens before the other worker's create
+        lookups.append(name)
+        return None if len(lookups) == 1 else real_lookup(name)
+
+    monkeypatch.setattr(client, "get_experiment_by_name", lookup)
+    assert tracking._experiment_id(client, "ddpm-race") == theirs and len(lookups) == 2

@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from .tracker import Tracker
@@ -82,6 +83,21 @@ def flatten(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    """The MLflow experiment ``name``, created if missing; when another process (a second queue worker) creates
+    it between our lookup and our create, theirs is taken."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=(project_root() / "mlartifacts").as_uri())
+    except MlflowException as err:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise err from None
+        return exp.experiment_id
+
+
 class StageRun(Tracker):
     """A child MLflow run for one stage, under the parent run of the current pipeline execution."""
 
@@ -93,16 +109,12 @@ class StageRun(Tracker):
     def __enter__(self) -> StageRun:
         mlflow.set_tracking_uri(tracking_uri())
         self.client = client = MlflowClient()
-        exp = client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            artifacts = (project_root() / "mlartifacts").as_uri()
-            exp_id = client.create_experiment(self.experiment, artifact_location=artifacts)
-        else:
-            exp_id = exp.experiment_id
+        exp_id = _experiment_id(client, self.experiment)
         key = pipeline_key()
+        dvc_experiment = os.environ.get("DVC_EXP_NAME", "workspace")
         tags = {
             "git_commit": git_commit(),
-            "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
+            "dvc_experiment": dvc_experiment,
             "profile": str(self.params.get("profile", "")),
             PIPELINE_KEY_TAG: key,
         }
@@ -115,9 +127,10 @@ class StageRun(Tracker):
             self.parent_id = client.create_run(exp_id, tags=tags | {ROLE_TAG: "pipeline"}, run_name=name).info.run_id
             client.log_batch(self.parent_id, params=[mlflow.entities.Param(k, str(v))
                                                      for k, v in flatten(self.params).items()])
-        child_tags = tags | {"dvc_stage": os.environ.get("DVC_STAGE", self.stage), ROLE_TAG: "stage",
-                             "mlflow.parentRunId": self.parent_id}
-        self.run_id = client.create_run(exp_id, tags=child_tags, run_name=self.stage).info.run_id
+        dvc_stage = os.environ.get("DVC_STAGE", self.stage)
+        child_tags = tags | {"dvc_stage": dvc_stage, ROLE_TAG: "stage", "mlflow.parentRunId": self.parent_id}
+        # named so that a list of runs reads: the stage (a matrix cell's own name) and the experiment
+        self.run_id = client.create_run(exp_id, tags=child_tags, run_name=f"{dvc_stage} · {dvc_experiment}").info.run_id
         mlflow.start_run(run_id=self.run_id)
         mlflow.log_params({k: str(v) for k, v in flatten(self.params).items()})
         return self
