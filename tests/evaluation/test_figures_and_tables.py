@@ -159,3 +159,16 @@ def test_figures_progress_counts_every_network_call_it_announces(capsys):
     assert total == 25 + 2 * 25 + 4 + 2 * (3 + 5)  # Figs. 7 and 8: one chain each from the largest t (24)
     assert f"figures: done ({total}/{total} calls)" in capsys.readouterr().err
     assert images["progressive"].shape[0] == 2 * (8 * 6 + 2) + 2  # 8×8 images shown ×6
+
+
+def test_a_report_without_fid_vs_nfe_cells_says_so_instead_of_linking_a_missing_figure():
+    from helpers import make_params
+
+    from ddpm.evaluation.results import build_report
+
+    evaluation = {"num_samples": 4, "fid_train": 1.0, "fid_test": 1.0, "nll_bpd": 1.0, "prior_bpd": 0.0,
+                  "nll_images": 1}
+    report = build_report(make_params(), {"steps": 1, "loss": 0.1}, evaluation, [{"steps": 10, "mse": 0.1}],
+                          [{"steps": 10, "eta": 1.0, "fid": 3.0, "num_samples": 4}], [])
+    assert report.fid_vs_nfe == [] and "fid_vs_nfe.png" not in report.tables_md
+    assert "No cells: list samplers in solver_table.samplers" in report.tables_md

@@ -96,7 +96,8 @@ def build_report(params: Params, train: dict, evaluation: dict, reconstruction: 
           "brackets\n\n" + ddim_md
         + f"\n## FID against network calls (NFE), ours ({params.solver_table.num_samples} samples per cell; DDIM's "
           "η = 0 row is Table 1's) with the paper's DDIM in brackets\n\n"
-        + f"{nfe_md}\n![FID against NFE](fid_vs_nfe.png)\n"
+        + (f"{nfe_md}\n![FID against NFE](fid_vs_nfe.png)\n" if nfe_rows else "No cells: list samplers in "
+           "solver_table.samplers or η = 0 in ddim_table.etas.\n")
         + "\n## DDIM Table 2: reconstruction MSE\n\n" + recon_md
         + "\n## iDDPM: schedule × objective (published values: iDDPM Tables 1–2, not bundled)\n\n" + iddpm_md
     )
