@@ -97,7 +97,8 @@ def test_fid_vs_nfe_puts_ddims_eta_0_row_beside_the_paper_and_the_solvers_below(
 
 def test_solver_cells_parse_their_matrix_arguments():
     from ddpm.core.options import Sampler
-    from ddpm.evaluation.fid_cells import network_calls, not_applicable, parse_solver_cell
+    from ddpm.core.solvers import calls_spent as network_calls
+    from ddpm.evaluation.fid_cells import not_applicable, parse_solver_cell
 
     assert parse_solver_cell(["unipc_3", "20"]) == (Sampler.UNIPC_3, 20)
     for argv, message in ((["euler", "10"], "solver_fid: SAMPLER must be one of ancestral, ddim"),

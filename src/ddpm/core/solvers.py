@@ -242,11 +242,19 @@ def heun(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, grid: Gr
     return x, evaluate.calls
 
 
+def calls_spent(sampler: Sampler, nfe: int, end: str | End) -> int:
+    """The network calls a budget of ``nfe`` buys: all of them, but Heun's moves take two calls each (one for a
+    clean end's Euler move), so a budget of the other parity leaves one call unspent."""
+    clean = parse_enum(End, end, "end") is End.CLEAN
+    if sampler is Sampler.HEUN and nfe % 2 == (0 if clean else 1):
+        return nfe - 1
+    return nfe
+
+
 def solver_grid(diffusion: GaussianDiffusion, sampler: Sampler, nfe: int, spacing: str | TimeSpacing,
                 end: str | End) -> tuple[Grid, list[int]]:
-    """The grid (and, for DPM-Solver singlestep, the orders) that spends at most ``nfe`` calls: every call on its
-    own grid step for the multistep methods; Heun's moves take two calls each, one for its clean end's Euler move,
-    so an NFE of the other parity leaves one call unspent."""
+    """The grid (and, for DPM-Solver singlestep, the orders) that spends ``calls_spent(sampler, nfe, end)``
+    calls: one per grid step for the multistep methods, two per Heun move."""
     end = parse_enum(End, end, "end")
     if nfe < 1:
         raise OptionError("nfe", f"must be a positive number of network calls, got {nfe}")
@@ -255,11 +263,11 @@ def solver_grid(diffusion: GaussianDiffusion, sampler: Sampler, nfe: int, spacin
     if sampler in (Sampler.DPM_SOLVER_2, Sampler.DPM_SOLVER_3):
         orders = singlestep_orders(nfe - clean, 2 if sampler is Sampler.DPM_SOLVER_2 else 3) + [1] * clean
         return singlestep_grid(schedule, orders, spacing, end), orders
-    points = (nfe + 1) // 2 if sampler is Sampler.HEUN and clean else nfe // 2 + 1 if sampler is Sampler.HEUN \
-        else nfe + (not clean)
-    if points < 1 + (not clean):
+    calls = calls_spent(sampler, nfe, end)
+    moves_to_grid_steps = calls // 2 if sampler is Sampler.HEUN else calls - clean  # the clean move: one call
+    if moves_to_grid_steps < 1 and not clean:
         raise OptionError("nfe", f"{sampler} needs at least 2 network calls to end at step 0, got {nfe}")
-    return time_grid(schedule, points, spacing, end), []
+    return time_grid(schedule, moves_to_grid_steps + 1, spacing, end), []
 
 
 def ode_sample(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, sampler: str | Sampler, nfe: int, *,

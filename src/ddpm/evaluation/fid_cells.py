@@ -11,6 +11,7 @@ import numpy as np
 from ddpm.config import Params
 from ddpm.core.generation import generate
 from ddpm.core.options import ODE_SOLVERS, Eta, Sampler, check_eta
+from ddpm.core.solvers import calls_spent
 from ddpm.factory import Inference, load_for_inference
 from ddpm.parallel import ONE_PROCESS, Shard
 from ddpm.progress import progress
@@ -59,13 +60,6 @@ def cell_network(params: Params, model: Path, device) -> Inference:
     return load_for_inference(params, model, device, precision=params.sample.precision, compile=params.sample.compile)
 
 
-def network_calls(sampler: Sampler, nfe: int, end: str) -> int:
-    """The calls ``nfe`` buys: all of them, but Heun's moves take two calls (one for a clean end's last move)."""
-    if sampler is Sampler.HEUN and (nfe % 2 == 1) == (end == "step0"):
-        return nfe - 1
-    return nfe
-
-
 def _fid_of_samples(inference: Inference, params: Params, n: int, label: str, reference: Path, shard: Shard,
                     **sampler_options) -> dict:
     """``n`` samples (image i drawn from seed (params.seed, i)) and their FID against the training split's
@@ -106,6 +100,6 @@ def solver_cell(inference: Inference, params: Params, sampler: Sampler, nfe: int
     options = {"sampler": sampler, "steps": nfe, "spacing": table.spacing, "end": table.end}
     if sampler is Sampler.DDIM:
         options |= {"eta": 0.0, "skip": params.ddim_table.skip}
-    calls = network_calls(sampler, nfe, table.end) if sampler in ODE_SOLVERS else nfe
+    calls = calls_spent(sampler, nfe, table.end) if sampler in ODE_SOLVERS else nfe
     return {"sampler": str(sampler), "nfe": nfe, "network_calls": calls} | _fid_of_samples(
         inference, params, table.num_samples, f"{sampler} NFE={nfe}", reference, shard, **options)
