@@ -3,8 +3,8 @@
 from ddpm.data.loader import iter_batches
 from ddpm.evaluation import fid
 from ddpm.evaluation.likelihood import likelihood_scores, rate_distortion_series
-from ddpm.evaluation.names import ISC_UNAVAILABLE
 from ddpm.factory import load_for_inference
+from ddpm.runner.lineage import log_inputs
 from ddpm.runner.paths import require
 from ddpm.runner.stage import exit_now, stage_main
 from ddpm.sample_store import load_samples
@@ -24,9 +24,8 @@ def main(params, paths, run, placement):
     nll, rows = likelihood_scores(inference.diffusion, inference.model, test, params.seed, device, shard)
     if not placement.is_main:
         return
-    if cfg.isc and "isc" not in metrics:
-        print(f"evaluate: IS {ISC_UNAVAILABLE}")
     metrics |= nll
+    log_inputs(run, paths.shards, "test", "evaluation", paths.model)
     write_csv(paths.rd_plot, rows)
     run.log_series(rate_distortion_series(rows))
     run.log_metrics(metrics)

@@ -2,8 +2,9 @@
 import a released checkpoint instead."""
 
 from ddpm.importers.released import import_released
+from ddpm.runner.lineage import log_inputs
 from ddpm.runner.stage import exit_now, stage_main
-from ddpm.storage.files import write_csv, write_json
+from ddpm.storage.files import file_digest, write_csv, write_json
 from ddpm.training.loop import train
 
 
@@ -13,6 +14,7 @@ def main(params, paths, run, placement):
         paths.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC output, empty: nothing was trained
         history = [{"step": 0, "loss": None}]
     else:
+        log_inputs(run, paths.shards, "train", "training")
         result = train(params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics,
                        log_image=run.log_image)
         metrics, history = result.metrics(), result.history
@@ -21,7 +23,7 @@ def main(params, paths, run, placement):
         write_json(paths.train_metrics, metrics | placement.summary())
         write_csv(paths.train_plot, history)
         run.log_metrics({"parameters": metrics["parameters"]})
-        run.log_artifact(paths.model, "model")
+        run.log_model(paths.model, paths.params_file, params.dataset.value, file_digest(paths.model))
 
 
 if __name__ == "__main__":

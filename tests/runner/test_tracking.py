@@ -1,3 +1,5 @@
+import sqlite3
+
 import mlflow
 
 from ddpm.runner.tracking import StageRun
@@ -7,7 +9,7 @@ def test_stages_of_one_execution_share_one_parent(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.setenv("DDPM_PIPELINE_RUN", "run-1")
-    params = {"profile": "tiny", "train": {"lr": 0.1}}
+    params = {"profile": "tiny", "dataset": "digits", "seed": 3, "train": {"lr": 0.1}}
     for stage in ("prepare", "train"):
         monkeypatch.setenv("DVC_STAGE", stage)
         with StageRun(stage, params, experiment="ddpm-test") as run:
@@ -20,7 +22,19 @@ def test_stages_of_one_execution_share_one_parent(tmp_path, monkeypatch):
     assert set(children["tags.mlflow.parentRunId"]) == {parents["run_id"].iloc[0]}
     assert set(children["tags.dvc_stage"]) == {"prepare", "train"}
     assert set(children["tags.mlflow.runName"]) == {"prepare · workspace", "train · workspace"}
-    assert set(children["params.train.lr"]) == {"0.1"}
+    # each stage run carries the params its stage declares in dvc.yaml (and the setting); the parent all of them
+    by_stage = children.set_index("tags.dvc_stage")
+    assert by_stage.loc["train", "params.train.lr"] == "0.1" and by_stage.loc["train", "params.seed"] == "3"
+    assert by_stage.loc["prepare"].isna()[["params.train.lr", "params.seed"]].all()
+    assert (children["params.dataset"] == "digits").all() and (children["params.profile"] == "tiny").all()
+    assert parents["params.train.lr"].iloc[0] == "0.1" and parents["params.seed"].iloc[0] == "3"
+    # one-line descriptions; the experiment opens in the UI's model-training view; the store logs ahead (WAL)
+    assert parents["tags.mlflow.note.content"].iloc[0].startswith("DVC experiment workspace: tiny profile on digits")
+    assert by_stage.loc["train", "tags.mlflow.note.content"].startswith("train. DVC experiment workspace")
+    experiment = mlflow.tracking.MlflowClient().get_experiment_by_name("ddpm-test")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert (children["metrics.loss"] == 1.0).all() and "metrics.skipped" not in runs
     assert (tmp_path / "mlflow.db").exists() and children["tags.git_commit"].notna().all()
     history = mlflow.tracking.MlflowClient().get_metric_history(children["run_id"].iloc[0], "rate")
@@ -120,3 +134,49 @@ def test_an_experiment_created_by_another_process_meanwhile_is_taken(tmp_path, m
 
     monkeypatch.setattr(client, "get_experiment_by_name", lookup)
     assert tracking._experiment_id(client, "ddpm-race") == theirs and len(lookups) == 2
+
+
+def _concurrent_stage(root: str, worker: int, barrier) -> None:
+    """One queue worker's stage: a few hundred metric points, tags and step-wise metrics, started at the same
+    moment as the others (spawned process)."""
+    import os
+    from pathlib import Path
+
+    from ddpm.runner.spool import ResilientRun
+    from ddpm.runner.tracking import StageRun
+
+    os.environ |= {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "DVC_ROOT": root,
+                   "DDPM_PIPELINE_RUN": f"pipeline-{worker}", "DVC_EXP_NAME": f"exp-{worker}"}
+    barrier.wait()
+    with ResilientRun(StageRun("train", {"profile": "tiny", "seed": worker}, "ddpm-queue"),
+                      Path(root) / "mlflow-pending") as run:
+        run.log_series({"rate": [float(i) for i in range(1500)]})
+        for step in range(25):
+            run.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+            run.set_tags({"last_step": str(step)})
+        run.log_summary({"fid_train": float(worker)})
+
+
+def test_concurrent_workers_share_one_fresh_sqlite_store(tmp_path):
+    """Four stage processes start together on a store that does not exist yet (as `dvc queue start -j 4` on a
+    fresh project): the schema is created once, every write lands, nothing is spooled."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_concurrent_stage, args=(str(tmp_path), i, barrier)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert not (tmp_path / "mlflow-pending").exists()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ddpm-queue"])
+    children, parents = runs[runs["tags.ddpm.role"] == "stage"], runs[runs["tags.ddpm.role"] == "pipeline"]
+    assert len(children) == 4 and len(parents) == 4 and (children["status"] == "FINISHED").all()
+    assert sorted(parents["metrics.fid_train"]) == [0.0, 1.0, 2.0, 3.0]  # the headline on each pipeline's run
+    client = mlflow.tracking.MlflowClient()
+    for run_id in children["run_id"]:
+        assert len(client.get_metric_history(run_id, "rate")) == 1500
+        assert [m.step for m in client.get_metric_history(run_id, "loss")] == list(range(25))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Iterable
@@ -116,3 +117,13 @@ def manifest_counts(manifest: dict) -> dict[str, int]:
     counts = {f"{s}_images": splits[s]["count"] for s in splits}
     counts |= {f"{s}_shards": len(splits[s]["shards"]) for s in splits}
     return counts | {f"{s}_skipped": splits[s]["skipped"]["count"] for s in splits}
+
+
+def split_identity(shard_dir: Path, split: str) -> dict:
+    """What identifies the data a run read: a name (dataset, resolution, split), a digest of the split's shard
+    hashes (equal shards, equal digest) and where it came from."""
+    manifest = read_manifest(shard_dir)
+    entry = manifest["splits"][split]
+    digest = hashlib.sha256("".join(s["sha256"] for s in entry["shards"]).encode()).hexdigest()[:16]
+    return {"name": f"{manifest['dataset']}-{manifest['resolution']}px-{split}", "digest": digest,
+            "images": str(entry["count"]), "source": str(manifest.get("source_fingerprint", ""))}

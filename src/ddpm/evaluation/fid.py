@@ -28,7 +28,7 @@ from ddpm.parallel import ONE_PROCESS, Shard
 from ddpm.progress import Counted, tracked
 from ddpm.storage.files import atomic_file, file_digest
 
-from .names import EXTRACTOR_NAME
+from .names import EXTRACTOR_NAME, ISC_UNAVAILABLE
 
 FEATURE = "2048"
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
@@ -259,6 +259,8 @@ def image_scores(images: np.ndarray, references: dict[str, Path], params: Params
     weights = isc_weights_path(cfg.isc_weights) if cfg.isc else None
     if weights is not None and shard.is_main:  # torch-fidelity's own loop: one process
         metrics |= inception_score(torch.from_numpy(images).permute(0, 3, 1, 2), weights, device)
+    elif cfg.isc and shard.is_main:
+        print(f"evaluate: IS {ISC_UNAVAILABLE}")
     return metrics
 
 

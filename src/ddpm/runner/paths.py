@@ -11,6 +11,7 @@ from ddpm.evaluation.names import EXTRACTOR_NAME
 class Paths:
     def __init__(self, params: Params, root: Path = Path(".")):
         ds = params.dataset.value
+        self.params_file = root / "params.yaml"
         self.shards = root / "data" / "shards" / ds
         key = f"{ds}-{params.data.resolution}-{EXTRACTOR_NAME}"
         self.fid_refs = {split: root / "data" / "fid_ref" / f"{key}-{split}.npz" for split in ("train", "test")}
@@ -22,6 +23,7 @@ class Paths:
         self.train_metrics = root / "metrics" / "train.json"
         self.sample_metrics = root / "metrics" / "sample.json"
         self.eval_metrics = root / "metrics" / "evaluate.json"
+        self.summary_metrics = root / "metrics" / "summary.json"  # the headline numbers (`dvc exp show`)
         self.train_plot = root / "plots" / "train_loss.csv"
         self.rd_plot = root / "plots" / "rate_distortion.csv"
         self.reports = root / "reports"

@@ -1,6 +1,7 @@
 """Keeping a stage's MLflow log when the tracking server is unreachable, and sending it later.
 
-``ResilientRun`` wraps a ``StageRun``: the first failing MLflow call prints one warning, and from then on every
+``ResilientRun`` wraps a ``StageRun``: a call that meets a busy store (SQLite locked by another writer) is retried
+for a few seconds; the first call that still fails prints one warning, and from then on every
 call is appended to ``mlflow-pending/<stage>-<time>-<pid>.jsonl`` (images beside it as .npy) instead of failing
 the stage. ``python -m ddpm.runner.spool mlflow-pending/*.jsonl`` replays such files into the current tracking store
 (``MLFLOW_TRACKING_URI``, else the project's sqlite store) as new runs tagged ``ddpm.replayed``.
@@ -18,7 +19,27 @@ import numpy as np
 
 from .tracker import Tracker
 
-OPS = ("log_metrics", "log_series", "log_artifact", "log_image", "log_table", "log_json", "set_tags")
+OPS = ("log_metrics", "log_series", "log_artifact", "log_image", "log_table", "log_json", "set_tags", "log_summary",
+       "log_dataset", "log_model")
+
+
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)  # a busy store (another queue worker holding SQLite's write lock) is retried
+
+
+def _transient(err: Exception) -> bool:
+    """A failure worth retrying: a locked SQLite database or a store saying it is temporarily unavailable."""
+    return "database is locked" in str(err) or getattr(err, "error_code", "") == "TEMPORARILY_UNAVAILABLE"
+
+
+def _retrying(fn, *args, **kwargs):
+    for delay in RETRY_DELAYS_S:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - only transient ones are retried, the rest re-raised
+            if not _transient(err):
+                raise
+            time.sleep(delay)
+    return fn(*args, **kwargs)
 
 
 class ResilientRun(Tracker):
@@ -30,7 +51,7 @@ class ResilientRun(Tracker):
 
     def __enter__(self) -> ResilientRun:
         try:
-            self.run.__enter__()
+            _retrying(self.run.__enter__)
         except Exception as err:  # noqa: BLE001 - any tracking failure: keep the log locally
             self._offline(err)
         return self
@@ -39,7 +60,7 @@ class ResilientRun(Tracker):
         status = "FINISHED" if exc_type is None else "FAILED"
         if self.pending is None:
             try:
-                self.run.__exit__(exc_type, exc, tb)
+                _retrying(self.run.__exit__, exc_type, exc, tb)
             except Exception as err:  # noqa: BLE001
                 self._offline(err)
         if self.pending is not None:
@@ -68,10 +89,19 @@ class ResilientRun(Tracker):
     def set_tags(self, tags: dict[str, str]) -> None:
         self._call("set_tags", tags)
 
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        self._call("log_summary", metrics)
+
+    def log_dataset(self, name: str, source: str, digest: str, context: str, tags: dict[str, str]) -> None:
+        self._call("log_dataset", name, source, digest, context, tags)
+
+    def log_model(self, weights: Path, params_file: Path, dataset: str, sha256: str) -> None:
+        self._call("log_model", weights, params_file, dataset, sha256)
+
     def _call(self, name: str, *args, **kwargs) -> None:
         if self.pending is None:
             try:
-                getattr(self.run, name)(*args, **kwargs)
+                _retrying(getattr(self.run, name), *args, **kwargs)
                 return
             except Exception as err:  # noqa: BLE001 - any tracking failure: keep the log locally
                 self._offline(err)

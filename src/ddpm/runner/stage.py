@@ -45,6 +45,12 @@ def fail(message: str) -> None:
     sys.exit(message)
 
 
+def purpose(body: Callable) -> str:
+    """The first sentence of the docstring of the stage script defining ``body`` ("Stage train: fit the ...")."""
+    doc = " ".join((sys.modules[body.__module__].__doc__ or "").split())
+    return doc.split(". ")[0].rstrip(".")
+
+
 StageBody = Callable[..., None]  # (params, paths, run) or, for a compute stage, (params, paths, run, placement)
 
 
@@ -72,8 +78,9 @@ def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml", *,
     experiment = f"ddpm-{params.dataset.value}"
     # Under `accelerate launch` only the first process logs.
     if int(os.environ.get("RANK", "0")) == 0:
-        tracker = ResilientRun(StageRun(stage, params.model_dump(mode="json"), experiment),
-                               project_root() / "mlflow-pending")
+        stage_run = StageRun(stage, params.model_dump(mode="json"), experiment, purpose=purpose(body),
+                             system_metrics=compute)
+        tracker = ResilientRun(stage_run, project_root() / "mlflow-pending")
     else:
         tracker = NullRun()
     try:
@@ -93,7 +100,8 @@ def exit_now() -> NoReturn:
     """End a finished stage's process at once (exit status 0): flush logging and the standard streams, then
     ``os._exit``. Python's own teardown of the torch, MLflow and torchvision modules a stage imports costs 1–2 s
     per process, eleven times a pipeline run, and has nothing left to do: every output is already renamed into
-    place and the MLflow run is closed. The stages start no threads or child processes."""
+    place and the MLflow run is closed (which also stops its system-metrics thread). The stages start no other
+    threads or child processes."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

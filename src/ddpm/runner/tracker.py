@@ -26,6 +26,11 @@ class Tracker(Protocol):
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
 
+    def log_summary(self, metrics: dict[str, float]) -> None: ...
+
+    def log_dataset(self, name: str, source: str, digest: str, context: str, tags: dict[str, str]) -> None: ...
+
+    def log_model(self, weights: Path, params_file: Path, dataset: str, sha256: str) -> None: ...
 
 
 class NullRun(Tracker):
@@ -56,4 +61,13 @@ class NullRun(Tracker):
         pass
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        pass
+
+    def log_dataset(self, name: str, source: str, digest: str, context: str, tags: dict[str, str]) -> None:
+        pass
+
+    def log_model(self, weights: Path, params_file: Path, dataset: str, sha256: str) -> None:
         pass

@@ -6,12 +6,16 @@ The store is anchored at the project root (``DVC_ROOT``, which DVC points at the
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
+import sqlite3
 import subprocess
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -20,10 +24,14 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from .stage_params import declared_params
 from .tracker import Tracker
 
 PIPELINE_KEY_TAG = "ddpm.pipeline_key"
 ROLE_TAG = "ddpm.role"  # "pipeline" on parent runs, "stage" on their children
+DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in the UI
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens the model-training view
+SYSTEM_METRICS_INTERVAL_S = 2.0  # CPU, memory, GPU utilisation and memory of compute stages, sampled this often
 
 
 def project_root() -> Path:
@@ -83,31 +91,67 @@ def flatten(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+_prepared: set[str] = set()
+
+
+def prepare_store(uri: str) -> None:
+    """Make a SQLite store safe for concurrent stages (two `dvc queue` workers, the UI reading meanwhile), once per
+    process: the schema is created or migrated by one process at a time (a lock file beside the database), and the
+    database is switched to write-ahead logging, where readers never block the writer; writers wait for each other
+    (MLflow sets SQLite's busy timeout to 20 s). Other stores are left alone."""
+    if not uri.startswith("sqlite:///") or uri in _prepared:
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        MlflowClient(uri).search_experiments(max_results=1)  # creates the schema on first use
+        with sqlite3.connect(db, timeout=60) as con:
+            con.execute("PRAGMA journal_mode=WAL")  # persistent: recorded in the database file
+        con.close()
+    _prepared.add(uri)
+
+
 def _experiment_id(client: MlflowClient, name: str) -> str:
-    """The MLflow experiment ``name``, created if missing; when another process (a second queue worker) creates
-    it between our lookup and our create, theirs is taken."""
+    """The MLflow experiment ``name``, created if missing (opening in the UI's model-training view); when another
+    process (a second queue worker) creates it between our lookup and our create, theirs is taken."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=(project_root() / "mlartifacts").as_uri())
-    except MlflowException as err:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise err from None
-        return exp.experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=(project_root() / "mlartifacts").as_uri(),
+                                            tags=EXPERIMENT_TAGS)
+        except MlflowException as err:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise err from None
+    for key, value in EXPERIMENT_TAGS.items():  # an experiment made before these tags existed
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def describe(params: dict) -> str:
+    """One line naming what a pipeline execution trains and evaluates."""
+    return (f"{params.get('profile')} profile on {params.get('dataset')}: {params.get('schedule')} schedule, "
+            f"T = {params.get('timesteps')}, objective {params.get('objective')}, {params.get('mean_type')} "
+            f"prediction, {params.get('variance')} variance")
 
 
 class StageRun(Tracker):
-    """A child MLflow run for one stage, under the parent run of the current pipeline execution."""
+    """A child MLflow run for one stage, under the parent run of the current pipeline execution. The parent
+    carries every param, the child the params its stage declares in dvc.yaml; ``purpose`` (one line) starts the
+    child's description; ``system_metrics`` samples CPU, memory and GPU while the stage runs."""
 
-    def __init__(self, stage: str, params: dict, experiment: str):
+    def __init__(self, stage: str, params: dict, experiment: str, purpose: str = "", system_metrics: bool = False):
         self.stage, self.params, self.experiment = stage, params, experiment
+        self.purpose, self.system_metrics = purpose, system_metrics
         self.client: MlflowClient | None = None
         self.run_id = self.parent_id = None
 
     def __enter__(self) -> StageRun:
-        mlflow.set_tracking_uri(tracking_uri())
+        uri = tracking_uri()
+        prepare_store(uri)
+        mlflow.set_tracking_uri(uri)
         self.client = client = MlflowClient()
         exp_id = _experiment_id(client, self.experiment)
         key = pipeline_key()
@@ -123,16 +167,25 @@ class StageRun(Tracker):
         if found:
             self.parent_id = found[0].info.run_id
         else:
-            name = f"pipeline-{os.environ.get('DVC_EXP_NAME') or key.split(':')[0]}"
-            self.parent_id = client.create_run(exp_id, tags=tags | {ROLE_TAG: "pipeline"}, run_name=name).info.run_id
+            name = f"pipeline-{dvc_experiment}"  # dvc repro (no experiment): pipeline-workspace
+            note = f"DVC experiment {dvc_experiment}: {describe(self.params)}"
+            self.parent_id = client.create_run(exp_id, tags=tags | {ROLE_TAG: "pipeline", DESCRIPTION_TAG: note},
+                                               run_name=name).info.run_id
             client.log_batch(self.parent_id, params=[mlflow.entities.Param(k, str(v))
                                                      for k, v in flatten(self.params).items()])
         dvc_stage = os.environ.get("DVC_STAGE", self.stage)
-        child_tags = tags | {"dvc_stage": dvc_stage, ROLE_TAG: "stage", "mlflow.parentRunId": self.parent_id}
+        note = f"{self.purpose or dvc_stage}. DVC experiment {dvc_experiment}, {describe(self.params)}."
+        child_tags = tags | {"dvc_stage": dvc_stage, ROLE_TAG: "stage", "mlflow.parentRunId": self.parent_id,
+                             DESCRIPTION_TAG: note}
         # named so that a list of runs reads: the stage (a matrix cell's own name) and the experiment
         self.run_id = client.create_run(exp_id, tags=child_tags, run_name=f"{dvc_stage} · {dvc_experiment}").info.run_id
-        mlflow.start_run(run_id=self.run_id)
-        mlflow.log_params({k: str(v) for k, v in flatten(self.params).items()})
+        if self.system_metrics:
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its start/stop lines, each stage
+            mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+            mlflow.set_system_metrics_samples_before_logging(1)
+        mlflow.start_run(run_id=self.run_id, log_system_metrics=self.system_metrics)
+        params = declared_params(self.stage, flatten(self.params))
+        client.log_batch(self.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -177,6 +230,31 @@ class StageRun(Tracker):
     def set_tags(self, tags: dict[str, str]) -> None:
         mlflow.set_tags(tags)
 
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        """Headline metrics, on this run and on the pipeline's parent run (a list of parents compares them)."""
+        self.log_metrics(metrics)
+        clean = [Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items()
+                 if v is not None and np.isfinite(v)]
+        self.client.log_batch(self.parent_id, metrics=clean)
+
+    def log_dataset(self, name: str, source: str, digest: str, context: str, tags: dict[str, str]) -> None:
+        """An MLflow dataset input of this run: what it read (``source``: a folder or URL) and its digest."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": two local-path resolvers agree
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = MetaDataset(resolve_dataset_source(source), name=name, digest=digest)
+        mlflow.log_input(dataset, context=context, tags=tags)
+
+    def log_model(self, weights: Path, params_file: Path, dataset: str, sha256: str) -> None:
+        """The EMA weights as an MLflow model of this run, registered as a new version of ``ddpm-<dataset>``."""
+        from .registry import log_ema_model
+
+        run = self.client.get_run(self.run_id)
+        version = log_ema_model(weights, params_file, dataset, sha256, run.data.tags.get(DESCRIPTION_TAG, ""))
+        mlflow.set_tag("ddpm.registered_version", version)
+
 
 def evaluated_runs(experiment: str) -> tuple[list[dict], str]:
     """Every finished ``evaluate`` stage run of ``experiment``, oldest first (params, metrics and the DVC
@@ -188,6 +266,18 @@ def evaluated_runs(experiment: str) -> tuple[list[dict], str]:
         return [], f"(MLflow runs unavailable: {type(err).__name__}; these tables hold this run only)\n\n"
 
 
+def promote_best_model(dataset: str, num_samples: int) -> str:
+    """Move the registry alias to the best-FID weights (``registry.move_best_alias``); a line saying what happened,
+    also when the store cannot be reached (the report must not fail on it)."""
+    try:
+        from .registry import move_best_alias
+
+        mlflow.set_tracking_uri(tracking_uri())
+        return move_best_alias(f"ddpm-{dataset}", dataset, num_samples)
+    except Exception as err:  # noqa: BLE001 - any tracking failure
+        return f"model registry unavailable ({type(err).__name__}); alias not moved"
+
+
 def _evaluated_runs(experiment: str) -> list[dict]:
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
@@ -197,5 +287,16 @@ def _evaluated_runs(experiment: str) -> list[dict]:
     runs = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'evaluate' and "
                               "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"],
                               max_results=5000)
-    return [{"params": dict(r.data.params), "metrics": dict(r.data.metrics),
+    parents: dict[str, dict] = {}  # a stage run carries its own params; the setting is on its pipeline's run
+
+    def setting(run) -> dict:
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if parent and parent not in parents:
+            try:
+                parents[parent] = dict(client.get_run(parent).data.params)
+            except MlflowException:  # a deleted parent: its row cannot be matched, the others still can
+                parents[parent] = {}
+        return parents.get(parent, {}) | dict(run.data.params)
+
+    return [{"params": setting(r), "metrics": dict(r.data.metrics),
              "label": r.data.tags.get("dvc_experiment", r.info.run_id[:8])} for r in runs]

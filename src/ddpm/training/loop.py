@@ -150,6 +150,15 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
     loss_value = history[-1]["loss"] if history else math.nan
     batches = None
     bar = progress("train", cfg.steps, "step", initial=start, enabled=accelerator.is_main_process)
+
+    def log_ema_grid(step: int) -> None:
+        if cfg.sample_every and accelerator.is_main_process and log_image:
+            images = ema_sample_grid(diffusion, ema.model, cfg.sample_images, shape, cfg.sample_steps, params.seed,
+                                     device)
+            log_image(image_grid(images, cfg.sample_images), "ema_samples", step)
+
+    if start == 0:
+        log_ema_grid(0)  # the initial weights' samples: the series starts from noise
     for step in range(start + 1, cfg.steps + 1):
         if batches is None or (step - 1) % cfg.checkpoint_every == 0:
             segment = (step - 1) // cfg.checkpoint_every
@@ -183,10 +192,8 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
             if log is not None and accelerator.is_main_process:
                 log(summary | {"grad_norm": float(grad_norm), "lr": record["lr"]}, step)
             telemetry.reset()
-        if cfg.sample_every and step % cfg.sample_every == 0 and accelerator.is_main_process and log_image:
-            images = ema_sample_grid(diffusion, ema.model, cfg.sample_images, shape, cfg.sample_steps, params.seed,
-                                     device)
-            log_image(image_grid(images, cfg.sample_images), "ema_samples", step)
+        if cfg.sample_every and step % cfg.sample_every == 0:
+            log_ema_grid(step)
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             accelerator.wait_for_everyone()

@@ -1,0 +1,97 @@
+"""The EMA model in MLflow's registry: logged from code with its safetensors (no pickle), one version per train
+run, the alias best_fid moved to the best-FID weights, loaded and sampled by a fresh process."""
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import compose_raw, make_params
+
+from ddpm.core.generation import generate
+from ddpm.factory import build_model, load_for_inference
+from ddpm.runner.registry import BEST_ALIAS, MODEL_SHA_TAG, registered_name
+from ddpm.runner.tracking import StageRun, promote_best_model
+from ddpm.storage.files import file_digest
+from ddpm.storage.model_files import save_model
+
+PATCH = {"timesteps": 50, "sample": {"sampler": "ddim", "steps": 5, "batch_size": 4}}
+
+
+def _weights(params, path, seed):
+    torch.manual_seed(seed)
+    model = build_model(params, channels=1)
+    with torch.no_grad():  # random weights: the output layer starts at zero
+        for p in model.parameters():
+            p.normal_(0.0, 0.05)
+    save_model(model, path)
+    return file_digest(path)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    return uri
+
+
+def _train_and_evaluate(tmp_path, monkeypatch, name, seed, fid):
+    """A train run logging weights ``seed`` and an evaluate run of them scoring ``fid``, as one pipeline."""
+    raw = compose_raw(["profile=tiny"])
+    raw |= {"timesteps": PATCH["timesteps"], "sample": raw["sample"] | PATCH["sample"]}
+    params_file = tmp_path / f"{name}.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    params = make_params(PATCH, profile="tiny")
+    sha = _weights(params, tmp_path / f"{name}.safetensors", seed)
+    monkeypatch.setenv("DDPM_PIPELINE_RUN", name)
+    monkeypatch.setenv("DVC_EXP_NAME", name)
+    with StageRun("train", raw, "ddpm-digits") as run:
+        run.log_model(tmp_path / f"{name}.safetensors", params_file, "digits", sha)
+    with StageRun("evaluate", raw, "ddpm-digits") as run:
+        run.set_tags({MODEL_SHA_TAG: sha})
+        run.log_metrics({"fid_train": fid, "num_samples": 128})
+    return params, tmp_path / f"{name}.safetensors"
+
+
+def test_registered_model_loads_in_a_fresh_process_and_samples_as_the_sample_stage(tmp_path, monkeypatch, store):
+    _train_and_evaluate(tmp_path, monkeypatch, "first", seed=1, fid=50.0)
+    params, weights = _train_and_evaluate(tmp_path, monkeypatch, "second", seed=2, fid=40.0)
+    _train_and_evaluate(tmp_path, monkeypatch, "third", seed=3, fid=45.0)
+    line = promote_best_model("digits", 128)
+    assert line.startswith(f"alias {BEST_ALIAS} → ddpm-digits version 2 (FID 40.00, 128 samples, second)")
+    client = mlflow.tracking.MlflowClient(store)
+    name = registered_name("digits")
+    assert [int(v.version) for v in client.search_model_versions(f"name = '{name}'")] == [3, 2, 1]
+    assert str(client.get_model_version_by_alias(name, BEST_ALIAS).version) == "2"
+    assert "models:/ddpm-digits@best_fid" in client.get_registered_model(name).description
+    # other sample counts do not compare: no version scored over 64 samples
+    assert promote_best_model("digits", 64).startswith("no registered model of ddpm-digits")
+
+    script = ("import json, sys, mlflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]); "
+              "m = mlflow.pyfunc.load_model('models:/ddpm-digits@best_fid'); "
+              "x = m.predict({'num_samples': 3, 'seed': 7}); "
+              "y = m.predict({'num_samples': 2, 'seed': 7, 'sampler': 'ddim', 'steps': 4}); "
+              "np.save(sys.argv[2], x); print(json.dumps([list(x.shape), str(x.dtype), list(y.shape)]))")
+    out = subprocess.run([sys.executable, "-c", script, store, str(tmp_path / "x.npy")], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[3, 8, 8, 1], "uint8", [2, 8, 8, 1]]
+    inference = load_for_inference(params, weights, "cpu")
+    expected = generate(inference.diffusion, inference.model, inference.shape, seed=7, start=0, count=3,
+                        batch_size=3, device="cpu", **params.sample.sampler_options())
+    got = np.load(tmp_path / "x.npy")
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # the same images (rounding aside)
+
+
+def test_no_pickle_in_the_logged_model(tmp_path, monkeypatch, store):
+    _train_and_evaluate(tmp_path, monkeypatch, "only", seed=1, fid=50.0)
+    client = mlflow.tracking.MlflowClient(store)
+    version = client.get_model_version(registered_name("digits"), "1")
+    local = mlflow.artifacts.download_artifacts(version.source, dst_path=str(tmp_path / "dl"))
+    files = {p.suffix for p in __import__("pathlib").Path(local).rglob("*") if p.is_file()}
+    assert ".safetensors" in files and ".pkl" not in files and ".pt" not in files
