@@ -5,8 +5,8 @@ from ddpm.evaluation.plots import fid_vs_nfe_figure
 from ddpm.evaluation.results import build_report
 from ddpm.runner.paths import require
 from ddpm.runner.stage import exit_now, stage_main
-from ddpm.runner.tracking import evaluated_runs
-from ddpm.storage.files import read_json, write_csv, write_png, write_text
+from ddpm.runner.tracking import evaluated_runs, promote_best_model
+from ddpm.storage.files import read_json, write_csv, write_json, write_png, write_text
 
 
 def main(params, paths, run):
@@ -23,6 +23,8 @@ def main(params, paths, run):
     for name, rows in report.csv_rows.items():
         write_csv(paths.reports / name, rows)
         run.log_table(rows, name.replace(".csv", ".json"))
+    write_json(paths.summary_metrics, report.summary)
+    run.log_summary(report.summary)  # also on the pipeline's parent run
     write_csv(paths.fid_vs_nfe_plot, report.fid_vs_nfe, columns=["sampler", "nfe", "network_calls", "fid"])
     if report.fid_vs_nfe:
         write_png(paths.reports / "fid_vs_nfe.png", fid_vs_nfe_figure(report.fid_vs_nfe))
@@ -30,6 +32,7 @@ def main(params, paths, run):
     run.log_artifact(paths.report)
     run.log_artifact(paths.paper_tables)
     print(report.results_md + "\n" + report.tables_md)
+    print(f"report: {promote_best_model(params.dataset.value, evaluation['num_samples'])}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from ddpm.training.loop import train
 def main(params, paths, run, placement):
     if params.model.import_from.path is not None:
         metrics = import_released(params, paths.shards, paths.model)
-        paths.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC output, empty: nothing was trained
         history = [{"step": 0, "loss": None}]
     else:
         log_inputs(run, paths.shards, "train", "training")

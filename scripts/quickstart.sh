@@ -10,5 +10,5 @@ dvc exp run -S profile=tiny "$@"
 echo
 cat reports/results.md
 echo
-echo "pipeline finished in $(( $(date +%s) - start ))s.  Compare experiments:  .venv/bin/dvc exp show"
+echo "pipeline finished in $(( $(date +%s) - start ))s.  Compare experiments:  .venv/bin/python -m ddpm.runner.compare"
 echo "Open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db  (then http://127.0.0.1:5000)"

@@ -3,10 +3,15 @@
 import csv
 import json
 import math
+import re
+import sys
+import time
 
 import mlflow
 import pytest
 from helpers import checkout_copy, pipeline_env, sh
+
+from ddpm.storage.files import file_digest
 
 SOLVERS = ("dpm_solver_pp_2m", "dpm_solver_3", "unipc_3", "heun")
 CELLS = {"ddim_fid@5-0.0", "ddim_fid@10-0.0"} | {f"solver_fid@{s}-{n}" for s in SOLVERS for n in (5, 10)}  # tiny tables
@@ -14,16 +19,43 @@ STAGES = {"prepare", "fid_ref", "train", "sample", "evaluate", "figures", "repor
 pytestmark = pytest.mark.e2e
 
 
+QUEUED = {"linear", "cosine"}  # the queued grid: iDDPM's L_hybrid row for both schedules
+
+
+def _wait_for_queue(repo, env, names, timeout=2400):
+    """Poll `dvc queue status` until none of ``names`` is queued or running; their final statuses."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [line.split() for line in sh(["dvc", "queue", "status"], repo, env).splitlines()]
+        status = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in names}
+        if not any(s in ("Queued", "Running") for s in status.values()) and len(status) == len(names):
+            return status
+        assert time.monotonic() < deadline, f"queue still busy after {timeout}s: {status}"
+        time.sleep(10)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A git repository holding this checkout's files (committed or not), with the tiny profile and a cosine run."""
+    """A git repository holding this checkout's files (committed or not) and a DVC remote in a shared folder; the
+    tiny profile run in the workspace, then a grid of two experiments queued with Hydra's sweep syntax and run by
+    two queue workers at once (`dvc queue start -j 2`), every run logging to one SQLite store."""
     env = pipeline_env()
-    repo = checkout_copy(tmp_path_factory.mktemp("clone"), env)
+    tmp = tmp_path_factory.mktemp("e2e")
+    repo = checkout_copy(tmp / "repo", env)
+    sh(["git", "init", "-q", "--bare", str(tmp / "origin.git")], tmp, env)
+    sh(["git", "remote", "add", "origin", str(tmp / "origin.git")], repo, env)
+    sh(["dvc", "remote", "add", "-d", "shared", str(tmp / "dvc-store")], repo, env)
+    sh(["git", "commit", "-qam", "the team's DVC remote"], repo, env)
     first = sh(["dvc", "exp", "run", "-S", "profile=tiny", "--name", "tiny-linear"], repo, env)
     metrics_first = json.loads((repo / "metrics" / "evaluate.json").read_text())
-    second = sh(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "schedule=cosine", "--name", "tiny-cosine"],
-                repo, env)
-    return {"repo": repo, "env": env, "first": first, "second": second, "metrics_first": metrics_first}
+    queued = sh(["dvc", "exp", "run", "--queue", "-S", "profile=tiny", "-S", "schedule=choice(linear,cosine)",
+                 "-S", "objective=hybrid", "-S", "variance=learned_range"], repo, env)
+    names = re.findall(r"Queued experiment '([^']+)' for future execution", queued)
+    sh(["dvc", "queue", "start", "-j", "2"], repo, env | {"OMP_NUM_THREADS": "1"})  # a core each (README)
+    status = _wait_for_queue(repo, env, names)
+    table = sh([sys.executable, "-m", "ddpm.runner.tables", "iddpm", "-S", "profile=tiny"], repo, env)
+    return {"repo": repo, "env": env, "tmp": tmp, "first": first, "names": names, "status": status,
+            "iddpm_table": table, "metrics_first": metrics_first}
 
 
 def test_metrics_are_finite_and_plausible(project):
@@ -61,22 +93,53 @@ def test_kid_precision_recall_figures_and_paper_tables(project):
     recon = json.loads((repo / "metrics" / "reconstruction.json").read_text())["table"]
     assert [r["steps"] for r in recon] == [10, 20, 50, 100]  # S > T = 100 left out
     mse = [r["mse"] for r in recon]
-    # This is the cosine run: more steps give closer reconstructions, except at S = T, where ᾱ_T ≈ 0 makes the
-    # inversion ill-conditioned (x̂0 divides by √ᾱ_T); DDIM Table 2 used the linear schedule.
-    assert mse[0] > mse[1] > 0 and all(math.isfinite(v) for v in mse)
+    assert mse[0] > mse[1] > 0 and all(math.isfinite(v) for v in mse)  # more steps, closer reconstructions
     cells = [json.loads(p.read_text()) for p in (repo / "metrics" / "ddim_table").glob("*.json")]
     assert len(cells) == 2 and all(math.isfinite(c["fid"]) and c["num_samples"] == 16 for c in cells)
-    tables = (repo / "reports" / "paper_tables.md").read_text()
+    tables = (repo / "reports" / "paper_tables.md").read_text()  # the workspace holds tiny-linear
     assert "13.36" in tables and "| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 |" in tables
-    # Rows come from the runs that match them (the MLflow runs of both experiments): this cosine run fills
-    # iDDPM's cosine row, DDPM's L_simple row (linear schedule) stays with the linear experiment.
-    assert "| linear | L_simple |" in tables and tables.split("| linear | L_simple |")[1].split("\n")[0].endswith(
-        "| tiny-linear |")
-    assert tables.split("| cosine | L_simple |")[1].split("\n")[0].endswith("| this run |")
-    assert next(line for line in tables.splitlines() if "(L_simple) |" in line).endswith("| tiny-linear |")
+    assert tables.split("| linear | L_simple |")[1].split("\n")[0].endswith("| this run |")
+    assert next(line for line in tables.splitlines() if "(L_simple) |" in line).endswith("| this run |")
     assert "**Not comparable to the published numbers**: these runs are digits" in tables
     for name in ("ddpm_table.csv", "ddim_table1.csv", "ddim_table2.csv", "iddpm_table.csv", "fid_vs_nfe.png"):
         assert (repo / "reports" / name).stat().st_size > 0
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert summary["FID_train"] == m["fid_train"] and summary["train_steps"] == 400 and summary["samples"] == 128
+
+
+def _queued(project) -> dict[str, str]:
+    """schedule → name of the queued experiment that ran it."""
+    out = json.loads(sh(["dvc", "exp", "show", "--json"], project["repo"], project["env"]))
+    found = {}
+    for baseline in out:
+        for exp in baseline.get("experiments") or []:
+            rev = exp["revs"][0]
+            name = exp.get("name") or rev.get("name")
+            if name in project["names"]:
+                found[rev["data"]["params"]["params.yaml"]["data"]["schedule"]] = name
+    return found
+
+
+def test_two_queue_workers_complete_and_fill_the_paper_table(project):
+    """`dvc exp run --queue` with a Hydra sweep queues one experiment per schedule; two workers run them at the same
+    time; every row of the table built afterwards from MLflow comes from the run that matches it."""
+    assert len(project["names"]) == 2 and set(project["status"].values()) == {"Success"}
+    by_schedule = _queued(project)
+    assert set(by_schedule) == QUEUED
+    table = project["iddpm_table"]
+
+    def run_of(row: str) -> str:
+        return table.split(row)[1].split("\n")[0].rstrip(" |").rsplit("| ", 1)[-1]
+
+    assert run_of("| linear | L_simple |") == "tiny-linear"
+    assert run_of("| linear | L_hybrid |") == by_schedule["linear"]
+    assert run_of("| cosine | L_hybrid |") == by_schedule["cosine"]
+    assert run_of("| cosine | L_vlb |") == "not run"
+    mlflow.set_tracking_uri(f"sqlite:///{project['repo'] / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
+    spans = [(runs.loc[runs["tags.dvc_experiment"] == name, "start_time"].min(),
+              runs.loc[runs["tags.dvc_experiment"] == name, "end_time"].max()) for name in project["names"]]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the two workers ran at the same time
 
 
 def test_fid_against_nfe_table_and_plot(project):
@@ -94,49 +157,133 @@ def test_fid_against_nfe_table_and_plot(project):
     tables = (repo / "reports" / "paper_tables.md").read_text()
     assert "## FID against network calls (NFE)" in tables and "| dpm_solver_pp_2m | " in tables
     assert "| heun | " in tables and "[4 calls]" in tables
-    vega = json.loads(sh(["dvc", "plots", "show", "--json", "plots/fid_vs_nfe.csv"], repo, project["env"]))
-    [plot] = vega["data"]["dvc.yaml::plots/fid_vs_nfe.csv"]  # the top-level definition, with its template
+    vega = json.loads(sh(["dvc", "plots", "show", "--json"], repo, project["env"]))
+    [plot] = vega["data"]["plots/fid_vs_nfe.csv"]  # the top-level definition, with its template
     spec = plot["content"]
     assert spec["encoding"]["color"]["field"] == "sampler" and spec["encoding"]["x"]["field"] == "nfe"
     assert {d["sampler"] for d in spec["data"]["values"]} == {"ddim", *SOLVERS}
 
 
-def test_dvc_exp_show_lists_fid_and_nll_for_both_experiments(project):
-    out = json.loads(sh(["dvc", "exp", "show", "--json"], project["repo"], project["env"]))
+def _axis_title(spec: dict, axis: str) -> str | None:
+    """An axis title of a Vega-Lite spec: in its encoding, or in its first layer that encodes the axis."""
+    if axis in spec.get("encoding", {}):
+        return spec["encoding"][axis].get("title")
+    return next((t for layer in spec.get("layer", []) if (t := _axis_title(layer, axis))), None)
+
+
+def test_each_plot_once_with_named_axes_and_experiments_side_by_side(project):
+    """`dvc plots show`: five plots, no stage-level duplicates; curves against their own x column (the training
+    step, not the row index); `dvc plots diff` overlays two experiments' curves and shows both sample grids."""
+    repo, env = project["repo"], project["env"]
+    plots = json.loads(sh(["dvc", "plots", "show", "--json"], repo, env))["data"]
+    assert set(plots) == {"plots/train_loss.csv", "plots/rate_distortion.csv", "plots/fid_vs_nfe.csv",
+                          "outputs/samples.png", "outputs/figures/progressive.png"}
+    titles = {name: (_axis_title(plots[name][0]["content"], "x"), _axis_title(plots[name][0]["content"], "y"))
+              for name in ("plots/train_loss.csv", "plots/rate_distortion.csv", "plots/fid_vs_nfe.csv")}
+    assert titles == {"plots/train_loss.csv": ("optimizer step", "training loss (the run's objective)"),
+                      "plots/rate_distortion.csv": ("rate (bits/dim)", "distortion (RMSE, [0, 255])"),
+                      "plots/fid_vs_nfe.csv": ("network function evaluations (NFE)", "FID (vs train)")}
+    loss = plots["plots/train_loss.csv"][0]["content"]["data"]["values"]
+    assert [int(v["step"]) for v in loss] == list(range(20, 401, 20))
+    cosine = _queued(project)["cosine"]
+    diff = json.loads(sh(["dvc", "plots", "diff", "--json", "tiny-linear", cosine], repo, env))["data"]
+    assert {v["rev"] for v in diff["plots/train_loss.csv"][0]["content"]["data"]["values"]} == {"tiny-linear", cosine}
+    assert sorted(image["revisions"][0] for image in diff["outputs/samples.png"]) == sorted(["tiny-linear", cosine])
+
+
+def test_dvc_exp_show_headline_columns_fit_a_terminal(project):
+    """summary.json carries the headline numbers of every experiment; `python -m ddpm.runner.compare` shows them
+    with the params that differ, in ~160 columns."""
+    repo, env = project["repo"], project["env"]
+    out = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env))
     exps = {}
     for baseline in out:
         for exp in baseline.get("experiments") or []:
             rev = exp["revs"][0]
-            data = rev["data"]
-            exps[exp.get("name") or rev.get("name")] = (
-                data["params"]["params.yaml"]["data"], data["metrics"]["metrics/evaluate.json"]["data"])
-    assert {"tiny-linear", "tiny-cosine"} <= set(exps)
-    assert exps["tiny-cosine"][0]["schedule"] == "cosine" and exps["tiny-linear"][0]["schedule"] == "linear"
-    for _, metrics in exps.values():
-        assert math.isfinite(metrics["fid_train"]) and math.isfinite(metrics["nll_bpd"])
+            exps[exp.get("name") or rev.get("name")] = rev["data"]["metrics"]["metrics/summary.json"]["data"]
+    assert {"tiny-linear", *project["names"]} <= set(exps)
+    for summary in exps.values():
+        assert math.isfinite(summary["FID_train"]) and math.isfinite(summary["NLL_bpd"])
+        assert summary["samples"] == 128 and summary["train_steps"] == 400
+    view = sh([sys.executable, "-m", "ddpm.runner.compare", "--no-pager"], repo, env | {"COLUMNS": "400"})
+    lines = view.rstrip().splitlines()
+    header = lines[1].split()
+    for column in ("FID_train", "FID_test", "NLL_bpd", "KID", "Prec", "Rec", "samples", "img_per_s", "schedule",
+                   "objective", "variance"):
+        assert column in header, column
+    assert "profile" not in header and "State" not in header and "src/ddpm/runner" not in view
+    assert "wall_seconds" not in view and "metrics/" not in view  # no details, no file-qualified names
+    assert max(len(line) for line in lines) <= 170, max(len(line) for line in lines)
 
 
-def test_mlflow_has_one_parent_per_execution_with_a_child_per_stage(project):
-    mlflow.set_tracking_uri(f"sqlite:///{project['repo'] / 'mlflow.db'}")
+def test_mlflow_parent_and_child_runs_as_its_users_expect(project):
+    repo = project["repo"]
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    client = mlflow.tracking.MlflowClient()
     runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
     parents = runs[runs["tags.ddpm.role"] == "pipeline"]
-    assert sorted(parents["tags.dvc_experiment"]) == ["tiny-cosine", "tiny-linear"]
+    assert sorted(parents["tags.dvc_experiment"]) == sorted(["tiny-linear", *project["names"]])
     for _, parent in parents.iterrows():
         children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+        # the queued experiments take prepare's shards and fid_ref's statistics from DVC's run cache: they ran
+        # exactly the stages that depend on the training setting
         expected = STAGES if parent["tags.dvc_experiment"] == "tiny-linear" else STAGES - {"prepare", "fid_ref"}
         assert set(children["tags.dvc_stage"]) == expected  # DVC skips unchanged stages; they log nothing
         experiment = parent["tags.dvc_experiment"]
         assert set(children["tags.mlflow.runName"]) == {f"{stage} · {experiment}" for stage in expected}
         assert (children["status"] == "FINISHED").all()
         assert children["tags.git_commit"].str.len().eq(40).all()
-    train = runs[(runs["tags.dvc_stage"] == "train") & (runs["tags.dvc_experiment"] == "tiny-linear")]
-    history = mlflow.tracking.MlflowClient().get_metric_history(train["run_id"].iloc[0], "loss")
+        assert math.isfinite(parent["metrics.FID_train"]) and math.isfinite(parent["metrics.NLL_bpd"])
+        assert parent["tags.mlflow.note.content"].startswith(f"DVC experiment {experiment}: tiny profile on digits")
+    assert client.get_experiment_by_name("ddpm-digits").tags["mlflow.experimentKind"] == "custom_model_development"
+    linear = runs[runs["tags.dvc_experiment"] == "tiny-linear"].set_index("tags.dvc_stage")
+    train_id = linear.loc["train", "run_id"]
+    assert linear.loc["train", "tags.mlflow.note.content"].startswith("Stage train: fit the network")
+    assert linear.loc["train", "params.train.lr"] == "0.001" and linear.loc["train", "params.schedule"] == "linear"
+    assert linear.isna().loc["evaluate", "params.train.lr"] and linear.loc["evaluate", "params.evaluate.nll_images"]
+    history = client.get_metric_history(train_id, "loss")
     assert [m.step for m in history] == list(range(20, 401, 20))
-    images = mlflow.tracking.MlflowClient().list_artifacts(train["run_id"].iloc[0], "images")
-    assert any("ema_samples" in a.path for a in images)  # the EMA grid, logged at steps 200 and 400
-    sample = runs[(runs["tags.dvc_stage"] == "sample") & (runs["tags.dvc_experiment"] == "tiny-linear")]
-    artifacts = mlflow.tracking.MlflowClient().list_artifacts(sample["run_id"].iloc[0])
+    assert client.get_metric_history(train_id, "system/cpu_utilization_percentage")  # system metrics
+    images = [a.path for a in client.list_artifacts(train_id, "images") if a.path.endswith(".png")]
+    assert sorted(int(p.split("+step+")[1].split("+")[0]) for p in images if "ema_samples" in p) == [0, 200, 400]
+    [dataset] = client.get_run(train_id).inputs.dataset_inputs
+    assert dataset.dataset.name == "digits-8px-train" and len(dataset.dataset.digest) == 16
+    artifacts = client.list_artifacts(linear.loc["sample", "run_id"])
     assert any("samples" in a.path for a in artifacts)
+    # one registered version per train run; the alias on the weights with the best FID
+    versions = client.search_model_versions("name = 'ddpm-digits'")
+    assert len(versions) == 3
+    evaluated = runs[runs["tags.dvc_stage"] == "evaluate"]
+    best = evaluated.loc[evaluated["metrics.fid_train"].idxmin(), "tags.ddpm.model_sha256"]
+    assert client.get_model_version_by_alias("ddpm-digits", "best_fid").tags["ddpm.model_sha256"] == best
+
+
+def test_a_fresh_clone_pulls_an_experiment_from_the_shared_remote(project):
+    """`dvc exp push` to the team's git and DVC remotes; a fresh clone with `dvc exp pull`, `dvc exp apply` and
+    `dvc pull` has the experiment's shards, FID references and model, nothing to recompute, and its metrics."""
+    repo, env, tmp = project["repo"], project["env"], project["tmp"]
+    cosine = _queued(project)["cosine"]
+    sh(["git", "push", "-q", "origin", "HEAD"], repo, env)
+    sh(["dvc", "exp", "push", "origin", cosine], repo, env)
+    fresh = tmp / "fresh"
+    sh(["git", "clone", "-q", str(tmp / "origin.git"), str(fresh)], tmp, env)
+    sh(["dvc", "exp", "pull", "origin", cosine], fresh, env)
+    sh(["dvc", "exp", "apply", cosine], fresh, env)
+    sh(["dvc", "pull"], fresh, env)
+    for rel in ("data/shards/digits/manifest.json", "data/fid_ref/digits-8-inception-v3-tf-ts-train.npz",
+                "data/fid_ref/digits-8-inception-v3-tf-ts-test.npz", "models/ema.safetensors", "outputs/samples.png"):
+        assert (fresh / rel).stat().st_size > 0, rel
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
+    evaluated = runs[(runs["tags.dvc_stage"] == "evaluate") & (runs["tags.dvc_experiment"] == cosine)]
+    assert file_digest(fresh / "models" / "ema.safetensors") == evaluated["tags.ddpm.model_sha256"].iloc[0]
+    assert "Data and pipelines are up to date" in sh(["dvc", "status"], fresh, env)
+    summary = json.loads((fresh / "metrics" / "summary.json").read_text())
+    out = json.loads(sh(["dvc", "exp", "show", "--json"], fresh, env))
+    shown = [exp["revs"][0]["data"]["metrics"]["metrics/summary.json"]["data"]
+             for baseline in out for exp in baseline.get("experiments") or []
+             if (exp.get("name") or exp["revs"][0].get("name")) == cosine]
+    assert shown == [summary] and math.isfinite(summary["FID_train"])
 
 
 def test_every_compute_stage_records_its_placement_and_cost(project):

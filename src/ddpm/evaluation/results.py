@@ -60,12 +60,27 @@ def results_table(params: Params, train: dict, evaluation: dict) -> str:
                                "(each schedule weights the steps differently).\n")
 
 
+# metrics/summary.json, the columns of `dvc exp show` and the metrics of the MLflow parent run: (source, key, name).
+# The names differ from the detail files' keys, so DVC shows them unqualified (not "metrics/summary.json:fid_train").
+HEADLINE = (("evaluate", "fid_train", "FID_train"), ("evaluate", "fid_test", "FID_test"),
+            ("evaluate", "nll_bpd", "NLL_bpd"), ("evaluate", "kid", "KID"), ("evaluate", "precision", "Prec"),
+            ("evaluate", "recall", "Rec"), ("evaluate", "isc", "IS"), ("evaluate", "num_samples", "samples"),
+            ("train", "steps", "train_steps"), ("train", "images_per_second", "img_per_s"))
+
+
+def headline(train: dict, evaluation: dict) -> dict[str, float]:
+    """The few numbers that compare runs at a glance (missing ones, such as IS without its weights, left out)."""
+    source = {"train": train, "evaluate": evaluation}
+    return {name: source[src][key] for src, key, name in HEADLINE if source[src].get(key) is not None}
+
+
 @dataclass
 class Report:
     results_md: str  # reports/results.md
     tables_md: str  # reports/paper_tables.md
     csv_rows: dict[str, list[dict]]  # file name → rows
     fid_vs_nfe: list[dict]  # sampler, nfe, network_calls, fid, fid_paper (plots/fid_vs_nfe.csv, the figure)
+    summary: dict[str, float]  # metrics/summary.json: the headline numbers
 
 
 def build_report(params: Params, train: dict, evaluation: dict, reconstruction: list[dict], cells: list[dict],
@@ -105,4 +120,4 @@ def build_report(params: Params, train: dict, evaluation: dict, reconstruction: 
                 "iddpm_table.csv": iddpm_rows}
     if nfe_rows:
         csv_rows["fid_vs_nfe.csv"] = nfe_rows
-    return Report(results_md, tables_md, csv_rows, nfe_rows)
+    return Report(results_md, tables_md, csv_rows, nfe_rows, headline(train, evaluation))
