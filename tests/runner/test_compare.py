@@ -26,7 +26,7 @@ def test_headline_kept_details_deps_and_equal_params_dropped():
     assert {"metrics/evaluate.json:fid_train", "kid_std", "src/ddpm/runner", "models/ema.safetensors"} <= set(drop)
     # profile and train.lr differ only from the baseline commit's params: the experiments share them
     assert {"profile", "train.lr"} <= set(drop) and "schedule" not in drop
-    assert {"State", "Executor"} <= set(drop)  # the queue's bookkeeping
+    assert {"State", "Executor", "Created"} <= set(drop)  # the queue's bookkeeping, the time
 
 
 def test_show_arguments_are_anchored_regexes():

@@ -125,5 +125,5 @@ def split_identity(shard_dir: Path, split: str) -> dict:
     manifest = read_manifest(shard_dir)
     entry = manifest["splits"][split]
     digest = hashlib.sha256("".join(s["sha256"] for s in entry["shards"]).encode()).hexdigest()[:16]
-    return {"name": f"{manifest['dataset']}-{manifest['resolution']}px-{split}", "digest": digest,
+    return {"name": f"{manifest.get('dataset', 'data')}-{entry['shape'][0]}px-{split}", "digest": digest,
             "images": str(entry["count"]), "source": str(manifest.get("source_fingerprint", ""))}

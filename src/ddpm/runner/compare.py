@@ -68,7 +68,8 @@ def columns(show: list[dict]) -> tuple[list[str], list[str]]:
     keep = [col for (path, _), col in metrics.items() if path == SUMMARY]
     drop = [col for (path, _), col in metrics.items() if path != SUMMARY] + list(deps)
     drop += [col for key, col in params.items() if len(values.get(key, ())) <= 1]
-    return keep, drop + ["State", "Executor"]  # the queue's bookkeeping: `dvc queue status` has it
+    # the queue's bookkeeping (`dvc queue status` has it) and the creation time: ~160 characters for two experiments
+    return keep, drop + ["State", "Executor", "Created"]
 
 
 def show_arguments(show: list[dict]) -> list[str]:
