@@ -9,8 +9,10 @@ import time
 
 import mlflow
 import pytest
+import yaml
 from helpers import checkout_copy, pipeline_env, sh
 
+from ddpm.config import compose
 from ddpm.storage.files import file_digest
 
 SOLVERS = ("dpm_solver_pp_2m", "dpm_solver_3", "unipc_3", "heun")
@@ -140,6 +142,24 @@ def test_two_queue_workers_complete_and_fill_the_paper_table(project):
     spans = [(runs.loc[runs["tags.dvc_experiment"] == name, "start_time"].min(),
               runs.loc[runs["tags.dvc_experiment"] == name, "end_time"].max()) for name in project["names"]]
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the two workers ran at the same time
+
+
+def test_a_schedule_only_change_reruns_only_what_depends_on_the_schedule(project):
+    """With tiny-linear in the workspace and only `schedule` changed, DVC marks changed exactly the stages that read
+    the schedule (evaluate and report then follow through their inputs); prepare and fid_ref stay. The queued
+    experiments above show the same when run: their pipelines ran every stage but those two."""
+    repo, env = project["repo"], project["env"]
+    params = repo / "params.yaml"
+    before = params.read_text()
+    try:
+        params.write_text(yaml.safe_dump(compose(["profile=tiny", "schedule=cosine"], repo / "conf"), sort_keys=False,
+                                         allow_unicode=True))
+        changed = json.loads(sh(["dvc", "status", "--json"], repo, env))
+    finally:
+        params.write_text(before)
+    assert set(changed) == {"train", "sample", "figures"} | CELLS
+    assert changed["train"] == [{"changed deps": {"params.yaml": {"schedule": "modified"}}}]
+    assert "Data and pipelines are up to date" in sh(["dvc", "status"], repo, env)
 
 
 def test_fid_against_nfe_table_and_plot(project):
