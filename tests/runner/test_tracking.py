@@ -41,6 +41,18 @@ def test_stages_of_one_execution_share_one_parent(tmp_path, monkeypatch):
     assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 1.5), (2, 2.5)]
 
 
+def test_more_params_than_one_mlflow_batch_holds(tmp_path, monkeypatch):
+    """MLflow takes at most 100 params per request; params.yaml holds 100 keys already, a profile may add more."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DDPM_PIPELINE_RUN", "run-many")
+    params = {"profile": "tiny", "dataset": "digits", "extra": {f"k{i}": i for i in range(250)}}
+    with StageRun("no-such-stage", params, experiment="ddpm-many") as run:  # undeclared stage: every param
+        run_id, parent_id = run.run_id, run.parent_id
+    client = mlflow.tracking.MlflowClient()
+    assert len(client.get_run(parent_id).data.params) == 252 and len(client.get_run(run_id).data.params) == 252
+
+
 def _closed_port() -> int:
     import socket
 
@@ -180,3 +192,4 @@ def test_concurrent_workers_share_one_fresh_sqlite_store(tmp_path):
     for run_id in children["run_id"]:
         assert len(client.get_metric_history(run_id, "rate")) == 1500
         assert [m.step for m in client.get_metric_history(run_id, "loss")] == list(range(25))
+

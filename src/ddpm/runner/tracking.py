@@ -130,6 +130,13 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
     return exp.experiment_id
 
 
+def _log_params(client: MlflowClient, run_id: str, params: dict[str, object]) -> None:
+    """All of ``params``, in batches of MLflow's limit of 100 per request (params.yaml holds 100 keys)."""
+    items = [mlflow.entities.Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
 def describe(params: dict) -> str:
     """One line naming what a pipeline execution trains and evaluates."""
     return (f"{params.get('profile')} profile on {params.get('dataset')}: {params.get('schedule')} schedule, "
@@ -171,8 +178,7 @@ class StageRun(Tracker):
             note = f"DVC experiment {dvc_experiment}: {describe(self.params)}"
             self.parent_id = client.create_run(exp_id, tags=tags | {ROLE_TAG: "pipeline", DESCRIPTION_TAG: note},
                                                run_name=name).info.run_id
-            client.log_batch(self.parent_id, params=[mlflow.entities.Param(k, str(v))
-                                                     for k, v in flatten(self.params).items()])
+            _log_params(client, self.parent_id, flatten(self.params))
         dvc_stage = os.environ.get("DVC_STAGE", self.stage)
         note = f"{self.purpose or dvc_stage}. DVC experiment {dvc_experiment}, {describe(self.params)}."
         child_tags = tags | {"dvc_stage": dvc_stage, ROLE_TAG: "stage", "mlflow.parentRunId": self.parent_id,
@@ -184,8 +190,7 @@ class StageRun(Tracker):
             mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
             mlflow.set_system_metrics_samples_before_logging(1)
         mlflow.start_run(run_id=self.run_id, log_system_metrics=self.system_metrics)
-        params = declared_params(self.stage, flatten(self.params))
-        client.log_batch(self.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
+        _log_params(client, self.run_id, declared_params(self.stage, flatten(self.params)))
         return self
 
     def __exit__(self, exc_type, exc, tb):
