@@ -1,2 +1,3 @@
 """What every stage runs in: params validated first and one-line errors, where stages read and write, MLflow
-tracking and its offline spool."""
+tracking, its offline spool and the model registry; and the commands that build a paper table from a queued grid
+(``tables``) and narrow `dvc exp show` (``compare``)."""

@@ -14,21 +14,9 @@ import subprocess
 import sys
 from collections import Counter
 
+from .stage_params import flatten
+
 SUMMARY = "metrics/summary.json"
-
-
-def _flat(d: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key, value in d.items():
-        out.extend(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])
-    return out
-
-
-def _flat_values(d: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for key, value in d.items():
-        out |= _flat_values(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": repr(value)}
-    return out
 
 
 def _revs(entries: list[dict], experiment: bool = False):
@@ -53,12 +41,12 @@ def columns(show: list[dict]) -> tuple[list[str], list[str]]:
         data = rev.get("data") or {}
         for kind in names:
             for path, content in (data.get(kind) or {}).items():
-                names[kind].setdefault(path, {}).update(dict.fromkeys(_flat(content.get("data") or {})))
+                names[kind].setdefault(path, {}).update(dict.fromkeys(flatten(content.get("data") or {})))
         deps.update(dict.fromkeys(data.get("deps") or {}))
     for rev in compared:
         for path, content in ((rev.get("data") or {}).get("params") or {}).items():
-            for name, value in _flat_values(content.get("data") or {}).items():
-                values.setdefault((path, name), set()).add(value)
+            for name, value in flatten(content.get("data") or {}).items():
+                values.setdefault((path, name), set()).add(repr(value))
     count = Counter(n for kind in names.values() for file in kind.values() for n in file)
 
     def named(kind: str) -> dict[tuple[str, str], str]:

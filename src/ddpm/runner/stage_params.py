@@ -1,5 +1,6 @@
-"""Which params a stage reads: the ``params:`` list of its stage in dvc.yaml (a section name such as ``train``
-stands for every key under it), so that its MLflow run carries those and not all of params.yaml."""
+"""Params as MLflow and `dvc exp show` name them (dotted keys), and which of them a stage reads: the ``params:``
+list of its stage in dvc.yaml (a section name such as ``train`` stands for every key under it), so that its MLflow
+run carries those and not all of params.yaml."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ from pathlib import Path
 import yaml
 
 ALWAYS = ("profile", "dataset")  # name the setting of every run
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """Nested params as dotted keys: {"train": {"lr": 1}} → {"train.lr": 1}."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def declared_params(stage: str, flat: dict[str, object], dvc_yaml: Path = Path("dvc.yaml")) -> dict[str, object]:

@@ -24,7 +24,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from .stage_params import declared_params
+from .stage_params import declared_params, flatten
 from .tracker import Tracker
 
 PIPELINE_KEY_TAG = "ddpm.pipeline_key"
@@ -78,17 +78,6 @@ def git_commit() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 _prepared: set[str] = set()
@@ -153,6 +142,7 @@ class StageRun(Tracker):
         self.stage, self.params, self.experiment = stage, params, experiment
         self.purpose, self.system_metrics = purpose, system_metrics
         self.client: MlflowClient | None = None
+        self.description = ""
         self.run_id = self.parent_id = None
 
     def __enter__(self) -> StageRun:
@@ -180,9 +170,9 @@ class StageRun(Tracker):
                                                run_name=name).info.run_id
             _log_params(client, self.parent_id, flatten(self.params))
         dvc_stage = os.environ.get("DVC_STAGE", self.stage)
-        note = f"{self.purpose or dvc_stage}. DVC experiment {dvc_experiment}, {describe(self.params)}."
+        self.description = f"{self.purpose or dvc_stage}. DVC experiment {dvc_experiment}, {describe(self.params)}."
         child_tags = tags | {"dvc_stage": dvc_stage, ROLE_TAG: "stage", "mlflow.parentRunId": self.parent_id,
-                             DESCRIPTION_TAG: note}
+                             DESCRIPTION_TAG: self.description}
         # named so that a list of runs reads: the stage (a matrix cell's own name) and the experiment
         self.run_id = client.create_run(exp_id, tags=child_tags, run_name=f"{dvc_stage} · {dvc_experiment}").info.run_id
         if self.system_metrics:
@@ -256,8 +246,7 @@ class StageRun(Tracker):
         """The EMA weights as an MLflow model of this run, registered as a new version of ``ddpm-<dataset>``."""
         from .registry import log_ema_model
 
-        run = self.client.get_run(self.run_id)
-        version = log_ema_model(weights, params_file, dataset, sha256, run.data.tags.get(DESCRIPTION_TAG, ""))
+        version = log_ema_model(weights, params_file, dataset, sha256, self.description)
         mlflow.set_tag("ddpm.registered_version", version)
 
 
