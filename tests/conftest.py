@@ -26,8 +26,9 @@ def digit_shards(tmp_path_factory):
     """The digits' train and test splits as 8×8 shards of 400 images."""
     from helpers import make_params, write_shards
 
-    return write_shards(make_params({"dataset": "digits", "data": {"resolution": 8, "shard_size": 400},
-                                     "model": {"ch_mult": [1, 2]}}), tmp_path_factory.mktemp("shards") / "digits")
+    params = make_params({"dataset": "digits", "data": {"resolution": 8, "shard_size": 400},
+                          "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}})
+    return write_shards(params, tmp_path_factory.mktemp("shards") / "digits")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -70,7 +70,12 @@ BAD = [
     ({"solver_table": {"end": "zero"}}, "params.yaml: solver_table.end: Input should be 'step0' or 'clean'"),
     ({"sample": {"num_samples": 0}}, "params.yaml: sample.num_samples: Input should be greater than 0"),
     ({"variance": "learned_range"}, "params.yaml: variance: 'learned_range' gets no gradient from objective 'simple'"),
-    ({"data": {"resolution": 30}}, "params.yaml: model.ch_mult: 4 levels need data.resolution divisible by 8"),
+    ({"data": {"resolution": 30}}, "params.yaml: model.ch_mult: 4 levels halve the resolution 3 times; resolution 30 "
+                                   "is not divisible by 8"),
+    ({"model": {"attn_resolutions": [5]}}, "params.yaml: model.attn_resolutions: 5 is not a resolution the U-Net "
+                                           "reaches (it runs at [32, 16, 8, 4]); attention there would silently not"),
+    ({"model": {"ch": 48}}, "params.yaml: model.ch: every level width [48, 96] must be divisible by 32 groups"),
+    ({"model": {"num_heads": 3}}, "params.yaml: model.num_heads: 3 does not divide the attention width 256"),
     ({"model": {"ch_mult": []}}, "params.yaml: model.ch_mult: List should have at least 1 item"),
     ({"model": {"dropout": 2}}, "params.yaml: model.dropout: Input should be less than 1"),
     ({"evaluate": {"nll_images": -5}}, "params.yaml: evaluate.nll_images: Input should be greater than 0"),
@@ -133,7 +138,7 @@ def test_dvc_yaml_paths_agree_with_the_stage_paths():
         rendered = text.replace("${dataset}", p.dataset.value).replace("${data.resolution}", str(p.data.resolution))
         assert f"-{EXTRACTOR_NAME}-train.npz" in rendered
         paths = Paths(p)
-        for path in [paths.shards, paths.model, paths.checkpoints, paths.samples, paths.sample_grid,
+        for path in [paths.shards, paths.model, paths.samples, paths.sample_grid,
                      paths.train_metrics, paths.eval_metrics, paths.train_plot, paths.rd_plot, paths.reports,
                      paths.figures, paths.reconstruction_metrics, paths.ddim_table, *paths.fid_refs.values()]:
             assert str(path) in rendered, f"{path} is not declared in dvc.yaml"

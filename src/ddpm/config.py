@@ -33,6 +33,7 @@ from ddpm.core.options import (
     TimestepSamplerType,
     VarType,
     check_eta,
+    check_unet_geometry,
     check_variance_trainable,
 )
 from ddpm.core.schedules import Schedule, get_beta_schedule
@@ -291,12 +292,11 @@ class Params(_Section):
             _owned("sample.respacing", space_timesteps, T, sample.respacing)
         elif sample.steps is not None:
             _owned("sample.steps", space_timesteps, T, str(sample.steps))
-        levels = len(self.model.ch_mult) - 1
-        if self.data.resolution % 2**levels:
-            raise ValueError(
-                f"model.ch_mult: {levels + 1} levels need data.resolution divisible by {2**levels}, "
-                f"got {self.data.resolution}"
-            )
+        m = self.model
+        try:
+            check_unet_geometry(m.ch, m.ch_mult, self.data.resolution, m.attn_resolutions, m.num_heads)
+        except OptionError as err:
+            raise ValueError(f"model.{err.key}: {err.reason}") from None
         return self
 
 

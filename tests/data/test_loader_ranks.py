@@ -26,7 +26,7 @@ def test_two_ranks_read_disjoint_shards_in_equal_batch_counts(tmp_path):
     from ddpm.data import shards, sources
     from helpers import make_params
 
-    p = make_params({"dataset": "digits", "data": {"resolution": 8}, "model": {"ch_mult": [1, 2]}})
+    p = make_params({"dataset": "digits", "data": {"resolution": 8}, "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}})
     out = tmp_path / "digits"
     shards.write_dataset({"train": sources.iter_split(p, "train")}, out, 200, {})
     debug_launcher(_disjoint_loading, args=(out,), num_processes=2)

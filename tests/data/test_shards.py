@@ -14,7 +14,7 @@ from ddpm.data.loader import iter_batches, train_stream
 
 def digits_params(**data):
     return make_params({"dataset": "digits", "data": {"resolution": 8, "shard_size": 500} | data,
-                            "model": {"ch_mult": [1, 2]}})
+                            "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}})
 
 
 def write(params, out):

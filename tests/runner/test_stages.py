@@ -39,7 +39,7 @@ def test_bad_enum_fails_fast_in_one_line(stage, tmp_path):
 ])
 def test_missing_inputs_name_the_path(stage, message, tmp_path):
     params = {"data": {"download": False}} if stage == "prepare" else {
-        "dataset": "digits", "data": {"resolution": 8}, "model": {"ch_mult": [1, 2]}}
+        "dataset": "digits", "data": {"resolution": 8}, "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}}
     res = run_stage(stage, tmp_path, params)
     assert res.returncode != 0
     assert res.stderr.strip().splitlines()[-1].startswith(message)

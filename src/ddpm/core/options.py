@@ -149,6 +149,29 @@ class QKVLayout(StrEnum):
     HEADS = "heads"  # (heads, 3, d): q, k, v of head 0, then of head 1, ... (iDDPM's QKVAttention)
 
 
+def check_unet_geometry(ch: int, ch_mult, resolution: int, attn_resolutions, num_heads: int,
+                        num_groups: int = 32) -> None:
+    """The U-Net's shape rules (``ddpm.core.unet``): its levels halve the resolution evenly, every level's width
+    splits into the GroupNorm groups, attention sits only at resolutions the network reaches, and its heads split
+    each attention width (the middle block always attends)."""
+    levels = len(ch_mult)
+    if resolution % 2 ** (levels - 1):
+        raise OptionError("ch_mult", f"{levels} levels halve the resolution {levels - 1} times; resolution "
+                                     f"{resolution} is not divisible by {2 ** (levels - 1)}")
+    widths = sorted({ch * m for m in ch_mult})
+    if any(w % num_groups for w in widths):
+        raise OptionError("ch", f"every level width {widths} must be divisible by {num_groups} groups")
+    reached = [resolution // 2**i for i in range(levels)]
+    unreached = [r for r in attn_resolutions if r not in reached]
+    if unreached:
+        raise OptionError("attn_resolutions", f"{unreached[0]} is not a resolution the U-Net reaches (it runs at "
+                                              f"{reached}); attention there would silently not be built")
+    attended = {ch * ch_mult[-1]} | {ch * m for m, r in zip(ch_mult, reached, strict=True) if r in attn_resolutions}
+    for width in sorted(attended):
+        if width % num_heads:
+            raise OptionError("num_heads", f"{num_heads} does not divide the attention width {width}")
+
+
 class Inversion(StrEnum):
     """Which network evaluation moves DDIM's encoder x0 → x_T one step (DDIM §5.4)."""
 

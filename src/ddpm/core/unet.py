@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .options import Embedding, Padding, QKVLayout
+from .options import Embedding, OptionError, Padding, QKVLayout, check_unet_geometry
 
 
 @dataclass(frozen=True)
@@ -53,18 +53,13 @@ class UNetConfig:
                 raise ValueError(f"model.{name}: must be >= 1, got {getattr(self, name)}")
         if not self.ch_mult or any(m < 1 for m in self.ch_mult):
             raise ValueError(f"model.ch_mult: must be a non-empty list of positive integers, got {list(self.ch_mult)}")
-        if self.resolution % 2 ** (len(self.ch_mult) - 1):
-            raise ValueError(
-                f"model.ch_mult: {len(self.ch_mult)} levels halve the resolution {len(self.ch_mult) - 1} times; "
-                f"resolution {self.resolution} is not divisible by {2 ** (len(self.ch_mult) - 1)}"
-            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout: must be in [0, 1), got {self.dropout}")
-        widths = {self.ch * m for m in self.ch_mult}
-        if any(w % self.num_groups for w in widths):
-            raise ValueError(
-                f"model.ch: every level width {sorted(widths)} must be divisible by {self.num_groups} groups"
-            )
+        try:
+            check_unet_geometry(self.ch, self.ch_mult, self.resolution, self.attn_resolutions, self.num_heads,
+                                self.num_groups)
+        except OptionError as err:
+            raise ValueError(f"model.{err}") from None
 
     @property
     def out_channels(self) -> int:
