@@ -15,7 +15,7 @@ def main(params, paths, run):
     reconstruction = read_json(require(paths.reconstruction_metrics, "metrics", "figures"))["table"]
     cells = [read_json(p) for p in sorted(paths.ddim_table.glob("*.json"))]
     solver_cells = [read_json(p) for p in sorted(paths.solver_table.glob("*.json"))]
-    runs, note = evaluated_runs(f"ddpm-{params.dataset.value}")
+    runs, note = evaluated_runs(params.dataset.value)
     report = build_report(params, train, evaluation, reconstruction, cells, [Record(**r) for r in runs], note,
                           solver_cells)
     write_text(paths.report, report.results_md)

@@ -18,6 +18,7 @@ def main(params, paths, run, placement):
                        log_image=run.log_image)
         metrics, history = result.metrics(), result.history
         run.log_metrics({"resumed_from_step": result.resumed_from})
+        run.set_tags({"ddpm.training_fingerprint": result.fingerprint, "ddpm.checkpoints": str(result.checkpoints)})
     if placement.is_main:
         write_json(paths.train_metrics, metrics | placement.summary())
         write_csv(paths.train_plot, history)

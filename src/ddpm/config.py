@@ -7,6 +7,7 @@ code that owns it (``ddpm.core.options``, ``schedules``, ``spacing``); the schem
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -41,6 +42,11 @@ from ddpm.core.spacing import Skip, ddim_timesteps, space_timesteps
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+def experiment_name(dataset: str) -> str:
+    """The MLflow experiment, and the registered model, of a dataset's runs: ``ddpm-<dataset>``."""
+    return f"ddpm-{dataset}"
 
 
 class ParamsError(ValueError):
@@ -332,6 +338,25 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         raise ParamsError(f"params: {path} is not valid YAML ({str(err).splitlines()[0]})") from None
     return validate_params(raw)
+
+
+def check_named_files(params: Params, cwd: Path = Path(".")) -> None:
+    """The files and folders params name exist and can be read (a relative path from the stage's working
+    directory, which for queued and ``--temp`` experiments is a copy of the repository without git-ignored files);
+    a ParamsError naming the first key that fails."""
+    named = {"model.import_from.path": params.model.import_from.path, "data.source": params.data.source,
+             "evaluate.isc_weights": params.evaluate.isc_weights}
+    for key, value in named.items():
+        if value is None:
+            continue
+        path = cwd / Path(value).expanduser()
+        hint = "" if Path(value).is_absolute() else " (relative to the stage's working directory: queued and --temp " \
+                                                   "experiments run in a copy of the repository, give an absolute path)"
+        if not path.exists():
+            raise ParamsError(f"params.yaml: {key}: {value} not found{hint}")
+        readable = os.access(path, os.R_OK) and (path.is_file() or os.access(path, os.X_OK))
+        if not readable:
+            raise ParamsError(f"params.yaml: {key}: {value} cannot be read (permission denied)")
 
 
 def compose(overrides: Sequence[str] = (), conf_dir: str | Path = "conf") -> dict:

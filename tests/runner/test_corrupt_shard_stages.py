@@ -63,7 +63,8 @@ def snapshot(folder: Path) -> dict[str, str]:
     """Every file the stages wrote (checkpoints, model, samples, metrics, plots, FID references), by hash."""
     skip = ("data/shards", "mlflow", "mlartifacts")  # the damaged input, and MLflow's record of the failed run
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not str(p.relative_to(folder)).startswith(skip)}
+            if p.is_file() and not str(p.relative_to(folder)).startswith(skip)
+            and p.name != ".lock"}  # a run folder's lock names the process that last held it
 
 
 def damaged_copy(source: Path, dest: Path, shard: str, how: str) -> Path:
@@ -93,7 +94,8 @@ def test_one_process_names_the_shard_and_touches_nothing(trained, tmp_path, stag
     assert last.startswith(f"error: {stage}: shard data/shards/digits/{STAGES[stage]} is corrupt: ")
     assert last.endswith("rerun `dvc repro prepare` (or `dvc pull` if the shards came from a DVC remote)")
     assert snapshot(ws) == before  # no checkpoint, model, sample, metric or FID reference touched or added
-    assert {"models/ema.safetensors", "checkpoints/step-000000004/model.safetensors"} <= before.keys()
+    assert "models/ema.safetensors" in before
+    assert any(k.startswith("checkpoints/") and k.endswith("/step-000000004/model.safetensors") for k in before)
     assert seconds < 120
 
 
@@ -115,5 +117,5 @@ def test_two_ranks_report_the_failing_ranks_line_and_stop(two_shards, tmp_path, 
     assert line in res.stderr
     root_cause = res.stderr.split("Root Cause")[-1]
     assert f"traceback : {line}" in root_cause  # the rank's error file, not "To enable traceback see ..."
-    assert not (ws / "checkpoints").exists() or not any((ws / "checkpoints").iterdir())
+    assert not list((ws / "checkpoints").glob("*/step-*"))  # a run folder at most, no checkpoint in it
     assert seconds < 120

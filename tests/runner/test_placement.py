@@ -11,7 +11,7 @@ from house import ROOT, SRC, library_files
 
 from ddpm.runner.placement import Placement
 
-NOT_COMPUTE = {"prepare", "report"}  # read and write files only
+NOT_COMPUTE = {"check", "prepare", "report"}  # read and write files only
 STAGES = sorted(p.stem for p in (ROOT / "pipeline").glob("*.py"))
 
 

@@ -50,6 +50,11 @@ def start_train(cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def run_folders(workdir: Path) -> list[Path]:
+    root = workdir / "checkpoints"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
 def finish(proc: subprocess.Popen) -> str:
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
@@ -63,20 +68,25 @@ def test_kill9_and_resume_is_bit_identical(tmp_path, shard_dir):
     resumed = workdir(tmp_path, "killed", shard_dir)
     proc = start_train(resumed)
     deadline = time.time() + 300
-    while not list_checkpoints(resumed / "checkpoints") and time.time() < deadline:
+    while not run_folders(resumed) and time.time() < deadline:
+        time.sleep(0.05)
+    [folder] = run_folders(resumed)
+    while not list_checkpoints(folder) and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(random.Random(7).uniform(0.0, 1.5))  # a seeded random moment after the first checkpoint
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = [c.step for c in list_checkpoints(resumed / "checkpoints")]
+    killed_at = [c.step for c in list_checkpoints(folder)]
     assert killed_at and killed_at[-1] < 90 and not (resumed / "models" / "ema.safetensors").exists()
     out = finish(start_train(resumed))
-    assert f"train: resuming from checkpoints/step-{killed_at[-1]:09d} (step {killed_at[-1]})" in out
+    ck = f"checkpoints/{folder.name}"
+    assert f"train: resuming from {ck}/step-{killed_at[-1]:09d} (step {killed_at[-1]})" in out
+    assert run_folders(reference) == [reference / ck]  # the same params and shards: the same run folder
 
-    for name in ("models/ema.safetensors", "checkpoints/step-000000090/model.safetensors",
-                 "checkpoints/step-000000090/optimizer.safetensors", "checkpoints/step-000000090/state.safetensors"):
+    for name in ("models/ema.safetensors", f"{ck}/step-000000090/model.safetensors",
+                 f"{ck}/step-000000090/optimizer.safetensors", f"{ck}/step-000000090/state.safetensors"):
         a, b = load_file(str(reference / name)), load_file(str(resumed / name))
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
-    assert [c.step for c in list_checkpoints(resumed / "checkpoints")] == [80, 90]  # keep_checkpoints: 2
+    assert [c.step for c in list_checkpoints(folder)] == [80, 90]  # keep_checkpoints: 2

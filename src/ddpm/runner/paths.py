@@ -1,22 +1,43 @@
-"""Where each stage reads and writes: the DVC outs of dvc.yaml, relative to the project root."""
+"""Where each stage reads and writes: the DVC outs of dvc.yaml, relative to the stage's working directory; and
+what lives beside them in the project root, outside DVC's reach (checkpoints, the MLflow store)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ddpm.config import Params
 from ddpm.evaluation.names import EXTRACTOR_NAME
+
+CHECKPOINTS_ENV = "DDPM_CHECKPOINTS"  # where training checkpoints go instead (e.g. a file system every node shares)
+
+
+def project_root() -> Path:
+    """The repository's root: ``DVC_ROOT``, which DVC points at the main repository also while a stage runs in a
+    temporary copy (``dvc exp run --temp``, queue workers), else the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def checkpoint_root() -> Path:
+    """Where training keeps its run folders of checkpoints: ``$DDPM_CHECKPOINTS``, else ``checkpoints/`` in the
+    project root. Never a DVC out and never inside a temporary copy, so neither DVC's cleanup of a killed queued
+    experiment nor a change of params removes them."""
+    if os.environ.get(CHECKPOINTS_ENV):
+        return Path(os.environ[CHECKPOINTS_ENV])
+    root = project_root()
+    return Path("checkpoints") if root == Path.cwd().resolve() else root / "checkpoints"
 
 
 class Paths:
     def __init__(self, params: Params, root: Path = Path(".")):
         ds = params.dataset.value
         self.params_file = root / "params.yaml"
+        self.checked = root / "outputs" / "checked.txt"  # the check stage's out, a dependency of every other stage
         self.shards = root / "data" / "shards" / ds
         key = f"{ds}-{params.data.resolution}-{EXTRACTOR_NAME}"
         self.fid_refs = {split: root / "data" / "fid_ref" / f"{key}-{split}.npz" for split in ("train", "test")}
         self.model = root / "models" / "ema.safetensors"
-        self.checkpoints = root / "checkpoints"
+        self.checkpoints = checkpoint_root()
         self.samples = root / "outputs" / "samples"
         self.sample_grid = root / "outputs" / "samples.png"
         self.fid_ref_metrics = root / "metrics" / "fid_ref.json"

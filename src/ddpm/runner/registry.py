@@ -12,6 +12,8 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from ddpm.config import experiment_name
+
 BEST_ALIAS = "best_fid"
 MODEL_SHA_TAG = "ddpm.model_sha256"  # on model versions and on the evaluate runs of those weights (runner.lineage)
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
@@ -20,7 +22,7 @@ REQUIREMENTS = ("torch", "numpy", "safetensors", "pydantic", "pyyaml", "mlflow")
 
 
 def registered_name(dataset: str) -> str:
-    return f"ddpm-{dataset}"
+    return experiment_name(dataset)
 
 
 def _requirements() -> list[str]:

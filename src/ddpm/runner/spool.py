@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -109,13 +110,21 @@ class ResilientRun(Tracker):
                       "kwargs": {k: self._encode(v) for k, v in kwargs.items()}})
 
     def _offline(self, err: Exception) -> None:
+        getattr(self.run, "abandon", lambda: None)()
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         self.pending = self.spool_dir / f"{self.run.stage}-{stamp}-{os.getpid()}.jsonl"
         from .tracking import tracking_uri
 
         self._append({"op": "start", "stage": self.run.stage, "experiment": self.run.experiment,
-                      "params": self.run.params, "tracking_uri": tracking_uri(), "error": str(err)[:500]})
+                      "params": self.run.params, "purpose": self.run.purpose, "context": asdict(self.run.context),
+                      "parent_id": self.run.parent_id, "tracking_uri": tracking_uri(), "error": str(err)[:500]})
+        damage = store_damage(err)
+        if damage:
+            print(f"warning: the MLflow store at {tracking_uri()} is damaged ({damage}): restore it or set "
+                  f"MLFLOW_TRACKING_URI; this stage's log is kept in {self.pending} (send it later with: "
+                  f"python -m ddpm.runner.spool {self.pending})", file=sys.stderr)
+            return
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         print(f"warning: MLflow at {tracking_uri()} is unreachable ({first_line}); this stage's log is kept in "
               f"{self.pending}; send it later with: python -m ddpm.runner.spool {self.pending}", file=sys.stderr)
@@ -143,14 +152,18 @@ def _decode(value):
 
 
 def replay(path: Path) -> str:
-    """Log one spooled file as a new stage run; returns its run id. The file is renamed to ``*.sent``."""
-    from .tracking import StageRun
+    """Log one spooled file as a stage run where the live run would have gone: under its DVC experiment's
+    pipeline run (re-created if missing), named and tagged as it would have been, with its params; returns its run
+    id. The file is renamed to ``*.sent``."""
+    from .tracking import RunContext, StageRun
 
     lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     if not lines or lines[0].get("op") != "start":
         raise ValueError(f"spool: {path} is not a pending MLflow log (no start record)")
     head = lines[0]
-    run = StageRun(head["stage"], head["params"], head["experiment"])
+    context = RunContext(**head["context"]) if head.get("context") else None
+    run = StageRun(head["stage"], head["params"], head["experiment"], purpose=head.get("purpose", ""),
+                   context=context)
     status = next((r["status"] for r in lines if r["op"] == "end"), "FAILED")
     with run:
         run.client.set_tag(run.run_id, "ddpm.replayed", "true")
@@ -164,8 +177,42 @@ def replay(path: Path) -> str:
     return run.run_id
 
 
+def store_damage(err: BaseException) -> str | None:
+    """SQLite's message when ``err`` (or what caused it) says the store's file is damaged rather than busy or out
+    of reach: "database disk image is malformed", "file is not a database"."""
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None:
+            break
+        for line in str(seen).splitlines()[:1]:
+            text = line.split(") ", 1)[-1] if line.startswith("(sqlite3.") else line
+            if "malformed" in text or "not a database" in text:
+                return text.strip()
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def main(files: list[str]) -> int:
+    """Replay each file; a failure is one line naming the file (and the store, when it is damaged)."""
+    from .tracking import tracking_uri
+
+    status = 0
+    for name in files:
+        try:
+            print(f"{name} → run {replay(Path(name))}")
+        except Exception as err:  # noqa: BLE001 - any failure: one line, the file stays for the next try
+            damage = store_damage(err)
+            if damage:
+                print(f"error: spool: the MLflow store at {tracking_uri()} is damaged ({damage}): restore it or set "
+                      f"MLFLOW_TRACKING_URI; {name} was not sent", file=sys.stderr)
+            else:
+                first = (str(err).strip().splitlines() or [""])[0][:200]
+                print(f"error: spool: {name} was not sent ({type(err).__name__}: {first})", file=sys.stderr)
+            status = 1
+    return status
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit("usage: python -m ddpm.runner.spool mlflow-pending/<file>.jsonl ...")
-    for name in sys.argv[1:]:
-        print(f"{name} → run {replay(Path(name))}")
+    sys.exit(main(sys.argv[1:]))

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from ddpm.config import load_params
+from ddpm.config import ParamsError, experiment_name, load_params
+from ddpm.storage.files import WriteError
 
-from .paths import Paths
+from .paths import Paths, project_root
 from .tracker import NullRun
+from .workspace import claim_workspace, hold_params
 
 # Errors reported as one line (exit status 1, the message on stderr) rather than a traceback: bad params or
 # inputs, a diverged loss, and failed reads or writes (a full disk, a read-only folder: OSError names the file).
@@ -54,12 +56,20 @@ def purpose(body: Callable) -> str:
 StageBody = Callable[..., None]  # (params, paths, run) or, for a compute stage, (params, paths, run, placement)
 
 
-def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml", *, compute: bool = False) -> None:
+def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml", *, compute: bool = False,
+               tracked: bool = True) -> None:
     """Validate params, open the MLflow stage run, run ``body(params, paths, run)``; a user error ends the process
     with exit status 1 and one line ``error: <stage>: <message>`` on stderr.
 
     A ``compute`` stage also gets its ``Placement`` (device and process group) as a fourth argument, and its run
-    records the device, process count, wall time and peak memory."""
+    records the device, process count, wall time and peak memory. An untracked stage logs nothing (``NullRun``).
+    The workspace is claimed for the pipeline execution, and its params.yaml held, at the stage's start and end
+    (``workspace``)."""
+    try:
+        claim_workspace(stage)
+        hold_params(Path(params_path), stage)
+    except USER_ERRORS as err:
+        fail(f"error: {stage}: {err}")
     try:
         params = load_params(params_path)
     except USER_ERRORS as err:
@@ -69,20 +79,9 @@ def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml", *,
         from .placement import Placement
 
         placement = Placement.start()
-    from .spool import ResilientRun  # imported after validation: a bad params file must not wait for MLflow
-    from .tracking import StageRun, project_root
-
-    # A dead tracking server should cost seconds, not MLflow's default minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    experiment = f"ddpm-{params.dataset.value}"
     # Under `accelerate launch` only the first process logs.
-    if int(os.environ.get("RANK", "0")) == 0:
-        stage_run = StageRun(stage, params.model_dump(mode="json"), experiment, purpose=purpose(body),
-                             system_metrics=compute)
-        tracker = ResilientRun(stage_run, project_root() / "mlflow-pending")
-    else:
-        tracker = NullRun()
+    tracker = _tracker(stage, params, body, compute) if tracked and int(os.environ.get("RANK", "0")) == 0 \
+        else NullRun()
     try:
         with tracker as run:
             if placement is None:
@@ -92,8 +91,31 @@ def stage_main(stage: str, body: StageBody, params_path: str = "params.yaml", *,
                 cost = placement.summary()
                 run.set_tags({"ddpm.device": cost.pop("device"), "ddpm.num_processes": str(cost["num_processes"])})
                 run.log_metrics(cost)
+        hold_params(Path(params_path), stage)
+    except ParamsError as err:  # a params value, named as validation names it
+        fail(f"error: {err}")
     except USER_ERRORS as err:
-        fail(f"error: {stage}: {err}")
+        fail(f"error: {stage}: {_one_line(err)}")
+
+
+def _tracker(stage: str, params, body: StageBody, compute: bool):
+    """The stage's MLflow run, kept in a local file while the store is out of reach or damaged."""
+    from .spool import ResilientRun  # imported after validation: a bad params file must not wait for MLflow
+    from .tracking import StageRun
+
+    # A dead tracking server should cost seconds, not MLflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    stage_run = StageRun(stage, params.model_dump(mode="json"), experiment_name(params.dataset.value),
+                         purpose=purpose(body), system_metrics=compute)
+    return ResilientRun(stage_run, project_root() / "mlflow-pending")
+
+
+def _one_line(err: BaseException) -> str:
+    """A user error as one line: an OSError as "<file>: <reason>" rather than "[Errno 28] <reason>: '<file>'"."""
+    if isinstance(err, OSError) and not isinstance(err, WriteError) and err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
 
 
 def exit_now() -> NoReturn:

@@ -62,7 +62,7 @@ def queue_commands(name: str, overrides: list[str], conf_dir: Path = Path("conf"
 def grid_table(name: str, overrides: list[str], conf_dir: Path = Path("conf")) -> str:
     """Table ``name`` for the setting that ``overrides`` (as given to ``dvc exp run -S``) compose, in Markdown."""
     params = validate_params(compose(overrides, conf_dir)).model_dump(mode="json")
-    runs, note = evaluated_runs(f"ddpm-{params['dataset']}")
+    runs, note = evaluated_runs(params['dataset'])
     records = [paper_tables.Record(**r) for r in runs]
     title, build = TABLES[name]
     table, _ = build(records, {key: params[key] for key in paper_tables.SETTING})

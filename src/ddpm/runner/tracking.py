@@ -6,7 +6,6 @@ The store is anchored at the project root (``DVC_ROOT``, which DVC points at the
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ import tempfile
 import time
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -24,49 +24,54 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ddpm.config import experiment_name
+from ddpm.storage.files import exclusive_lock
+
+from .paths import project_root
+from .processes import HOST, alive, dvc_ancestor, identity
 from .stage_params import declared_params, flatten
 from .tracker import Tracker
 
 PIPELINE_KEY_TAG = "ddpm.pipeline_key"
 ROLE_TAG = "ddpm.role"  # "pipeline" on parent runs, "stage" on their children
+HOST_TAG = "ddpm.host"  # the machine a run's process runs on
+PROCESS_TAG = "ddpm.process"  # its process (a stage's own; a pipeline's: the DVC process), as pid:start
+PID_TAG = "ddpm.pid"
 DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in the UI
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens the model-training view
 SYSTEM_METRICS_INTERVAL_S = 2.0  # CPU, memory, GPU utilisation and memory of compute stages, sampled this often
-
-
-def project_root() -> Path:
-    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def _dvc_ancestor() -> str | None:
-    """``pid:start_time`` of the nearest ancestor process running dvc, identifying one ``dvc repro``."""
-    pid = os.getppid()
-    for _ in range(8):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        if any(Path(arg.decode(errors="replace")).name == "dvc" for arg in cmdline[:2]):
-            return f"{pid}:{stat[19]}"  # field 22 of /proc/pid/stat: start time since boot
-        pid = int(stat[1])
-        if pid <= 1:
-            return None
-    return None
-
-
-def pipeline_key() -> str:
-    """What groups the stages of one pipeline execution under one parent run."""
+def pipeline_key(driver: str | None) -> str:
+    """What groups the stages of one pipeline execution under one parent run: the DVC process running them
+    (``driver``), with the experiment's name; a rerun of the same experiment is another execution."""
     if os.environ.get("DDPM_PIPELINE_RUN"):
         return os.environ["DDPM_PIPELINE_RUN"]
     if os.environ.get("DVC_EXP_NAME"):
-        return f"exp:{os.environ['DVC_EXP_NAME']}:{os.environ.get('DVC_EXP_BASELINE_REV', '')}"
-    ancestor = _dvc_ancestor()
-    return f"dvc:{ancestor}" if ancestor else f"local:{uuid.uuid4().hex}"
+        return f"exp:{os.environ['DVC_EXP_NAME']}:{os.environ.get('DVC_EXP_BASELINE_REV', '')}:{driver or ''}"
+    return f"dvc:{driver}" if driver else f"local:{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a stage run belongs: recorded with a spooled log, so a replay files it where the live run would
+    have gone (its DVC experiment, its parent, its matrix cell's name)."""
+
+    dvc_experiment: str
+    dvc_stage: str
+    pipeline_key: str
+    git_commit: str
+    driver: str  # the identity of the DVC process running the pipeline, or of the stage's own process
+
+    @staticmethod
+    def current(stage: str) -> RunContext:
+        driver = dvc_ancestor()
+        return RunContext(os.environ.get("DVC_EXP_NAME", "workspace"), os.environ.get("DVC_STAGE", stage),
+                          pipeline_key(driver), git_commit(), driver or identity())
 
 
 def git_commit() -> str:
@@ -92,8 +97,7 @@ def prepare_store(uri: str) -> None:
         return
     db = Path(uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(db.with_name(db.name + ".lock")):
         MlflowClient(uri).search_experiments(max_results=1)  # creates the schema on first use
         with sqlite3.connect(db, timeout=60) as con:
             con.execute("PRAGMA journal_mode=WAL")  # persistent: recorded in the database file
@@ -133,14 +137,36 @@ def describe(params: dict) -> str:
             f"prediction, {params.get('variance')} variance")
 
 
+def close_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark KILLED the runs of this machine left RUNNING by a process that is gone (a stage killed with SIGKILL, a
+    queue worker's experiment killed mid-stage), and the pipeline runs they belong to; returns their ids."""
+    query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{HOST}'"
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string=query, max_results=1000):
+        tags = run.data.tags
+        if alive(tags.get(PROCESS_TAG, "")):
+            continue
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+        parent = tags.get("mlflow.parentRunId")
+        if parent and parent not in closed:
+            client.set_terminated(parent, status="KILLED")
+            closed.append(parent)
+    return closed
+
+
 class StageRun(Tracker):
     """A child MLflow run for one stage, under the parent run of the current pipeline execution. The parent
     carries every param, the child the params its stage declares in dvc.yaml; ``purpose`` (one line) starts the
-    child's description; ``system_metrics`` samples CPU, memory and GPU while the stage runs."""
+    child's description; ``system_metrics`` samples CPU, memory and GPU while the stage runs. ``context`` says
+    where the run belongs (default: the current DVC stage and experiment; a replay passes the recorded one).
+    Both runs record their host and process, so that a later stage closes them as KILLED if that process dies."""
 
-    def __init__(self, stage: str, params: dict, experiment: str, purpose: str = "", system_metrics: bool = False):
+    def __init__(self, stage: str, params: dict, experiment: str, purpose: str = "", system_metrics: bool = False,
+                 context: RunContext | None = None):
         self.stage, self.params, self.experiment = stage, params, experiment
         self.purpose, self.system_metrics = purpose, system_metrics
+        self.context = context or RunContext.current(stage)
         self.client: MlflowClient | None = None
         self.description = ""
         self.run_id = self.parent_id = None
@@ -151,30 +177,32 @@ class StageRun(Tracker):
         mlflow.set_tracking_uri(uri)
         self.client = client = MlflowClient()
         exp_id = _experiment_id(client, self.experiment)
-        key = pipeline_key()
-        dvc_experiment = os.environ.get("DVC_EXP_NAME", "workspace")
+        close_dead_runs(client, exp_id)
+        ctx = self.context
         tags = {
-            "git_commit": git_commit(),
-            "dvc_experiment": dvc_experiment,
+            "git_commit": ctx.git_commit,
+            "dvc_experiment": ctx.dvc_experiment,
             "profile": str(self.params.get("profile", "")),
-            PIPELINE_KEY_TAG: key,
+            PIPELINE_KEY_TAG: ctx.pipeline_key,
+            HOST_TAG: HOST,
         }
-        query = f"tags.`{PIPELINE_KEY_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'pipeline'"
+        query = f"tags.`{PIPELINE_KEY_TAG}` = '{ctx.pipeline_key}' and tags.`{ROLE_TAG}` = 'pipeline'"
         found = client.search_runs([exp_id], filter_string=query, max_results=1)
         if found:
             self.parent_id = found[0].info.run_id
         else:
-            name = f"pipeline-{dvc_experiment}"  # dvc repro (no experiment): pipeline-workspace
-            note = f"DVC experiment {dvc_experiment}: {describe(self.params)}"
-            self.parent_id = client.create_run(exp_id, tags=tags | {ROLE_TAG: "pipeline", DESCRIPTION_TAG: note},
-                                               run_name=name).info.run_id
+            name = f"pipeline-{ctx.dvc_experiment}"  # dvc repro (no experiment): pipeline-workspace
+            note = f"DVC experiment {ctx.dvc_experiment}: {describe(self.params)}"
+            parent_tags = tags | {ROLE_TAG: "pipeline", DESCRIPTION_TAG: note, PROCESS_TAG: ctx.driver}
+            self.parent_id = client.create_run(exp_id, tags=parent_tags, run_name=name).info.run_id
             _log_params(client, self.parent_id, flatten(self.params))
-        dvc_stage = os.environ.get("DVC_STAGE", self.stage)
-        self.description = f"{self.purpose or dvc_stage}. DVC experiment {dvc_experiment}, {describe(self.params)}."
-        child_tags = tags | {"dvc_stage": dvc_stage, ROLE_TAG: "stage", "mlflow.parentRunId": self.parent_id,
-                             DESCRIPTION_TAG: self.description}
+        self.description = (f"{self.purpose or ctx.dvc_stage}. DVC experiment {ctx.dvc_experiment}, "
+                            f"{describe(self.params)}.")
+        child_tags = tags | {"dvc_stage": ctx.dvc_stage, ROLE_TAG: "stage", "mlflow.parentRunId": self.parent_id,
+                             DESCRIPTION_TAG: self.description, PROCESS_TAG: identity(), PID_TAG: str(os.getpid())}
         # named so that a list of runs reads: the stage (a matrix cell's own name) and the experiment
-        self.run_id = client.create_run(exp_id, tags=child_tags, run_name=f"{dvc_stage} · {dvc_experiment}").info.run_id
+        self.run_id = client.create_run(exp_id, tags=child_tags,
+                                        run_name=f"{ctx.dvc_stage} · {ctx.dvc_experiment}").info.run_id
         if self.system_metrics:
             logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its start/stop lines, each stage
             mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
@@ -188,6 +216,14 @@ class StageRun(Tracker):
         mlflow.end_run(status=status)
         self.client.set_terminated(self.parent_id, status=status)
         return False
+
+    def abandon(self) -> None:
+        """Let go of this process's active MLflow run once the store has failed (the stage's log goes on in its
+        spool file); MLflow drops it from its stack before trying the store."""
+        try:
+            mlflow.end_run(status="FAILED")
+        except Exception:  # noqa: BLE001 - the store is what failed
+            pass
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
@@ -250,12 +286,12 @@ class StageRun(Tracker):
         mlflow.set_tag("ddpm.registered_version", version)
 
 
-def evaluated_runs(experiment: str) -> tuple[list[dict], str]:
-    """Every finished ``evaluate`` stage run of ``experiment``, oldest first (params, metrics and the DVC
+def evaluated_runs(dataset: str) -> tuple[list[dict], str]:
+    """Every finished ``evaluate`` stage run of the dataset's experiment, oldest first (params, metrics and the DVC
     experiment's name as ``label``), and a note: empty, or saying that the store could not be read (a dead
     tracking server must not stop the report)."""
     try:
-        return _evaluated_runs(experiment), ""
+        return _evaluated_runs(experiment_name(dataset)), ""
     except Exception as err:  # noqa: BLE001 - any tracking failure
         return [], f"(MLflow runs unavailable: {type(err).__name__}; these tables hold this run only)\n\n"
 
@@ -267,7 +303,7 @@ def promote_best_model(dataset: str, num_samples: int) -> str:
         from .registry import move_best_alias
 
         mlflow.set_tracking_uri(tracking_uri())
-        return move_best_alias(f"ddpm-{dataset}", dataset, num_samples)
+        return move_best_alias(experiment_name(dataset), dataset, num_samples)
     except Exception as err:  # noqa: BLE001 - any tracking failure
         return f"model registry unavailable ({type(err).__name__}); alias not moved"
 

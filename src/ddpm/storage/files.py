@@ -4,12 +4,16 @@ partial file behind."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,18 +29,65 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
+class WriteError(OSError):
+    """A file or folder that could not be written, as one line: ``cannot write <path>: <reason>``."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+# What a failed write looks like: the disk or quota is full, the file system is read-only or refuses us.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+
+
+def _write_failure(err: BaseException, tmp: Path) -> tuple[int, str] | None:
+    """(errno, reason) when ``err`` is a failed write into ``tmp`` (the file or folder being written): an OSError
+    about it or naming no file, or safetensors' error, which wraps the OS error in its message; else None (a read
+    error of another file raised inside the block stays as it is)."""
+    if isinstance(err, WriteError):  # already named by an inner atomic write
+        return None
+    if isinstance(err, OSError):
+        named = err.filename is None or Path(err.filename) == tmp or tmp in Path(err.filename).parents
+        if err.errno in _WRITE_ERRNOS and named:
+            return err.errno, err.strerror or str(err)
+        return None
+    if type(err).__name__ == "SafetensorError":  # "Error while serializing: I/O error: No space left on device
+        text = str(err)                            # (os error 28)", or "... message: "..." }" in older releases
+        found = re.search(r"I/O error: (.+?) \(os error (\d+)\)", text)
+        if found:
+            return int(found.group(2)), found.group(1)
+        found = re.search(r"code: (\d+), kind: \w+, message: \"([^\"]+)\"", text)
+        return (int(found.group(1)), found.group(2)) if found else (errno.EIO, text.splitlines()[0][:200])
+    return None
+
+
+def _raise_as_write_error(err: BaseException, path: Path, tmp: Path) -> None:
+    failure = _write_failure(err, tmp)
+    if failure is not None:
+        raise WriteError(failure[0], f"cannot write {path}: {failure[1]}") from None
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (same extension, so writers that go by it work) to write to; renamed over
-    ``path`` when the block ends, removed if it raises."""
+    ``path`` when the block ends, removed if it raises. A failed write raises ``WriteError`` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        _raise_as_write_error(err, path, tmp)
+        raise
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _raise_as_write_error(err, path, path.parent)
         raise
 
 
@@ -45,8 +96,12 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     """A fresh temporary folder beside ``path`` to fill; swapped in for ``path`` (replacing any previous one) when
     the block ends, removed if it raises."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    _make_parent(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as err:
+        _raise_as_write_error(err, path, path.parent)
+        raise
     try:
         yield tmp
         old = None
@@ -56,9 +111,36 @@ def atomic_folder(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_as_write_error(err, path, tmp)
         raise
+
+
+@contextmanager
+def exclusive_lock(path: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block: one holder at a time among
+    the processes of this machine (``flock``; across machines where the file system supports it). When another
+    process holds it, ``on_wait`` is called once with what the holder wrote into the file (its pid and host), then
+    the call blocks until the lock is free."""
+    path = Path(path)
+    _make_parent(path)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                f.seek(0)
+                on_wait(f.read().strip() or "another process")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read_json(path: Path):

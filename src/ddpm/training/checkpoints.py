@@ -1,9 +1,11 @@
-"""Resumable training checkpoints: ``checkpoints/step-NNNNNNNNN/`` folders of safetensors and JSON (no pickle).
+"""Resumable training checkpoints: ``<root>/<fingerprint>/step-NNNNNNNNN/`` folders of safetensors and JSON (no
+pickle), one run folder per training fingerprint (``ddpm.training.fingerprint``).
 
-Each holds the model, the EMA, the optimizer and LR-scheduler state, the timestep sampler's history, the step and
-the training log so far. Random streams need no saving: training reseeds them at every checkpoint boundary.
-A folder is written under a temporary name and renamed, so a checkpoint exists whole or not at all; the newest
-``keep`` are kept.
+Each checkpoint holds the model, the EMA, the optimizer and LR-scheduler state, the timestep sampler's history, the
+step and the training log so far. Random streams need no saving: training reseeds them at every checkpoint
+boundary. A checkpoint is written under a temporary name and renamed, so it exists whole or not at all; the newest
+``keep`` of a run are kept. A run folder also holds ``params.json`` (the params it was trained with), so a run of
+other params can say what differs; nothing here deletes another run's folder.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ddpm.storage.files import atomic_folder
+from ddpm.storage.files import atomic_folder, read_json, write_json
 
 META = "meta.json"
+RUN_PARAMS = "params.json"  # in a run folder: its fingerprint, the fingerprinted params and the data digest
+LOCK = ".lock"  # in a run folder: held by the process training into it
 
 
 @dataclass
@@ -102,3 +106,47 @@ def load_checkpoint(path: Path, model, ema_model, optimizer, scheduler) -> dict:
 
 def checkpoint_fingerprint(path: Path) -> str:
     return json.loads((Path(path) / META).read_text())["fingerprint"]
+
+
+def adopt_flat_checkpoints(root: Path) -> None:
+    """Move checkpoints written straight into ``root`` (``root/step-N``, before run folders existed) into the run
+    folder of the fingerprint they record, so they are kept like every other run's."""
+    for ck in list_checkpoints(root):
+        folder = Path(root) / checkpoint_fingerprint(ck.path)
+        folder.mkdir(exist_ok=True)
+        try:
+            ck.path.rename(folder / ck.path.name)
+        except OSError:  # another process moved it first, or the run folder has that step already
+            pass
+
+
+def open_run(folder: Path, record: dict) -> None:
+    """Make the run folder, record its params once (``record``), and remove what killed writers left behind
+    (temporary checkpoint folders); the caller holds the folder's lock."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / RUN_PARAMS).is_file():
+        write_json(folder / RUN_PARAMS, record)
+    for leftover in folder.glob(".step-*.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+@dataclass
+class OtherRun:
+    folder: Path
+    newest: Checkpoint
+    params: dict | None  # its fingerprinted params (None: not recorded)
+
+
+def other_runs(root: Path, fingerprint: str) -> list[OtherRun]:
+    """The run folders under ``root`` other than ``fingerprint``'s that hold a checkpoint, newest first."""
+    found = []
+    for folder in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        checkpoints = list_checkpoints(folder) if folder.is_dir() and folder.name != fingerprint else []
+        if checkpoints:
+            try:
+                params = read_json(folder / RUN_PARAMS)["params"]
+            except (OSError, ValueError, KeyError):
+                params = None
+            found.append(OtherRun(folder, checkpoints[-1], params))
+    return sorted(found, key=lambda run: (run.newest.path / META).stat().st_mtime, reverse=True)

@@ -3,11 +3,9 @@ accumulation, mixed precision, EMA, resumable checkpoints, telemetry."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import shutil
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,24 +19,27 @@ from ddpm.core.images import image_grid
 from ddpm.core.timesteps import create_timestep_sampler
 from ddpm.core.unet import count_parameters
 from ddpm.data.loader import train_stream
-from ddpm.data.shards import read_manifest
+from ddpm.data.shards import read_manifest, split_identity
 from ddpm.factory import build_diffusion, build_model
 from ddpm.progress import progress
+from ddpm.storage.files import exclusive_lock
 from ddpm.storage.model_files import save_model
 
-from .checkpoints import checkpoint_fingerprint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoints import (
+    LOCK,
+    adopt_flat_checkpoints,
+    list_checkpoints,
+    load_checkpoint,
+    open_run,
+    other_runs,
+    save_checkpoint,
+)
+from .fingerprint import changed_params, fingerprinted_params, training_fingerprint
 from .step import MicroBatch, build_optimizer, optimization_step
 from .telemetry import Telemetry, ema_sample_grid
 
 LogFn = Callable[[dict[str, float], int], None]
 ImageLogFn = Callable[[np.ndarray, str, int], None]
-
-# Sections that training does not read.
-_NOT_TRAINING = {"profile", "launcher", "sample", "fid", "evaluate", "figures", "ddim_table"}
-# Train params that do not change the weights a run arrives at: a checkpoint made under other values resumes.
-_NOT_IN_FINGERPRINT = ("steps", "log_every", "keep_checkpoints", "activation_checkpointing", "compile",
-                       "channels_last", "sample_every", "sample_images", "sample_steps")
-
 
 @dataclass
 class TrainResult:
@@ -48,6 +49,8 @@ class TrainResult:
     images_per_second: float
     resumed_from: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    fingerprint: str = ""  # of the training params and shards (``ddpm.training.fingerprint``)
+    checkpoints: Path | None = None  # the run folder its checkpoints are in
 
     def metrics(self) -> dict[str, float]:
         """What metrics/train.json holds."""
@@ -58,14 +61,6 @@ class TrainResult:
 def record_losses(accelerator: Accelerator, sampler, t: torch.Tensor, losses: torch.Tensor) -> None:
     """Give the timestep sampler every process's (t, loss), so its history is identical on all ranks."""
     sampler.update(*accelerator.gather((t, losses.detach())))
-
-
-def training_fingerprint(params: Params) -> str:
-    """What a checkpoint must share with the current params to be resumed (the step count may grow)."""
-    raw = params.model_dump(mode="json", exclude=_NOT_TRAINING)
-    for key in _NOT_IN_FINGERPRINT:
-        raw["train"].pop(key)
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def segment_seed(seed: int, rank: int, segment: int) -> int:
@@ -91,18 +86,57 @@ def make_accelerator(params: Params) -> Accelerator:
     return Accelerator(mixed_precision=precision.value)
 
 
-def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Path, log: LogFn | None = None,
+def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_root: Path, log: LogFn | None = None,
           accelerator: Accelerator | None = None, log_image: ImageLogFn | None = None) -> TrainResult:
     """Train the network of ``params`` on the shards and write the EMA weights to ``model_path`` (rank 0).
 
     ``train.batch_size`` is the global batch: each optimizer step averages the loss over that many images,
-    split over the processes and ``train.grad_accumulation`` micro-batches. Resumes from the newest checkpoint
-    in ``checkpoint_dir`` made with the same training params; checkpoints of other params are removed. Data order
-    and random draws are reseeded at every checkpoint boundary, so an interrupted and resumed run ends with the
-    same weights as an uninterrupted one. Only the main process logs and writes.
+    split over the processes and ``train.grad_accumulation`` micro-batches. Checkpoints go to the run folder
+    ``checkpoint_root/<fingerprint>`` of these training params and shards, and training resumes from its newest
+    one; other params train into their own folder, so no checkpoint is ever removed by a change of params. A
+    second process training the same fingerprint waits for the first, then resumes from its checkpoints. Data
+    order and random draws are reseeded at every checkpoint boundary, so an interrupted and resumed run ends with
+    the same weights as an uninterrupted one. Only the main process logs and writes.
     """
-    cfg = params.train
     accelerator = accelerator or make_accelerator(params)
+    data_digest = split_identity(shard_dir, "train")["digest"]
+    fingerprint = training_fingerprint(params, data_digest)
+    folder = Path(checkpoint_root) / fingerprint
+    lock = nullcontext()
+    if accelerator.is_main_process:
+        adopt_flat_checkpoints(checkpoint_root)
+
+        def waiting(holder: str) -> None:
+            print(f"train: {holder} is training these params into {folder}; waiting for it, then resuming from its "
+                  "checkpoints", flush=True)
+
+        lock = exclusive_lock(folder / LOCK, on_wait=waiting)
+    with lock:
+        if accelerator.is_main_process:
+            open_run(folder, {"fingerprint": fingerprint, "data": data_digest, "params": fingerprinted_params(params)})
+        accelerator.wait_for_everyone()
+        return _train(params, shard_dir, model_path, folder, fingerprint, log, accelerator, log_image)
+
+
+def fresh_start_note(folder: Path, params: Params) -> str:
+    """The line training prints when its run folder holds no checkpoint: where it starts, and the newest other
+    run's checkpoints that it leaves in place, with the params that differ."""
+    note = f"train: starting at step 0 in {folder}"
+    others = other_runs(folder.parent, folder.name)
+    if not others:
+        return note
+    other = others[0]
+    if other.params is None:
+        return f"{note}; {other.newest.path} (step {other.newest.step}, params not recorded) is kept"
+    changes = changed_params(other.params, fingerprinted_params(params)) or ["the training shards"]
+    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    return f"{note}; {other.newest.path} (step {other.newest.step}) is kept, trained with other params: {shown}"
+
+
+def _train(params: Params, shard_dir: Path, model_path: Path, folder: Path, fingerprint: str, log: LogFn | None,
+           accelerator: Accelerator, log_image: ImageLogFn | None) -> TrainResult:
+    """``train`` inside its run folder ``folder``, whose lock the main process holds."""
+    cfg = params.train
     manifest = read_manifest(shard_dir)
     channels = manifest["splits"]["train"]["shape"][2]
     if manifest["splits"]["train"]["shape"][0] != params.data.resolution:
@@ -123,21 +157,16 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
     )
-    fingerprint = training_fingerprint(params)
     start, history = 0, []
-    checkpoints = list_checkpoints(checkpoint_dir)
-    if checkpoints and checkpoint_fingerprint(checkpoints[-1].path) != fingerprint:
-        accelerator.print(f"train: {checkpoint_dir} holds checkpoints of other training params; starting afresh")
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            shutil.rmtree(checkpoint_dir)
-        checkpoints = []
+    checkpoints = list_checkpoints(folder)
     if checkpoints:
         state = load_checkpoint(checkpoints[-1].path, model, ema.model, optimizer, scheduler)
         match_layout(optimizer)
         timestep_sampler.load_state_dict(state["sampler_state"])
         start, history = min(state["step"], cfg.steps), state["history"]
         accelerator.print(f"train: resuming from {checkpoints[-1].path} (step {state['step']})")
+    elif accelerator.is_main_process:
+        print(fresh_start_note(folder, params), flush=True)
     model.gradient_checkpointing = cfg.activation_checkpointing
     if cfg.compile:
         model.compile()  # in place: parameter names and state_dict keys stay as they are
@@ -175,7 +204,7 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
             loss, terms_list, grad_norm = optimization_step(accelerator, model, diffusion, optimizer, micro_batches,
                                                             cfg.grad_clip, step)
         except FloatingPointError as err:
-            raise FloatingPointError(f"{err}; stopping (the last checkpoint in {checkpoint_dir} is kept)") from None
+            raise FloatingPointError(f"{err}; stopping (the last checkpoint in {folder} is kept)") from None
         scheduler.step()
         ema.update(accelerator.unwrap_model(model))
         t_all = torch.cat([mb.t for mb in micro_batches])
@@ -198,7 +227,7 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(checkpoint_dir, step, fingerprint, accelerator.unwrap_model(model), ema.model,
+                save_checkpoint(folder, step, fingerprint, accelerator.unwrap_model(model), ema.model,
                                 optimizer, scheduler, timestep_sampler.state_dict(), history, cfg.keep_checkpoints)
     bar.close()
     accelerator.wait_for_everyone()
@@ -211,4 +240,6 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_dir: Pat
         images_per_second=images_per_second,
         resumed_from=start,
         history=history,
+        fingerprint=fingerprint,
+        checkpoints=folder,
     )

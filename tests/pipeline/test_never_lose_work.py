@@ -1,0 +1,181 @@
+"""Never lose work, through DVC itself, in a temporary copy of this checkout (the tiny profile's train stage):
+a change of another section resumes training; a refused value fails in the check stage before DVC removes any
+output; a second `dvc exp run` started while one runs is refused before it touches the workspace while the first
+finishes and is saved; a queued experiment killed in its train stage resumes when queued again and ends with the
+weights of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from helpers import checkout_copy, pipeline_env, sh
+
+pytestmark = pytest.mark.e2e
+TINY = ["-S", "profile=tiny", "-S", "train.checkpoint_every=50", "-S", "train.sample_every=0"]
+KEPT = ("models/ema.safetensors", "metrics/train.json", "plots/train_loss.csv")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    env = pipeline_env()
+    repo = checkout_copy(tmp_path_factory.mktemp("never-lose") / "repo", env)
+    out = sh(["dvc", "exp", "run", *TINY, "-S", "train.steps=100", "-n", "first", "train"], repo, env)
+    assert "train: starting at step 0 in checkpoints/" in out
+    return repo, env
+
+
+def run(args, repo, env, **kwargs):
+    return subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=900, **kwargs)
+
+
+def exp_params(repo, env) -> dict[str, dict]:
+    """Each saved experiment's params.yaml, by name."""
+    out = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env))
+    return {exp.get("name") or exp["revs"][0].get("name"): exp["revs"][0]["data"]["params"]["params.yaml"]["data"]
+            for baseline in out for exp in baseline.get("experiments") or []}
+
+
+def test_another_section_changed_with_the_steps_resumes_training(repo):
+    repo, env = repo
+    out = sh(["dvc", "exp", "run", *TINY, "-S", "train.steps=120", "-S", "solver_table.nfe=[5]", "-S",
+              "data.verify=streaming", "train"], repo, env)
+    [folder] = [p.name for p in (repo / "checkpoints").iterdir()]
+    assert f"train: resuming from checkpoints/{folder}/step-000000100 (step 100)" in out
+
+
+def test_a_refused_value_fails_in_the_check_stage_and_leaves_every_output(repo):
+    repo, env = repo
+    before = {rel: (repo / rel).read_bytes() for rel in KEPT}
+    params = (repo / "params.yaml").read_text()
+    for override, message in (
+            ("train.lr=abc", "error: params.yaml: train.lr: Input should be a valid number"),
+            ("model.import_from.path=/no/such/model.ckpt",
+             "error: params.yaml: model.import_from.path: /no/such/model.ckpt not found"),
+            ("model.attn_resolutions=[5]", "error: params.yaml: model.attn_resolutions: 5 is not a resolution the "
+                                           "U-Net reaches (it runs at [8, 4])")):
+        res = run(["dvc", "exp", "run", *TINY, "-S", "train.steps=140", "-S", override, "train"], repo, env)
+        assert res.returncode != 0
+        assert message in res.stderr + res.stdout, override
+        assert "Running stage 'check'" in res.stdout and "Running stage 'train'" not in res.stdout
+        assert {rel: (repo / rel).read_bytes() for rel in KEPT} == before, override
+        (repo / "params.yaml").write_text(params)  # a refused `dvc exp run` leaves its params in the workspace
+
+
+def _claimed(repo: Path, name: str) -> bool:
+    """Whether experiment ``name``'s pipeline holds the workspace in DVC's experiment lock (its first stage has
+    started)."""
+    try:
+        lock = json.loads((repo / ".dvc" / "tmp" / "exps" / "rwlock").read_text())
+    except (OSError, ValueError):
+        return False
+    holder = lock.get("write", {}).get("workspace", {}).get("cmd", "")
+    return holder.startswith("the pipeline of ") and f"-n {name} " in holder  # not DVC's own short hold
+
+
+def test_a_second_exp_run_while_one_runs_is_refused_and_the_first_is_saved_whole(repo):
+    """Started once the first's pipeline has begun (DVC itself races two runs started within the few seconds
+    before the first's first stage: the README says so)."""
+    repo, env = repo
+    first = subprocess.Popen(["dvc", "exp", "run", *TINY, "-S", "train.steps=100", "-S", "train.lr=0.002", "-n",
+                              "lr-002", "train"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    deadline = time.monotonic() + 120
+    while not _claimed(repo, "lr-002") and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    second = run(["dvc", "exp", "run", *TINY, "-S", "train.steps=100", "-S", "train.lr=0.003", "-n", "lr-003",
+                  "train"], repo, env)
+    out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-3000:]
+    assert second.returncode != 0 and "busy" in second.stderr and "the pipeline of" in second.stderr
+    saved = exp_params(repo, env)
+    assert "lr-003" not in saved and saved["lr-002"]["train"]["lr"] == 0.002
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["lr"] == 0.002
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.002
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
+    trained = runs[(runs["tags.dvc_stage"] == "train") & (runs["tags.dvc_experiment"] == "lr-002")]
+    assert list(trained["params.train.lr"]) == ["0.002"] and "lr-003" not in set(runs["tags.dvc_experiment"])
+
+
+def _train_pids() -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"pipeline/train.py" in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def saved_model(repo: Path, env, name: str) -> bytes:
+    """The EMA weights experiment ``name`` saved: its dvc.lock's hash of them, read from DVC's cache."""
+    ref = next(line for line in sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).split()
+               if line.endswith(f"/{name}"))
+    lock = yaml.safe_load(sh(["git", "show", f"{ref}:dvc.lock"], repo, env))
+    [md5] = [o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/ema.safetensors"]
+    return (repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).read_bytes()
+
+
+def start_worker(repo, env) -> None:
+    """`dvc queue start`, its output not captured: the worker it leaves running holds captured pipes open."""
+    assert subprocess.run(["dvc", "queue", "start"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=120).returncode == 0
+
+
+def _wait_for_queue(repo, env, timeout=600) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = sh(["dvc", "queue", "status"], repo, env)
+        if "Running" not in status and "Queued" not in status:
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+
+
+def test_a_killed_queued_experiment_resumes_when_queued_again(repo, tmp_path):
+    repo, env = repo
+    setting = [*TINY, "-S", "train.steps=200", "-S", "train.lr=0.0015"]
+    earlier = set((repo / "checkpoints").iterdir())
+    sh(["dvc", "exp", "run", "--queue", *setting, "-n", "queued", "train"], repo, env)
+    start_worker(repo, env)
+
+    def reached_100() -> list[Path]:
+        return [p.parent for p in (repo / "checkpoints").glob("*/step-000000100") if p.parent not in earlier]
+
+    deadline = time.monotonic() + 600
+    while not reached_100() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [folder] = reached_100()
+    for pid in _train_pids():
+        os.kill(pid, signal.SIGKILL)
+    assert "Failed" in _wait_for_queue(repo, env)
+    steps = sorted(int(p.name.split("-")[1]) for p in folder.glob("step-*"))
+    assert 100 <= steps[-1] < 200  # killed mid-run: its checkpoints outlived DVC's temporary copy
+
+    sh(["dvc", "queue", "remove", "--failed"], repo, env)  # then `dvc queue logs queued` shows the new task
+    sh(["dvc", "exp", "run", "--queue", *setting, "-n", "queued", "train"], repo, env)
+    start_worker(repo, env)
+    assert "Success" in _wait_for_queue(repo, env)
+    log = sh(["dvc", "queue", "logs", "queued"], repo, env)
+    assert f"train: resuming from {folder}/step-{steps[-1]:09d} (step {steps[-1]})" in log
+    resumed = saved_model(repo, env, "queued")
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
+    queued = runs[runs["tags.dvc_experiment"] == "queued"]
+    assert sorted(queued["status"]) == ["FINISHED", "FINISHED", "KILLED", "KILLED"]  # a parent and train each
+    assert queued[queued["status"] == "FINISHED"]["tags.mlflow.parentRunId"].dropna().nunique() == 1
+
+    # the same params, never interrupted: forced past DVC's run cache, with its checkpoints elsewhere
+    sh(["dvc", "exp", "run", "--force", *setting, "-n", "uninterrupted", "train"], repo,
+       env | {"DDPM_CHECKPOINTS": str(tmp_path / "elsewhere")})
+    assert saved_model(repo, env, "uninterrupted") == resumed  # bit for bit
