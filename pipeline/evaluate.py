@@ -25,7 +25,7 @@ def main(params, paths, run, placement):
     if not placement.is_main:
         return
     metrics |= nll
-    log_inputs(run, paths.shards, "test", "evaluation", paths.model)
+    log_inputs(run, paths.shards, "test", "evaluation", paths.model, paths.fid_refs["train"] if cfg.fid else None)
     write_csv(paths.rd_plot, rows)
     run.log_series(rate_distortion_series(rows))
     run.log_metrics(metrics)

@@ -4,8 +4,8 @@ from ddpm.evaluation.paper_tables import Record
 from ddpm.evaluation.plots import fid_vs_nfe_figure
 from ddpm.evaluation.results import build_report
 from ddpm.runner.paths import require
+from ddpm.runner.queries import evaluated_runs, promote_best_model
 from ddpm.runner.stage import exit_now, stage_main
-from ddpm.runner.tracking import evaluated_runs, promote_best_model
 from ddpm.storage.files import read_json, write_csv, write_json, write_png, write_text
 
 
@@ -13,11 +13,11 @@ def main(params, paths, run):
     train = read_json(require(paths.train_metrics, "metrics", "train"))
     evaluation = read_json(require(paths.eval_metrics, "metrics", "evaluate"))
     reconstruction = read_json(require(paths.reconstruction_metrics, "metrics", "figures"))["table"]
-    cells = [read_json(p) for p in sorted(paths.ddim_table.glob("*.json"))]
-    solver_cells = [read_json(p) for p in sorted(paths.solver_table.glob("*.json"))]
+    cells, solver_cells = ([read_json(p) for p in sorted(folder.glob("*.json"))]
+                           for folder in (paths.ddim_table, paths.solver_table))
     runs, note = evaluated_runs(params.dataset.value)
     report = build_report(params, train, evaluation, reconstruction, cells, [Record(**r) for r in runs], note,
-                          solver_cells)
+                          solver_cells, fid_reference=paths.fid_refs["train"])
     write_text(paths.report, report.results_md)
     write_text(paths.paper_tables, report.tables_md)
     for name, rows in report.csv_rows.items():
@@ -32,7 +32,7 @@ def main(params, paths, run):
     run.log_artifact(paths.report)
     run.log_artifact(paths.paper_tables)
     print(report.results_md + "\n" + report.tables_md)
-    print(f"report: {promote_best_model(params.dataset.value, evaluation['num_samples'])}")
+    print(f"report: {promote_best_model(params.dataset.value, report.comparison)}")
 
 
 if __name__ == "__main__":

@@ -62,12 +62,17 @@ BAD = [
                                        "'dpm_solver_pp_2m', 'dpm_solver_2', 'dpm_solver_3', 'unipc_2', 'unipc_3' or "
                                        "'heun' (got 'euler')"),
     ({"sample": {"sampler": "heun"}}, "params.yaml: sample.steps: heun needs its budget of network calls"),
-    ({"sample": {"solver_spacing": "cubic"}}, "params.yaml: sample.solver_spacing: Input should be 'time_uniform', "
-                                              "'logsnr', 'time_quadratic' or 'karras' (got 'cubic')"),
+    ({"sample": {"solver_spacing": "cubic"}}, "params.yaml: sample.solver_spacing: Input should be 'auto', "
+                                              "'time_uniform', 'logsnr', 'time_quadratic', 'karras' or 'edm' (got "
+                                              "'cubic')"),
+    ({"solver_table": {"spacing": "edm"}}, "params.yaml: solver_table.spacing: edm is EDM's grid for its Heun "
+                                           "sampler, not for dpm_solver_pp_2m"),
+    ({"sample": {"sampler": "heun", "steps": 9, "solver_spacing": "edm", "solver_end": "step0"}},
+     "params.yaml: sample.solver_end: EDM's grid ends at σ = 0 (clean)"),
     ({"mean_type": "mu"}, "params.yaml: solver_table.samplers: dpm_solver_pp_2m integrates the probability-flow ODE"),
     ({"solver_table": {"samplers": ["heun", "ddim", "heun"]}}, "params.yaml: solver_table.samplers: listed twice"),
     ({"solver_table": {"nfe": [10, 0]}}, "params.yaml: solver_table.nfe.1: Input should be greater than 0"),
-    ({"solver_table": {"end": "zero"}}, "params.yaml: solver_table.end: Input should be 'step0' or 'clean'"),
+    ({"solver_table": {"end": "zero"}}, "params.yaml: solver_table.end: Input should be 'auto', 'step0' or 'clean'"),
     ({"sample": {"num_samples": 0}}, "params.yaml: sample.num_samples: Input should be greater than 0"),
     ({"variance": "learned_range"}, "params.yaml: variance: 'learned_range' gets no gradient from objective 'simple'"),
     ({"data": {"resolution": 30}}, "params.yaml: model.ch_mult: 4 levels halve the resolution 3 times; resolution 30 "

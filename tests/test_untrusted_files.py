@@ -80,9 +80,11 @@ def test_tampered_inception_files_are_refused_before_loading(tmp_path, monkeypat
             fid.verified_weights_path()
     finally:
         fid.verified_weights_path.cache_clear()
-    isc = crafted(tmp_path / fid.ISC_WEIGHTS_FILE, marker)
+    from ddpm.evaluation import isc_weights
+
+    isc = crafted(tmp_path / isc_weights.FILE, marker)
     with pytest.raises(ValueError, match="evaluate.isc_weights: .* refusing to unpickle it"):
-        fid.isc_weights_path(str(isc))
+        isc_weights.isc_weights_path(str(isc))
     assert not marker.exists()
 
 

@@ -36,12 +36,25 @@ from ddpm.core.options import (
     check_eta,
     check_unet_geometry,
     check_variance_trainable,
+    solver_conventions,
 )
 from ddpm.core.schedules import Schedule, get_beta_schedule
 from ddpm.core.spacing import Skip, ddim_timesteps, space_timesteps
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """Nested params as the dotted keys DVC and MLflow name them: {"train": {"lr": 1}} → {"train.lr": 1}."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def experiment_name(dataset: str) -> str:
@@ -207,7 +220,8 @@ class FidParams(_Section):
 class EvaluateParams(_Section):
     fid: bool
     isc: bool
-    isc_weights: str | None  # torch-fidelity's Inception weights file, if you have it (IS needs them)
+    isc_weights: str | None  # torch-fidelity's Inception weights (IS needs them): auto (cached, else fetched), a
+    #                          file, or null (the torch hub cache only)
     nll_images: PositiveInt
     nll_batch_size: PositiveInt
     nll_precision: InferencePrecision  # the network in fp32 (the papers' tables), or under bf16 autocast
@@ -286,6 +300,17 @@ class Params(_Section):
                              "model (mean_type mu) does not give; use ancestral")
         if len(set(self.solver_table.samplers)) < len(self.solver_table.samplers):
             raise ValueError(f"solver_table.samplers: listed twice in {[str(s) for s in self.solver_table.samplers]}")
+        table = self.solver_table
+        uses = [(sample.sampler, sample.solver_spacing, sample.solver_end, "sample.solver_spacing",
+                 "sample.solver_end")]
+        uses += [(sampler, table.spacing, table.end, "solver_table.spacing", "solver_table.end")
+                 for sampler in table.samplers]
+        for sampler, spacing, end, spacing_key, end_key in uses:
+            if sampler in ODE_SOLVERS:
+                try:
+                    solver_conventions(sampler, spacing, end, self.data.resolution)
+                except OptionError as err:
+                    raise ValueError(f"{spacing_key if err.key == 'spacing' else end_key}: {err.reason}") from None
         if sample.sampler in ODE_SOLVERS:
             if sample.steps is None or sample.respacing is not None:
                 raise ValueError(f"sample.steps: {sample.sampler} needs its budget of network calls in sample.steps "
@@ -347,7 +372,7 @@ def check_named_files(params: Params, cwd: Path = Path(".")) -> None:
     named = {"model.import_from.path": params.model.import_from.path, "data.source": params.data.source,
              "evaluate.isc_weights": params.evaluate.isc_weights}
     for key, value in named.items():
-        if value is None:
+        if value is None or key == "evaluate.isc_weights" and value == "auto":
             continue
         path = cwd / Path(value).expanduser()
         hint = "" if Path(value).is_absolute() else " (relative to the stage's working directory: queued and --temp " \

@@ -56,12 +56,6 @@ def test_registered_extractor_runs_offline_through_torch_fidelity():
     np.testing.assert_allclose(gray, fid.inception_features([a[:, :1].expand(-1, 3, -1, -1)], "cpu"))
 
 
-def test_isc_weights_absent_here_are_reported_not_faked(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    assert fid.isc_weights_path() is None
-    assert fid.isc_weights_path(str(tmp_path / "missing.pth")) is None
-
-
 def test_statistics_roundtrip(tmp_path):
     stats = fid.statistics(np.random.default_rng(0).normal(size=(10, 4)))
     fid.save_statistics(tmp_path / "ref.npz", stats, count=10)

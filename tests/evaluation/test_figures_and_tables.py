@@ -49,6 +49,10 @@ def test_ddim_reconstruction_error_falls_with_steps_for_the_exact_model():
     assert image.shape[0] == 4 * (4 * 12 + 2) + 2  # originals + one row per S, 4×4 images shown ×12
 
 
+SCALE = {"dataset": "cifar10", "data.resolution": 32, "timesteps": 1000, "train.steps": 800000,
+         "sample.num_samples": 50000, "fid_reference": "3fa2c0d1e4b5a697"}
+
+
 def test_paper_tables_put_ours_beside_the_published_numbers():
     cells = [{"steps": 10, "eta": 0.0, "fid": 50.5, "num_samples": 64},
              {"steps": 10, "eta": "sigma_hat", "fid": 300.0, "num_samples": 64},
@@ -56,18 +60,40 @@ def test_paper_tables_put_ours_beside_the_published_numbers():
     md, rows = paper_tables.ddim_table(cells)
     assert "| 0 | 50.50 (13.36) |" in md and "| σ̂ | 300.00 (367.43) |" in md
     assert {r["steps"] for r in rows} == {10, 20, 50, 100, 1000}  # an S > T cell has no row of its own
-    setting = {"dataset": "cifar10", "profile": "cifar10_ddpm"}
     run = paper_tables.Record(params={"mean_type": "eps", "objective": "simple", "variance": "fixed_large",
-                                      "schedule": "linear", **setting}, metrics={"fid_train": 40.0, "nll_bpd": 4.9},
+                                      "schedule": "linear", **SCALE}, metrics={"fid_train": 40.0, "nll_bpd": 4.9,
+                                                                              "num_samples": 50000},
                               label="this run")
-    ddpm_md, _ = paper_tables.ddpm_table([run], setting)
-    assert "| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 | 40.00 | 3.17 | 4.900 | ≤ 3.75 (3.72) | this run |" \
-        in ddpm_md
+    key = paper_tables.comparison_key(run.params)
+    ddpm_md, _ = paper_tables.ddpm_table([run], key)
+    assert ("| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 | 40.00 | 3.17 | 4.900 | ≤ 3.75 (3.72) | 800000 | "
+            "50000 | this run |") in ddpm_md
     assert ddpm_md.count("not run") == 5
-    iddpm_md, iddpm_rows = paper_tables.iddpm_table([run], setting)
-    assert "| linear | L_simple | 4.900 | 40.00 | this run |" in iddpm_md and len(iddpm_rows) == 6
+    iddpm_md, iddpm_rows = paper_tables.iddpm_table([run], key)
+    assert "| linear | L_simple | 4.900 | 40.00 | 800000 | 50000 | this run |" in iddpm_md and len(iddpm_rows) == 6
     recon = paper_tables.reconstruction_table([{"steps": 10, "mse": 0.0123}, {"steps": 20, "mse": 0.0045}])
     assert "| MSE | 0.0123 | 0.0045 |" in recon
+
+
+def test_tables_and_the_best_fid_alias_take_only_comparable_runs():
+    """Runs of other lengths, sample counts or FID references never fill a row; the newest comparable run does,
+    and older comparable ones are listed."""
+    def run(label, fid, **scale):
+        params = {"mean_type": "eps", "objective": "simple", "variance": "fixed_large", "schedule": "linear"}
+        return paper_tables.Record(params=params | SCALE | scale, metrics={"fid_train": fid, "num_samples": 50000},
+                                   label=label)
+
+    records = [run("old-400", 30.0, **{"train.steps": 400}), run("first-480", 25.0, **{"train.steps": 480}),
+               run("fewer-samples", 5.0, **{"train.steps": 480, "sample.num_samples": 128}),
+               run("other-reference", 4.0, **{"train.steps": 480, "fid_reference": "ffff0000ffff0000"}),
+               run("second-480", 27.0, **{"train.steps": 480})]
+    key = paper_tables.comparison_key(records[-1].params)
+    assert [r.label for r in paper_tables.comparable(records, key)] == ["first-480", "second-480"]
+    md, rows = paper_tables.iddpm_table(records, key)
+    assert "| linear | L_simple | — | 27.00 | 480 | 50000 | second-480 |" in md  # the newest comparable run
+    assert "- linear, L_simple: also ran first-480 (FID 25.00)" in md and "old-400" not in md
+    assert rows[0]["run"] == "second-480" and rows[0]["train_steps"] == 480
+    assert "training steps 480" in paper_tables.comparison_sentence(key)
 
 
 def test_rate_distortion_figure_renders():
@@ -121,25 +147,29 @@ def test_latent_timesteps_are_fractions_of_T():
 
 
 def test_each_table_row_comes_from_a_run_whose_setting_matches_it():
-    """A later cosine run must not fill DDPM's rows (linear schedule), nor a run of another profile or dataset."""
-    setting = {"dataset": "digits", "profile": "tiny"}
-    eps_simple = {"mean_type": "eps", "objective": "simple", "variance": "fixed_large"}
+    """A later cosine run must not fill DDPM's rows (linear schedule), nor a run of another dataset or length."""
+    scale = {"dataset": "digits", "data.resolution": 8, "timesteps": 100, "train.steps": 400,
+             "sample.num_samples": 128, "fid_reference": "0123456789abcdef"}
+    eps_simple = {"mean_type": "eps", "objective": "simple", "variance": "fixed_large", "profile": "tiny"}
 
     def run(label, fid, **params):
-        return paper_tables.Record(params=eps_simple | setting | params, metrics={"fid_train": fid}, label=label)
+        return paper_tables.Record(params=eps_simple | scale | params, metrics={"fid_train": fid}, label=label)
 
-    records = [run("tiny-linear", 40.0, schedule="linear"), run("cifar-linear", 3.2, schedule="linear",
-               dataset="cifar10", profile="cifar10_ddpm"), run("other-profile", 9.0, schedule="linear", profile="x"),
+    records = [run("tiny-linear", 40.0, schedule="linear"),
+               run("cifar-linear", 3.2, schedule="linear", dataset="cifar10", profile="cifar10_ddpm"),
+               run("longer", 9.0, schedule="linear", **{"train.steps": 800}),
                run("tiny-cosine", 30.0, schedule="cosine")]
-    ddpm_md, rows = paper_tables.ddpm_table(records, setting)
+    key = paper_tables.comparison_key(scale)
+    ddpm_md, rows = paper_tables.ddpm_table(records, key)
     simple_row = next(line for line in ddpm_md.splitlines() if "L_simple" in line)
-    assert simple_row.endswith("| 40.00 | 3.17 | — | ≤ 3.75 (3.72) | tiny-linear |")
+    assert simple_row.endswith("| 40.00 | 3.17 | — | ≤ 3.75 (3.72) | 400 | 128 | tiny-linear |")
     assert rows[-1]["fid"] == 40.0
-    iddpm_md, _ = paper_tables.iddpm_table(records, setting)
-    assert "| linear | L_simple | — | 40.00 | tiny-linear |" in iddpm_md
-    assert "| cosine | L_simple | — | 30.00 | tiny-cosine |" in iddpm_md
-    assert "Not comparable" in paper_tables.comparability(setting | {"timesteps": 100})
-    assert "profile tiny is reduced" in paper_tables.comparability(setting | {"timesteps": 100})
+    iddpm_md, _ = paper_tables.iddpm_table(records, key)
+    assert "| linear | L_simple | — | 40.00 | 400 | 128 | tiny-linear |" in iddpm_md
+    assert "| cosine | L_simple | — | 30.00 | 400 | 128 | tiny-cosine |" in iddpm_md
+    setting = {"dataset": "digits", "profile": "tiny", "timesteps": 100}
+    assert "Not comparable" in paper_tables.comparability(setting)
+    assert "profile tiny is reduced" in paper_tables.comparability(setting)
     assert "Not comparable" not in paper_tables.comparability({"dataset": "cifar10", "profile": "cifar10_ddpm"})
 
 

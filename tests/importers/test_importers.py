@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import export_layout, make_params
+from helpers import export_layout, make_params, merged
 from safetensors.torch import load_file
 
 from ddpm.core.unet import UNet, UNetConfig
@@ -208,3 +208,51 @@ def test_diffusers_ddpm_conversions_are_reproduced(profile, tmp_path):
     with torch.no_grad():
         ref = reference_model(x, t).sample
     assert relative_error(run(imported.model, x, t), ref) < 1e-5
+
+
+def test_diffusers_heads_follow_attention_head_dim_when_the_config_leaves_it_out(tmp_path):
+    """diffusers gives each attention block width / attention_head_dim heads, 8 channels a head when config.json has
+    no attention_head_dim: the import builds the same heads, and a profile with other heads is named."""
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    reference = diffusers.UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_eps=1e-6, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1).eval()
+    for name, p in reference.named_parameters():  # q and k large enough that the heads matter
+        p.data.normal_(0, 0.5 if "to_q" in name or "to_k" in name else 0.05)
+    reference.save_pretrained(tmp_path / "unet")
+    config = json.loads((tmp_path / "unet" / "config.json").read_text())
+    assert config.pop("attention_head_dim") == 8  # diffusers' default, as an older config.json would leave out
+    (tmp_path / "unet" / "config.json").write_text(json.dumps(config))
+    base = {"dataset": "digits", "data": {"resolution": 8},
+            "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "norm_eps": 1e-6}}
+    imported = import_checkpoint(tmp_path, unet_config(make_params(merged(base, {"model": {"num_heads": 8}})), 1))
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([3, 900])
+    one_head = UNet(dataclasses.replace(imported.model.config, num_heads=1))
+    one_head.load_state_dict(imported.model.state_dict())
+    with torch.no_grad():
+        expected = reference(x, t).sample
+        assert relative_error(run(imported.model, x, t), expected) < 1e-5
+        assert relative_error(run(one_head.eval(), x, t), expected) > 1e-4  # what importing it as one head gave
+    with pytest.raises(CheckpointError, match=r"^model.num_heads: .* was trained with num_heads = 8, the profile "
+                                              r"builds 1"):
+        import_checkpoint(tmp_path, unet_config(make_params(base), 1))
+
+
+@pytest.mark.parametrize("key,value", [
+    ("mid_block_scale_factor", 1.4142), ("norm_num_groups", 16), ("act_fn", "gelu"), ("attn_norm_num_groups", 8),
+    ("add_attention", False), ("downsample_type", "resnet"), ("upsample_type", "resnet"),
+    ("class_embed_type", "timestep"), ("num_class_embeds", 10), ("time_embedding_dim", 96),
+    ("center_input_sample", True), ("resnet_time_scale_shift", "scale_shift"), ("time_embedding_type", "fourier"),
+    ("mid_block_type", None), ("down_block_types", ["DownBlock2D", "SkipDownBlock2D"]), ("attention_head_dim", 24)])
+def test_diffusers_config_values_the_unet_does_not_reproduce_are_named(key, value):
+    from ddpm.importers.layouts import diffusers_conventions
+
+    config = {"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+              "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "flip_sin_to_cos": False, "freq_shift": 1,
+              "downsample_padding": 0, "attention_head_dim": None}
+    assert diffusers_conventions(config, "unet")["num_heads"] == 1
+    with pytest.raises(CheckpointError, match=rf"^unet: config.json: {key} .* (is not reproduced|does not divide)"):
+        diffusers_conventions(config | {key: value}, "unet")

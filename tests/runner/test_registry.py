@@ -12,10 +12,14 @@ import torch
 import yaml
 from helpers import compose_raw, make_params
 
+from ddpm.config import flatten
 from ddpm.core.generation import generate
+from ddpm.evaluation.paper_tables import comparison_key
 from ddpm.factory import build_model, load_for_inference
-from ddpm.runner.registry import BEST_ALIAS, MODEL_SHA_TAG, registered_name
-from ddpm.runner.tracking import StageRun, promote_best_model
+from ddpm.runner.lineage import FID_REFERENCE_TAG, MODEL_SHA_TAG
+from ddpm.runner.queries import promote_best_model
+from ddpm.runner.registry import BEST_ALIAS, registered_name
+from ddpm.runner.tracking import StageRun
 from ddpm.storage.files import file_digest
 from ddpm.storage.model_files import save_model
 
@@ -40,10 +44,11 @@ def store(tmp_path, monkeypatch):
     return uri
 
 
-def _train_and_evaluate(tmp_path, monkeypatch, name, seed, fid):
+def _train_and_evaluate(tmp_path, monkeypatch, name, seed, fid, steps=400):
     """A train run logging weights ``seed`` and an evaluate run of them scoring ``fid``, as one pipeline."""
     raw = compose_raw(["profile=tiny"])
-    raw |= {"timesteps": PATCH["timesteps"], "sample": raw["sample"] | PATCH["sample"]}
+    raw |= {"timesteps": PATCH["timesteps"], "sample": raw["sample"] | PATCH["sample"],
+            "train": raw["train"] | {"steps": steps}}
     params_file = tmp_path / f"{name}.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     params = make_params(PATCH, profile="tiny")
@@ -53,24 +58,36 @@ def _train_and_evaluate(tmp_path, monkeypatch, name, seed, fid):
     with StageRun("train", raw, "ddpm-digits") as run:
         run.log_model(tmp_path / f"{name}.safetensors", params_file, "digits", sha)
     with StageRun("evaluate", raw, "ddpm-digits") as run:
-        run.set_tags({MODEL_SHA_TAG: sha})
+        run.set_tags({MODEL_SHA_TAG: sha, FID_REFERENCE_TAG: "0123456789abcdef"})
         run.log_metrics({"fid_train": fid, "num_samples": 128})
     return params, tmp_path / f"{name}.safetensors"
+
+
+def _key(**change) -> dict:
+    """What the tiny runs above share (the comparison key the report passes), with ``change``."""
+    raw = compose_raw(["profile=tiny"])
+    flat = flatten(raw) | {"timesteps": PATCH["timesteps"], "fid_reference": "0123456789abcdef"}
+    return comparison_key(flat | change)
 
 
 def test_registered_model_loads_in_a_fresh_process_and_samples_as_the_sample_stage(tmp_path, monkeypatch, store):
     _train_and_evaluate(tmp_path, monkeypatch, "first", seed=1, fid=50.0)
     params, weights = _train_and_evaluate(tmp_path, monkeypatch, "second", seed=2, fid=40.0)
     _train_and_evaluate(tmp_path, monkeypatch, "third", seed=3, fid=45.0)
-    line = promote_best_model("digits", 128)
-    assert line.startswith(f"alias {BEST_ALIAS} → ddpm-digits version 2 (FID 40.00, 128 samples, second)")
+    _train_and_evaluate(tmp_path, monkeypatch, "longer", seed=4, fid=20.0, steps=480)  # not comparable: longer
+    line = promote_best_model("digits", _key())
+    assert line.startswith(f"alias {BEST_ALIAS} → ddpm-digits version 2 (FID 40.00, 128 samples, 400 steps, second)")
     client = mlflow.tracking.MlflowClient(store)
     name = registered_name("digits")
-    assert [int(v.version) for v in client.search_model_versions(f"name = '{name}'")] == [3, 2, 1]
+    assert [int(v.version) for v in client.search_model_versions(f"name = '{name}'")] == [4, 3, 2, 1]
     assert str(client.get_model_version_by_alias(name, BEST_ALIAS).version) == "2"
     assert "models:/ddpm-digits@best_fid" in client.get_registered_model(name).description
     # other sample counts do not compare: no version scored over 64 samples
-    assert promote_best_model("digits", 64).startswith("no registered model of ddpm-digits")
+    assert promote_best_model("digits", _key(**{"sample.num_samples": 64})).startswith(
+        "no registered model of ddpm-digits")
+    assert promote_best_model("digits", _key(**{"train.steps": 480})).startswith(f"alias {BEST_ALIAS} → ddpm-digits "
+                                                                              "version 4 (FID 20.00")
+    promote_best_model("digits", _key())
 
     script = ("import json, sys, mlflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]); "
               "m = mlflow.pyfunc.load_model('models:/ddpm-digits@best_fid'); "

@@ -122,7 +122,7 @@ def test_a_damaged_store_is_named_the_log_kept_and_replayed_where_it_belongs(tmp
     assert child["tags.mlflow.runName"] == "solver_fid@unipc_3-10 · tiny-cosine"
     assert child["tags.dvc_experiment"] == "tiny-cosine" and child["tags.dvc_stage"] == "solver_fid@unipc_3-10"
     assert child["tags.mlflow.parentRunId"] == parent["run_id"] and parent["tags.dvc_experiment"] == "tiny-cosine"
-    assert child["params.solver_table.spacing"] == "logsnr" and child["params.sample.batch_size"] == "128"
+    assert child["params.solver_table.spacing"] == "auto" and child["params.sample.batch_size"] == "128"
     assert child["metrics.fid"] == 123.5 and child["tags.ddpm.replayed"] == "true"
     assert parent["params.train.lr"] == "0.001"  # the parent, re-created, carries every param again
 

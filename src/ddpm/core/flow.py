@@ -22,17 +22,25 @@ from .diffusion import GaussianDiffusion, Model
 from .options import End, MeanType, OptionError, TimeSpacing, parse_enum
 from .respace import SpacedDiffusion
 
-KARRAS_RHO = 7.0  # EDM eq. 5 (TimeSpacing.KARRAS)
+KARRAS_RHO = 7.0  # EDM eq. 5 (TimeSpacing.KARRAS, TimeSpacing.EDM)
+EDM_SIGMA_RANGE = (0.002, 80.0)  # EDM's sampler: σ̃ kept within these, and within the network's own levels
 
 
 class NoiseSchedule:
-    """α(τ), σ(τ), λ(τ) of a discrete process for a continuous step τ ∈ [0, T − 1], and τ(λ)."""
+    """α(τ), σ(τ), λ(τ) of a discrete process for a continuous step τ ∈ [0, N − 1], and τ(λ). N is the process's
+    T, or with ``clip_lambda`` the steps whose λ is at least that (DPM-Solver's code clips λ at −5.1, which drops
+    the last steps of a cosine schedule, where λ falls to −11 and x barely changes: its ``numerical_clip_alpha``);
+    the continuous time t = (τ + 1)/N then spans the kept steps."""
 
-    def __init__(self, diffusion: GaussianDiffusion):
+    def __init__(self, diffusion: GaussianDiffusion, clip_lambda: float | None = None):
         if isinstance(diffusion, SpacedDiffusion):
             raise OptionError("sampler", "the ODE solvers take the original process (they choose their own steps)")
-        self.num_timesteps = diffusion.num_timesteps
-        self.log_alphas = 0.5 * np.log(diffusion.alphas_cumprod)  # float64, decreasing in the step
+        log_alphas = 0.5 * np.log(diffusion.alphas_cumprod)  # float64, decreasing in the step
+        if clip_lambda is not None:
+            lams = log_alphas - 0.5 * np.log(-np.expm1(2.0 * log_alphas))
+            log_alphas = log_alphas[: len(log_alphas) - int(np.sum(lams < clip_lambda))]
+        self.log_alphas = log_alphas
+        self.num_timesteps = len(log_alphas)
 
     def log_alpha(self, tau) -> np.ndarray:
         tau = np.asarray(tau, dtype=np.float64)
@@ -53,18 +61,26 @@ class NoiseSchedule:
         steps = np.arange(self.num_timesteps, dtype=np.float64)
         return np.interp(log_alpha, self.log_alphas[::-1], steps[::-1])  # log α decreases with τ
 
+    def sigma_tilde(self, tau) -> np.ndarray:
+        """σ̃ = σ/α = e^{−λ}, EDM's noise level."""
+        return np.exp(-self.lam(tau))
+
 
 @dataclass(frozen=True)
 class Grid:
-    """The steps τ where a solver calls the network, from x_T's down, and whether it ends ``clean``."""
+    """The steps τ where a solver calls the network, from x_T's down, and whether it ends ``clean``; x_T is scaled
+    by ``start_scale`` first (EDM starts from σ_max·z in x/α, i.e. σ(τ_0)·z)."""
 
     steps: np.ndarray
     end: End = End.STEP0
+    start_scale: float = 1.0
 
     def __post_init__(self):
         steps = np.asarray(self.steps, dtype=np.float64)
         if steps.ndim != 1 or steps.size < 1 or (np.diff(steps) >= 0).any():
             raise OptionError("grid", f"steps must be strictly decreasing, got {steps.tolist()}")
+        if self.end not in (End.STEP0, End.CLEAN):
+            raise OptionError("grid", f"a grid ends at step0 or clean, got {self.end}")
         if self.end is End.STEP0 and steps.size < 2:
             raise OptionError("grid", "a grid ending at step 0 needs at least two steps")
         object.__setattr__(self, "steps", steps)
@@ -75,29 +91,61 @@ class Grid:
         return len(self.steps) - 1 + (self.end is End.CLEAN)
 
 
-def time_grid(schedule: NoiseSchedule, points: int, spacing: str | TimeSpacing = TimeSpacing.TIME_UNIFORM,
-              end: str | End = End.STEP0) -> Grid:
-    """``points`` steps from τ = T − 1 (t_T = 1) down to τ = 0 (t_0 = 1/T), spaced as DPM-Solver's code does in
-    its continuous t = (τ + 1) / T (EDM's in σ̃); a ``clean`` end adds the move to σ = 0 after the last one."""
-    spacing, end = parse_enum(TimeSpacing, spacing, "spacing"), parse_enum(End, end, "end")
-    if points < 2:
-        raise OptionError("steps", f"a solver grid needs at least 2 points, got {points}")
-    T = schedule.num_timesteps
-    t_first, t_last = 1.0, 1.0 / T
+def spaced(schedule: NoiseSchedule, first: float, last: float, points: int, spacing: str | TimeSpacing) -> np.ndarray:
+    """``points`` steps τ from ``first`` down to ``last`` (both included), spaced as DPM-Solver's code spaces them in
+    its continuous t = (τ + 1)/N (``time_uniform``, ``time_quadratic``), in λ (``logsnr``) or in σ̃^(1/ρ)
+    (``karras``)."""
+    spacing = parse_enum(TimeSpacing, spacing, "spacing")
+    N = schedule.num_timesteps
     if spacing in (TimeSpacing.LOGSNR, TimeSpacing.KARRAS):
-        lam_first, lam_last = schedule.lam(T - 1.0), schedule.lam(0.0)
+        lam_first, lam_last = schedule.lam(first), schedule.lam(last)
         if spacing is TimeSpacing.LOGSNR:
             lams = np.linspace(lam_first, lam_last, points)
         else:  # σ̃ = e^{−λ}
             ramp = np.linspace(np.exp(-lam_first / KARRAS_RHO), np.exp(-lam_last / KARRAS_RHO), points)
             lams = -KARRAS_RHO * np.log(ramp)
         taus = schedule.inverse_lambda(lams)
-        taus[0], taus[-1] = T - 1.0, 0.0  # exact ends (the inverse is exact only up to rounding)
-    elif spacing is TimeSpacing.TIME_QUADRATIC:
-        taus = np.linspace(np.sqrt(t_first), np.sqrt(t_last), points) ** 2 * T - 1.0
-    else:
-        taus = np.linspace(t_first, t_last, points) * T - 1.0
-    return Grid(taus, end)
+        taus[0], taus[-1] = first, last  # exact ends (the inverse is exact only up to rounding)
+        return taus
+    t_first, t_last = (first + 1.0) / N, (last + 1.0) / N
+    if spacing is TimeSpacing.TIME_QUADRATIC:
+        return np.linspace(np.sqrt(t_first), np.sqrt(t_last), points) ** 2 * N - 1.0
+    if spacing is TimeSpacing.TIME_UNIFORM:
+        return np.linspace(t_first, t_last, points) * N - 1.0
+    raise OptionError("spacing", f"{spacing} is no spacing between two steps (time_uniform, time_quadratic, logsnr, "
+                                 "karras)")
+
+
+def edm_grid(schedule: NoiseSchedule, points: int) -> Grid:
+    """EDM's discretization of a discrete-time network (its ``edm_sampler`` with ``round_sigma``): ``points`` noise
+    levels σ̃ uniform in σ̃^(1/7) from min(80, σ̃ of the last step) to max(0.002, σ̃ of step 0), each rounded to the
+    nearest step's σ̃, then σ̃ = 0 (a clean end); x_T is scaled to the first level's σ."""
+    if points < 1:
+        raise OptionError("steps", f"EDM's grid needs at least one noise level, got {points}")
+    levels = schedule.sigma_tilde(np.arange(schedule.num_timesteps, dtype=np.float64))
+    low, high = max(EDM_SIGMA_RANGE[0], levels[0]), min(EDM_SIGMA_RANGE[1], levels[-1])
+    index = np.arange(points, dtype=np.float64) / max(points - 1, 1)
+    sigmas = (high ** (1 / KARRAS_RHO) + index * (low ** (1 / KARRAS_RHO) - high ** (1 / KARRAS_RHO))) ** KARRAS_RHO
+    steps = np.abs(sigmas[:, None] - levels[None, :]).argmin(axis=1).astype(np.float64)
+    if (np.diff(steps) >= 0).any():
+        raise OptionError("steps", f"{points} noise levels round to repeated steps of this "
+                                   f"{schedule.num_timesteps}-step process; EDM's grid needs fewer network calls here")
+    return Grid(steps, End.CLEAN, start_scale=float(schedule.alpha_sigma(steps[0])[1]))
+
+
+def time_grid(schedule: NoiseSchedule, points: int, spacing: str | TimeSpacing = TimeSpacing.TIME_UNIFORM,
+              end: str | End = End.STEP0) -> Grid:
+    """``points`` steps from τ = N − 1 (t_T = 1) down to τ = 0 (t_0 = 1/N), spaced as DPM-Solver's code does in
+    its continuous t = (τ + 1) / N (EDM's in σ̃); a ``clean`` end adds the move to σ = 0 after the last one.
+    ``edm`` is EDM's own grid (``edm_grid``)."""
+    spacing, end = parse_enum(TimeSpacing, spacing, "spacing"), parse_enum(End, end, "end")
+    if spacing is TimeSpacing.EDM:
+        if end is not End.CLEAN:
+            raise OptionError("end", "EDM's grid ends at σ = 0 (clean)")
+        return edm_grid(schedule, points)
+    if points < 2:
+        raise OptionError("steps", f"a solver grid needs at least 2 points, got {points}")
+    return Grid(spaced(schedule, schedule.num_timesteps - 1.0, 0.0, points, spacing), end)
 
 
 def as_tensor(value: float, like: torch.Tensor) -> torch.Tensor:
@@ -118,7 +166,8 @@ class Evaluations:
     def __call__(self, x: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
         self.calls += 1
         alpha, sigma = (float(v) for v in self.schedule.alpha_sigma(tau))
-        out, _ = self.diffusion.split_output(self.model(x, torch.full((x.shape[0],), tau, device=x.device)))
+        steps = torch.full((x.shape[0],), tau, dtype=torch.float64, device=x.device)  # fractional: keep its digits
+        out, _ = self.diffusion.split_output(self.model(x, steps))
         if self.diffusion.mean_type is MeanType.EPSILON:
             if not self.clip:
                 return (x - sigma * out) / alpha, out

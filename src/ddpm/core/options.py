@@ -108,17 +108,45 @@ ODE_SOLVERS = (Sampler.DPM_SOLVER_PP_2M, Sampler.DPM_SOLVER_2, Sampler.DPM_SOLVE
 class TimeSpacing(StrEnum):
     """How a solver's grid divides [0, T − 1] (DPM-Solver §3.3 and its code's ``skip_type``; EDM eq. 5)."""
 
-    TIME_UNIFORM = "time_uniform"  # uniform in t (DPM-Solver's choice for discrete-time models)
-    LOGSNR = "logsnr"  # uniform in λ (DPM-Solver's choice for continuous-time models)
+    AUTO = "auto"  # each method's authors' choice (``ddpm.core.solvers.solver_conventions``)
+    TIME_UNIFORM = "time_uniform"  # uniform in t (DPM-Solver's recommendation for high-resolution images)
+    LOGSNR = "logsnr"  # uniform in λ (DPM-Solver's recommendation for low-resolution images such as CIFAR-10)
     TIME_QUADRATIC = "time_quadratic"  # uniform in √t (DDIM's quadratic skip, continuous)
-    KARRAS = "karras"  # uniform in σ̃^(1/ρ), σ̃ = σ/α, ρ = 7 (EDM's choice)
+    KARRAS = "karras"  # uniform in σ̃^(1/ρ), σ̃ = σ/α, ρ = 7, over the process's whole range, at fractional steps
+    EDM = "edm"  # EDM's code for a discrete network: ρ = 7 from min(80, σ̃_max) to max(0.002, σ̃_min), each point
+    #              rounded to the nearest step's σ̃ (the network runs only at its own noise levels), ending at σ = 0
 
 
 class End(StrEnum):
     """Where a solver stops."""
 
+    AUTO = "auto"  # each method's authors' choice: at step 0 (DPM-Solver, UniPC), at σ = 0 (EDM's Heun)
     STEP0 = "step0"  # at τ = 0, the first step of the discrete process (DPM-Solver's code: t_0 = 1/T)
     CLEAN = "clean"  # at σ = 0: x̂0 of the last network call (DDIM; EDM; diffusers' final_sigmas_type="zero")
+
+
+HIGH_RESOLUTION = 128  # DPM-Solver's advice: λ-uniform grids below this many pixels a side, t-uniform from it on
+
+
+def solver_conventions(sampler: str | Sampler, spacing: str | TimeSpacing, end: str | End,
+                       resolution: int) -> tuple[TimeSpacing, End]:
+    """The grid spacing and end a sampler takes: explicit values as given; ``auto`` each method's authors' choice.
+    EDM's Heun: its own discretization (``edm``), ending at σ = 0. DPM-Solver, DPM-Solver++ and UniPC: uniform in
+    λ for images under 128 pixels a side and in t from 128 on (DPM-Solver's advice for low- and high-resolution
+    images), ending at step 0 (their ``denoise_to_zero=False``)."""
+    sampler = parse_enum(Sampler, sampler, "sampler")
+    spacing, end = parse_enum(TimeSpacing, spacing, "spacing"), parse_enum(End, end, "end")
+    heun = sampler is Sampler.HEUN
+    if spacing is TimeSpacing.AUTO:
+        spacing = TimeSpacing.EDM if heun else \
+            TimeSpacing.LOGSNR if resolution < HIGH_RESOLUTION else TimeSpacing.TIME_UNIFORM
+    if end is End.AUTO:
+        end = End.CLEAN if spacing is TimeSpacing.EDM else End.STEP0
+    if spacing is TimeSpacing.EDM and not heun:
+        raise OptionError("spacing", f"edm is EDM's grid for its Heun sampler, not for {sampler}")
+    if spacing is TimeSpacing.EDM and end is not End.CLEAN:
+        raise OptionError("end", "EDM's grid ends at σ = 0 (clean)")
+    return spacing, end
 
 
 class InferencePrecision(StrEnum):

@@ -183,11 +183,12 @@ def sampling_process(diffusion: GaussianDiffusion, steps: int | None = None,
 
 def sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, *, sampler: str | Sampler,
            steps: int | None = None, eta: Eta = 0.0, skip: str | Skip = Skip.UNIFORM, respacing: str | None = None,
-           clip_denoised: bool | None = None, spacing: str | TimeSpacing = TimeSpacing.LOGSNR,
-           end: str | End = End.STEP0, **options) -> torch.Tensor:
+           clip_denoised: bool | None = None, spacing: str | TimeSpacing = TimeSpacing.AUTO,
+           end: str | End = End.AUTO, **options) -> torch.Tensor:
     """Images from ``sampler`` with ``steps`` steps (None: all T): DDIM with ``eta`` and ``skip``, ancestral
     sampling respaced by ``respacing`` or to ``steps``, or an ODE solver spending ``steps`` network calls on a grid
-    of ``spacing`` that ends at ``end``; x̂0 clipped as the papers' code did unless ``clip_denoised`` says.
+    of ``spacing`` that ends at ``end`` (``auto``: the method's authors'); x̂0 clipped as the papers' code did
+    unless ``clip_denoised`` says.
     ``options`` go to the sampling loop (``noise_fn``, …)."""
     sampler = Sampler(sampler)
     options["clip_denoised"] = default_clip(sampler, eta) if clip_denoised is None else clip_denoised

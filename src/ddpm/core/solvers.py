@@ -14,10 +14,13 @@ import numpy as np
 import torch
 
 from .diffusion import GaussianDiffusion, Model
-from .flow import Evaluations, Grid, NoiseSchedule, as_tensor, time_grid
-from .options import ODE_SOLVERS, End, OptionError, Sampler, TimeSpacing, parse_enum
+from .flow import Evaluations, Grid, NoiseSchedule, as_tensor, spaced, time_grid
+from .options import ODE_SOLVERS, End, OptionError, Sampler, TimeSpacing, parse_enum, solver_conventions
 
-SINGLESTEP_FRACTIONS = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}  # DPM-Solver's r1 (and r2) in λ
+SINGLESTEP_ORDERS = (1, 2, 3)
+DPM_SOLVER_CLIP_LAMBDA = -5.1  # DPM-Solver's code: λ clipped here for discrete schedules (its numerical_clip_alpha)
+DPM_SOLVER_FAMILY = (Sampler.DPM_SOLVER_PP_2M, Sampler.DPM_SOLVER_2, Sampler.DPM_SOLVER_3)
+LOWER_ORDER_BELOW = 10  # DPM-Solver++(2M): a first-order last move below this many moves (authors' code; diffusers: 15)
 
 
 class SolverType(StrEnum):
@@ -38,6 +41,12 @@ class _Walk:
             self.lam = np.append(self.lam, np.inf)
             self.alpha, self.sigma = np.append(self.alpha, 1.0), np.append(self.sigma, 0.0)
 
+        self.start_scale = grid.start_scale
+
+    def start(self, x_T: torch.Tensor) -> torch.Tensor:
+        """x at the grid's first step: x_T, scaled for EDM's grid."""
+        return x_T if self.start_scale == 1.0 else x_T * self.start_scale
+
     def is_clean(self, j: int) -> bool:
         return j == len(self.steps)
 
@@ -48,19 +57,21 @@ class _Walk:
 
 
 def dpm_solver_multistep(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, grid: Grid, *,
-                         order: int = 2, lower_order_final: bool = True,
+                         order: int = 2, lower_order_final: bool = True, lower_order_below: int = LOWER_ORDER_BELOW,
                          clip_denoised: bool = False) -> tuple[torch.Tensor, int]:
     """DPM-Solver++(1M/2M) (DPM-Solver++ Algorithm 2, data prediction): each move from s to t with h = λ_t − λ_s,
 
         x_t = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) (D0 + D1/2),  D0 = x̂0(s),  D1 = (x̂0(s) − x̂0(s')) h / (λ_s − λ_{s'}),
 
     with s' the step before s (D1 = 0 for order 1 and at the first move). ``lower_order_final``: the last move is
-    first order when the grid has fewer than 15 steps (the authors' code, for stability at few steps)."""
+    first order when the grid makes fewer than ``lower_order_below`` moves between its steps (the authors' code:
+    10, for stability at few steps; diffusers' ``lower_order_final``: 15)."""
     if order not in (1, 2):
         raise OptionError("order", f"DPM-Solver++ multistep is implemented for orders 1 and 2, got {order}")
     evaluate = Evaluations(diffusion, model, clip_denoised)
     walk = _Walk(evaluate, grid)
-    x, previous = x_T, None
+    x, previous = walk.start(x_T), None
+    few = lower_order_final and len(walk.steps) - 1 < lower_order_below
     for i in range(walk.moves):
         x0, _ = evaluate(x, float(walk.steps[i]))
         if walk.is_clean(i + 1):
@@ -68,7 +79,7 @@ def dpm_solver_multistep(diffusion: GaussianDiffusion, model: Model, x_T: torch.
         h = walk.lam[i + 1] - walk.lam[i]
         update = x0
         last_move = i == walk.moves - 1
-        if order == 2 and previous is not None and not (lower_order_final and last_move and len(walk.steps) < 15):
+        if order == 2 and previous is not None and not (few and last_move):
             update = x0 + (x0 - previous) * (h / (2.0 * (walk.lam[i] - walk.lam[i - 1])))
         x = as_tensor(walk.sigma[i + 1] / walk.sigma[i], x) * x \
             - as_tensor(walk.alpha[i + 1] * np.expm1(-h), x) * update
@@ -79,7 +90,7 @@ def dpm_solver_multistep(diffusion: GaussianDiffusion, model: Model, x_T: torch.
 def singlestep_orders(nfe: int, order: int) -> list[int]:
     """The orders of the singlestep moves that spend ``nfe`` calls (DPM-Solver §3.4 and its code): as many moves
     of ``order`` as fit, the rest of lower order (order 3: NFE = 3k → 3,…,3,2,1; 3k + 1 → 3,…,3,1; 3k + 2 → 3,…,3,2)."""
-    if order not in SINGLESTEP_FRACTIONS:
+    if order not in SINGLESTEP_ORDERS:
         raise OptionError("order", f"DPM-Solver singlestep has orders 1, 2 and 3, got {order}")
     if order == 3:
         k, rest = divmod(nfe, 3)
@@ -89,24 +100,25 @@ def singlestep_orders(nfe: int, order: int) -> list[int]:
 
 def singlestep_grid(schedule: NoiseSchedule, orders: Sequence[int], spacing: str | TimeSpacing,
                     end: str | End = End.STEP0) -> Grid:
-    """The grid of a singlestep solver making moves of ``orders``: the moves' ends spaced as the authors' code does
-    (``logsnr``, ``karras``: uniform over the moves; otherwise the ends, at the moves' boundaries, of the grid with
-    one step per call), and each move's intermediate calls at λ_s + r h, r = 1/2 (order 2) or 1/3, 2/3 (order 3).
-    A ``clean`` end spends the last order-1 entry on x̂0 at step 0 (the authors' ``denoise_to_zero``)."""
+    """The grid of a singlestep solver making moves of ``orders``, as the authors' code builds it: the moves' ends
+    uniform over the moves (``logsnr``, ``karras``) or, otherwise, at the moves' boundaries in the grid with one
+    step per call; a move of order k from s to t calls the network at k points spaced the same way from s to t
+    (its intermediate λ fractions r1 (, r2): 1/2 and 1/3, 2/3 in λ for ``logsnr``). A ``clean`` end spends the
+    last order-1 entry on x̂0 at step 0 (the authors' ``denoise_to_zero``)."""
     spacing, end = parse_enum(TimeSpacing, spacing, "spacing"), parse_enum(End, end, "end")
     moving = list(orders[:-1] if end is End.CLEAN else orders)
     if end is End.CLEAN and (not orders or orders[-1] != 1):
         raise OptionError("orders", f"a clean end needs a last order-1 entry (x̂0), got {list(orders)}")
+    first = schedule.num_timesteps - 1.0
     if not moving:
-        return Grid(np.array([schedule.num_timesteps - 1.0]), end)
+        return Grid(np.array([first]), end)
     if spacing in (TimeSpacing.LOGSNR, TimeSpacing.KARRAS):
-        ends = time_grid(schedule, len(moving) + 1, spacing).steps
+        ends = spaced(schedule, first, 0.0, len(moving) + 1, spacing)
     else:
-        ends = time_grid(schedule, sum(moving) + 1, spacing).steps[np.cumsum([0, *moving])]
+        ends = spaced(schedule, first, 0.0, sum(moving) + 1, spacing)[np.cumsum([0, *moving])]
     points = []
     for k, s, t in zip(moving, ends[:-1], ends[1:], strict=True):
-        lam_s, lam_t = schedule.lam(s), schedule.lam(t)
-        points += [s, *(schedule.inverse_lambda(lam_s + r * (lam_t - lam_s)) for r in SINGLESTEP_FRACTIONS[k])]
+        points += list(spaced(schedule, s, t, k + 1, spacing)[:-1])
     return Grid(np.array([*points, ends[-1]]), end)
 
 
@@ -128,7 +140,7 @@ def dpm_solver_singlestep(diffusion: GaussianDiffusion, model: Model, x_T: torch
     calls = len(walk.steps) - (grid.end is End.STEP0)
     if sum(orders) != calls or (grid.end is End.CLEAN and orders[-1] != 1) or min(orders) < 1 or max(orders) > 3:
         raise OptionError("orders", f"{list(orders)} does not spend the grid's {calls} calls ({grid.end} end)")
-    x, i = x_T, 0
+    x, i = walk.start(x_T), 0
     for k in orders:
         x0, eps = evaluate(x, float(walk.steps[i]))
         t = i + k
@@ -208,7 +220,7 @@ def unipc(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, grid: G
         raise OptionError("order", f"UniPC is implemented for orders 1 to 3, got {order}")
     evaluate = Evaluations(diffusion, model, clip_denoised)
     walk = _Walk(evaluate, grid)
-    x, outputs, last = x_T, [], None
+    x, outputs, last = walk.start(x_T), [], None
     for i in range(walk.moves):
         x0, _ = evaluate(x, float(walk.steps[i]))
         if last is not None:
@@ -229,7 +241,7 @@ def heun(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, grid: Gr
     end is an Euler step, x̂0 of the last call. An Euler move here is a DDIM step."""
     evaluate = Evaluations(diffusion, model, clip_denoised)
     walk = _Walk(evaluate, grid)
-    x = x_T
+    x = walk.start(x_T)
     for i in range(walk.moves):
         _, eps = evaluate(x, float(walk.steps[i]))
         x_tilde = x / as_tensor(walk.alpha[i], x)
@@ -252,13 +264,16 @@ def calls_spent(sampler: Sampler, nfe: int, end: str | End) -> int:
 
 
 def solver_grid(diffusion: GaussianDiffusion, sampler: Sampler, nfe: int, spacing: str | TimeSpacing,
-                end: str | End) -> tuple[Grid, list[int]]:
+                end: str | End, clip_lambda: float | None = DPM_SOLVER_CLIP_LAMBDA) -> tuple[Grid, list[int]]:
     """The grid (and, for DPM-Solver singlestep, the orders) that spends ``calls_spent(sampler, nfe, end)``
-    calls: one per grid step for the multistep methods, two per Heun move."""
-    end = parse_enum(End, end, "end")
+    calls: one per grid step for the multistep methods, two per Heun move. The DPM-Solver family's grids span
+    the steps whose λ is at least ``clip_lambda`` (its authors' code; None: all steps)."""
+    spacing, end = parse_enum(TimeSpacing, spacing, "spacing"), parse_enum(End, end, "end")
+    if spacing is TimeSpacing.AUTO or end is End.AUTO:
+        raise OptionError("spacing", "resolve auto with solver_conventions first")
     if nfe < 1:
         raise OptionError("nfe", f"must be a positive number of network calls, got {nfe}")
-    schedule = NoiseSchedule(diffusion)
+    schedule = NoiseSchedule(diffusion, clip_lambda if sampler in DPM_SOLVER_FAMILY else None)
     clean = end is End.CLEAN
     if sampler in (Sampler.DPM_SOLVER_2, Sampler.DPM_SOLVER_3):
         orders = singlestep_orders(nfe - clean, 2 if sampler is Sampler.DPM_SOLVER_2 else 3) + [1] * clean
@@ -271,12 +286,14 @@ def solver_grid(diffusion: GaussianDiffusion, sampler: Sampler, nfe: int, spacin
 
 
 def ode_sample(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, sampler: str | Sampler, nfe: int, *,
-               spacing: str | TimeSpacing = TimeSpacing.LOGSNR, end: str | End = End.STEP0,
+               spacing: str | TimeSpacing = TimeSpacing.AUTO, end: str | End = End.AUTO,
                clip_denoised: bool = False) -> tuple[torch.Tensor, int]:
-    """x_T carried to x_0 by one of ``ODE_SOLVERS`` in at most ``nfe`` network calls; returns (x, calls)."""
+    """x_T carried to x_0 by one of ``ODE_SOLVERS`` in at most ``nfe`` network calls; returns (x, calls). ``auto``
+    spacing and end are the method's authors' (``solver_conventions``, by the images' size)."""
     sampler = parse_enum(Sampler, sampler, "sampler")
     if sampler not in ODE_SOLVERS:
         raise OptionError("sampler", f"{sampler} is not an ODE solver: one of {', '.join(ODE_SOLVERS)}")
+    spacing, end = solver_conventions(sampler, spacing, end, x_T.shape[-1])
     grid, orders = solver_grid(diffusion, sampler, nfe, spacing, end)
     clip = {"clip_denoised": clip_denoised}
     with torch.no_grad():

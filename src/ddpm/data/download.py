@@ -1,4 +1,5 @@
-"""Resumable, MD5-checked downloads: bytes go to ``<dest>.part`` and become ``dest`` only when the MD5 matches."""
+"""Resumable, checksum-checked downloads: bytes go to ``<dest>.part`` and become ``dest`` only when the checksum
+matches."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ from pathlib import Path
 
 from ddpm.storage.files import file_digest
 
+OFFLINE_HINT = "without internet, set data.source to a local copy of the file"
 
-def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
-    """Download ``url`` to ``dest`` (resuming a previous ``.part``) and verify its MD5.
 
-    A complete file with the wrong MD5 is an error; its bytes stay in ``.part`` (never used) so that a
-    truncated transfer can resume; delete that file to start over.
+def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0, *, algorithm: str = "md5",
+          key: str = "data.url", hint: str = OFFLINE_HINT) -> Path:
+    """Download ``url`` to ``dest`` (resuming a previous ``.part``) and verify its ``algorithm`` digest.
+
+    A complete file with the wrong digest is an error naming ``key``'s checksum; its bytes stay in ``.part`` (never
+    used) so that a truncated transfer can resume; delete that file to start over. A transfer that fails is a
+    FileNotFoundError naming ``key``, the URL and ``hint``.
     """
     dest = Path(dest)
-    if dest.is_file() and file_digest(dest, "md5") == md5:
+    if dest.is_file() and file_digest(dest, algorithm) == checksum:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -31,21 +36,17 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
                     out.write(block)
     except urllib.error.HTTPError as err:
         if err.code != 416:  # 416: nothing left to send, the .part is already whole
-            raise FileNotFoundError(f"data.url: cannot fetch {url} (HTTP {err.code}); {_offline_hint()}") from None
+            raise FileNotFoundError(f"{key}: cannot fetch {url} (HTTP {err.code}); {hint}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         raise FileNotFoundError(
-            f"data.url: cannot fetch {url} ({getattr(err, 'reason', err)}); bytes so far kept in {part}; "
-            f"{_offline_hint()}"
+            f"{key}: cannot fetch {url} ({getattr(err, 'reason', err)}); bytes so far kept in {part}; {hint}"
         ) from None
-    got = file_digest(part, "md5")
-    if got != md5:
+    got = file_digest(part, algorithm)
+    if got != checksum:
+        what = "data.md5" if key == "data.url" else key
         raise ValueError(
-            f"data.md5: {url} downloaded with MD5 {got}, expected {md5}; the bytes stay in {part} for resuming "
-            "and are not used (delete it to start over)"
+            f"{what}: {url} downloaded with {algorithm.upper()} {got}, expected {checksum}; the bytes stay in {part} "
+            "for resuming and are not used (delete it to start over)"
         )
     os.replace(part, dest)
     return dest
-
-
-def _offline_hint() -> str:
-    return "without internet, set data.source to a local copy of the file"

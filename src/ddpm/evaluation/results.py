@@ -4,12 +4,13 @@ numbers, as Markdown and CSV rows. Inputs are plain values; nothing here reads f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from ddpm.config import Params
-from ddpm.core.options import ODE_SOLVERS
+from ddpm.config import Params, flatten
+from ddpm.core.options import ODE_SOLVERS, solver_conventions
 
 from . import paper_tables
-from .names import ISC_UNAVAILABLE
+from .names import ISC_UNAVAILABLE, reference_digest
 
 
 def _fmt(value) -> str:
@@ -26,7 +27,9 @@ def results_table(params: Params, train: dict, evaluation: dict) -> str:
         eta = params.sample.eta if isinstance(params.sample.eta, str) else f"{params.sample.eta:g}"
         sampler += f" S={params.sample.steps or params.timesteps} {params.sample.skip.value} η={eta}"
     elif params.sample.sampler in ODE_SOLVERS:
-        sampler += f" NFE={params.sample.steps} {params.sample.solver_spacing.value} {params.sample.solver_end.value}"
+        spacing, end = solver_conventions(params.sample.sampler, params.sample.solver_spacing, params.sample.solver_end,
+                                          params.data.resolution)
+        sampler += f" NFE={params.sample.steps} {spacing.value} {end.value}"
     elif params.sample.respacing or params.sample.steps:
         sampler += f" respaced {params.sample.respacing or params.sample.steps}"
     if "isc" in evaluation:
@@ -81,31 +84,38 @@ class Report:
     csv_rows: dict[str, list[dict]]  # file name → rows
     fid_vs_nfe: list[dict]  # sampler, nfe, network_calls, fid, fid_paper (plots/fid_vs_nfe.csv, the figure)
     summary: dict[str, float]  # metrics/summary.json: the headline numbers
+    comparison: dict[str, str | None]  # what runs share with this one to compare (paper_tables.comparison_key)
 
 
 def build_report(params: Params, train: dict, evaluation: dict, reconstruction: list[dict], cells: list[dict],
-                 records: list[paper_tables.Record], note: str = "", solver_cells: list[dict] = ()) -> Report:
+                 records: list[paper_tables.Record], note: str = "", solver_cells: list[dict] = (),
+                 fid_reference: Path | None = None) -> Report:
     """The run's results and the papers' tables. ``records`` are earlier evaluated runs (oldest first; this run is
     added last), ``cells`` the DDIM Table 1 cells, ``solver_cells`` the FID-vs-NFE cells, ``note`` a line to print
-    above the tables."""
+    above the tables, ``fid_reference`` the FID reference statistics this run was scored against: the tables'
+    rows come only from runs comparable with this one (``paper_tables.COMPARABLE``)."""
     if not cells:
         raise ValueError("metrics: no DDIM table cells; run the ddim_fid stages")
-    current = paper_tables.Record(params=params.model_dump(mode="json"), metrics=evaluation, label="this run")
+    reference = reference_digest(fid_reference) if fid_reference is not None else None
+    flat = flatten(params.model_dump(mode="json")) | {"fid_reference": reference}
+    current = paper_tables.Record(params=flat, metrics=evaluation, label="this run")
     records = [*records, current]
-    setting = {key: current.params[key] for key in paper_tables.SETTING}
-    ddpm_md, ddpm_rows = paper_tables.ddpm_table(records, setting)
+    key = paper_tables.comparison_key(flat)
+    ddpm_md, ddpm_rows = paper_tables.ddpm_table(records, key)
     ddim_md, ddim_rows = paper_tables.ddim_table(cells)
     nfe_md, nfe_rows = paper_tables.fid_vs_nfe_table(list(solver_cells), cells)
-    iddpm_md, iddpm_rows = paper_tables.iddpm_table(records, setting)
+    iddpm_md, iddpm_rows = paper_tables.iddpm_table(records, key)
     recon_md = paper_tables.reconstruction_table(reconstruction)
     summary = results_table(params, train, evaluation)
     results_md = "# Results\n\n" + summary + "\n## DDIM Table 2: reconstruction error\n\n" + recon_md
     tables_md = (
         f"# The papers' tables ({params.dataset.value}, profile {params.profile})\n\n{note}"
-        + paper_tables.comparability(current.params)
-        + "\nEach row comes from the latest evaluated run in MLflow of this dataset and profile "
-          f"({params.dataset.value}, {params.profile}) whose schedule, objective, prediction and variance match the "
-          "row; DDPM's rows need the linear schedule. DDIM's tables come from this run.\n\n"
+        + paper_tables.comparability(flat)
+        + "\nEach row of DDPM's and iDDPM's tables comes from the newest evaluated run in MLflow whose schedule, "
+          "objective, prediction and variance match the row (DDPM's rows: the linear schedule). "
+        + paper_tables.comparison_sentence(key)
+        + "DDIM's tables and FID against NFE come from this run "
+          f"({_fmt(train.get('steps'))} training steps).\n\n"
         "## DDPM Tables 1–2: IS, FID (vs train), NLL\n\n" + ddpm_md
         + f"\n## DDIM Table 1: FID, ours ({max(c['num_samples'] for c in cells)} samples per cell) with the paper's in "
           "brackets\n\n" + ddim_md
@@ -120,4 +130,4 @@ def build_report(params: Params, train: dict, evaluation: dict, reconstruction: 
                 "iddpm_table.csv": iddpm_rows}
     if nfe_rows:
         csv_rows["fid_vs_nfe.csv"] = nfe_rows
-    return Report(results_md, tables_md, csv_rows, nfe_rows, headline(train, evaluation))
+    return Report(results_md, tables_md, csv_rows, nfe_rows, headline(train, evaluation), key)

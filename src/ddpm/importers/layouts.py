@@ -40,7 +40,8 @@ CONVENTIONS = {
     Layout.IDDPM: {"norm_eps": 1e-5, "downsample_padding": Padding.SYMMETRIC, "time_embedding": Embedding.IDDPM,
                    "qkv_layout": QKVLayout.HEADS, "resblock_updown": False},
     # The rest is read from the folder's config.json (``diffusers_conventions``).
-    Layout.DIFFUSERS: {"time_scale": 1.0, "scale_shift_norm": False, "resblock_updown": False},
+    Layout.DIFFUSERS: {"time_scale": 1.0, "scale_shift_norm": False, "resblock_updown": False,
+                       "qkv_layout": QKVLayout.QKV},
 }
 
 RES_PARTS = {  # the project's ResBlock parameters → each layout's names
@@ -207,17 +208,41 @@ def check_conventions(layout: Layout, cfg: UNetConfig, name: str, expected: dict
             )
 
 
+# diffusers' UNet2DModel config keys that change the function, with diffusers' default (what an absent key means)
+# and the one value this U-Net reproduces.
+_DIFFUSERS_FIXED = {
+    "center_input_sample": (False, False), "time_embedding_type": ("positional", "positional"),
+    "resnet_time_scale_shift": ("default", "default"), "mid_block_scale_factor": (1, 1), "act_fn": ("silu", "silu"),
+    "norm_num_groups": (32, 32), "attn_norm_num_groups": (None, None), "add_attention": (True, True),
+    "mid_block_type": ("UNetMidBlock2D", "UNetMidBlock2D"), "downsample_type": ("conv", "conv"),
+    "upsample_type": ("conv", "conv"), "class_embed_type": (None, None), "num_class_embeds": (None, None),
+}
+_DIFFUSERS_BLOCKS = {"down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+                     "up_block_types": ("UpBlock2D", "AttnUpBlock2D")}
+_DIFFUSERS_CHANNELS = (224, 448, 672, 896)  # diffusers' defaults of block_out_channels and down_block_types
+_DIFFUSERS_DOWN = ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D")
+
+
 def diffusers_conventions(config: dict, name: str) -> dict:
-    """The U-Net options a diffusers ``UNet2DModel`` config.json implies (missing entries: diffusers' defaults)."""
+    """The U-Net options a diffusers ``UNet2DModel`` config.json implies (an absent key means diffusers' default);
+    a key whose value this U-Net does not reproduce is refused in one line naming it."""
     def get(key, default):
         return config.get(key, default)
 
-    if get("time_embedding_type", "positional") != "positional" or get("center_input_sample", False):
-        raise CheckpointError(f"{name}: config.json: only positional time embeddings without input centring are "
-                              "supported (the DDPM conversions)")
-    if get("resnet_time_scale_shift", "default") != "default":
-        raise CheckpointError(f"{name}: config.json: resnet_time_scale_shift "
-                              f"{get('resnet_time_scale_shift', '')!r} is not supported; 'default' is")
+    def refuse(key, what: str):
+        raise CheckpointError(f"{name}: config.json: {key} {get(key, None)!r} is not reproduced by this U-Net "
+                              f"({what})")
+
+    for key, (default, supported) in _DIFFUSERS_FIXED.items():
+        value = get(key, default)
+        if value != supported and not (key == "attn_norm_num_groups" and value == get("norm_num_groups", 32)):
+            refuse(key, f"it builds {supported!r}" if supported is not None else "it builds none")
+    channels = list(get("block_out_channels", _DIFFUSERS_CHANNELS))
+    if get("time_embedding_dim", None) not in (None, 4 * channels[0]):
+        refuse("time_embedding_dim", f"it builds 4 × block_out_channels[0] = {4 * channels[0]}")
+    for key, allowed in _DIFFUSERS_BLOCKS.items():
+        if any(block not in allowed for block in get(key, ())):
+            refuse(key, f"it builds {' and '.join(allowed)} blocks")
     flip, shift = bool(get("flip_sin_to_cos", True)), int(get("freq_shift", 0))
     if (flip, shift) == (False, 1):
         embedding = Embedding.DDPM
@@ -230,8 +255,25 @@ def diffusers_conventions(config: dict, name: str) -> dict:
     if padding is None:
         raise CheckpointError(f"{name}: config.json: downsample_padding {get('downsample_padding', 1)!r} is not 0 "
                               "or 1")
-    if get("attention_head_dim", None) is not None:
-        raise CheckpointError(f"{name}: config.json: attention_head_dim {get('attention_head_dim', None)!r} is not "
-                              "supported; the DDPM conversions use one head (null)")
     return {**CONVENTIONS[Layout.DIFFUSERS], "norm_eps": float(get("norm_eps", 1e-5)),
-            "downsample_padding": padding, "time_embedding": embedding, "num_heads": 1}
+            "downsample_padding": padding, "time_embedding": embedding, "num_heads": _diffusers_heads(config, name)}
+
+
+def _diffusers_heads(config: dict, name: str) -> int:
+    """Attention heads: diffusers gives each attention block width / attention_head_dim heads (default 8 channels a
+    head; null: one head); this U-Net has one head count, so every attention block must get the same."""
+    head_dim = config.get("attention_head_dim", 8)
+    channels = list(config.get("block_out_channels", _DIFFUSERS_CHANNELS))
+    blocks = config.get("down_block_types", _DIFFUSERS_DOWN)
+    widths = [c for c, block in zip(channels, blocks, strict=False) if "Attn" in block]
+    widths.append(channels[-1])  # the middle block
+    if head_dim is None:
+        return 1
+    if any(w % int(head_dim) for w in widths):
+        raise CheckpointError(f"{name}: config.json: attention_head_dim {head_dim} does not divide the attention "
+                              f"widths {sorted(set(widths))}")
+    heads = sorted({w // int(head_dim) for w in widths})
+    if len(heads) > 1:
+        raise CheckpointError(f"{name}: config.json: attention_head_dim {head_dim} gives {heads} heads at the "
+                              f"attention widths {sorted(set(widths))}; this U-Net has one head count for all")
+    return heads[0]

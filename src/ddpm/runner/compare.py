@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections import Counter
 
-from .stage_params import flatten
+from ddpm.config import flatten
 
 SUMMARY = "metrics/summary.json"
 

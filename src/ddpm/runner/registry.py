@@ -14,8 +14,9 @@ from mlflow.tracking import MlflowClient
 
 from ddpm.config import experiment_name
 
+from .tracker import MODEL_SHA_TAG
+
 BEST_ALIAS = "best_fid"
-MODEL_SHA_TAG = "ddpm.model_sha256"  # on model versions and on the evaluate runs of those weights (runner.lineage)
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 PACKAGE = Path(__file__).resolve().parents[1]  # src/ddpm, shipped with the model as its code
 REQUIREMENTS = ("torch", "numpy", "safetensors", "pydantic", "pyyaml", "mlflow")
@@ -55,26 +56,3 @@ def log_ema_model(weights: Path, params_file: Path, dataset: str, sha256: str, d
             f"the safetensors' sha256). Alias {BEST_ALIAS}: the version with the lowest FID (vs train), moved by "
             "the report stage. Load: mlflow.pyfunc.load_model('models:/" + name + "@" + BEST_ALIAS + "')"))
     return number
-
-
-def move_best_alias(experiment: str, dataset: str, num_samples: int) -> str:
-    """Point ``best_fid`` at the registered version of the best-FID weights; returns a line saying what it did."""
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return "no MLflow experiment yet"
-    runs = client.search_runs(
-        [exp.experiment_id], max_results=200, order_by=["metrics.fid_train ASC"],
-        filter_string=f"tags.dvc_stage = 'evaluate' and attributes.status = 'FINISHED' and "
-                      f"metrics.num_samples = {int(num_samples)} and tags.`{MODEL_SHA_TAG}` != ''")
-    name = registered_name(dataset)
-    for run in runs:
-        sha = run.data.tags[MODEL_SHA_TAG]
-        versions = client.search_model_versions(f"name = '{name}' and tags.`{MODEL_SHA_TAG}` = '{sha}'")
-        if versions:
-            best = max(versions, key=lambda v: int(v.version))
-            client.set_registered_model_alias(name, BEST_ALIAS, best.version)
-            fid = run.data.metrics["fid_train"]
-            label = run.data.tags.get("dvc_experiment", run.info.run_id[:8])
-            return f"alias {BEST_ALIAS} → {name} version {best.version} (FID {fid:.2f}, {num_samples} samples, {label})"
-    return f"no registered model of {name} has an evaluated FID over {num_samples} samples"

@@ -11,18 +11,6 @@ import yaml
 ALWAYS = ("profile", "dataset")  # name the setting of every run
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, object]:
-    """Nested params as dotted keys: {"train": {"lr": 1}} → {"train.lr": 1}."""
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def declared_params(stage: str, flat: dict[str, object], dvc_yaml: Path = Path("dvc.yaml")) -> dict[str, object]:
     """The entries of the flattened params ``flat`` that ``stage`` declares in ``dvc_yaml``, plus the profile and
     dataset; all of ``flat`` when the file or the stage is not there (a stage run outside a DVC project)."""

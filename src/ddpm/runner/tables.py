@@ -14,11 +14,11 @@ import itertools
 import sys
 from pathlib import Path
 
-from ddpm.config import ParamsError, compose, validate_params
+from ddpm.config import ParamsError, compose, flatten, validate_params
 from ddpm.evaluation import paper_tables
 from ddpm.storage.files import write_text
 
-from .tracking import evaluated_runs
+from .queries import evaluated_runs
 
 TABLES = {"ddpm": ("DDPM Table 2: IS, FID (vs train), NLL", paper_tables.ddpm_table),
           "iddpm": ("iDDPM: schedule × objective", paper_tables.iddpm_table)}
@@ -61,13 +61,14 @@ def queue_commands(name: str, overrides: list[str], conf_dir: Path = Path("conf"
 
 def grid_table(name: str, overrides: list[str], conf_dir: Path = Path("conf")) -> str:
     """Table ``name`` for the setting that ``overrides`` (as given to ``dvc exp run -S``) compose, in Markdown."""
-    params = validate_params(compose(overrides, conf_dir)).model_dump(mode="json")
-    runs, note = evaluated_runs(params['dataset'])
+    params = flatten(validate_params(compose(overrides, conf_dir)).model_dump(mode="json"))
+    runs, note = evaluated_runs(params["dataset"])
     records = [paper_tables.Record(**r) for r in runs]
     title, build = TABLES[name]
-    table, _ = build(records, {key: params[key] for key in paper_tables.SETTING})
+    key = paper_tables.comparison_key(params)  # any FID reference: the grid's runs name theirs
+    table, _ = build(records, key)
     return (f"# {title} ({params['dataset']}, profile {params['profile']})\n\n{note}"
-            + paper_tables.comparability(params) + "\n" + table)
+            + paper_tables.comparability(params) + paper_tables.comparison_sentence(key) + "\n" + table)
 
 
 def main(argv: list[str]) -> int:

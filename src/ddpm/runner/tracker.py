@@ -7,6 +7,9 @@ from typing import Protocol
 
 import numpy as np
 
+MODEL_SHA_TAG = "ddpm.model_sha256"  # on model versions and on the evaluate runs of those weights (runner.lineage)
+FID_REFERENCE_TAG = "ddpm.fid_reference"  # on evaluate runs: the digest of the FID reference they were scored against
+
 
 class Tracker(Protocol):
     """What a stage logs to: MLflow's stage run (``tracking.StageRun``), its offline spool (``spool.ResilientRun``),

@@ -24,12 +24,12 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ddpm.config import experiment_name
+from ddpm.config import flatten
 from ddpm.storage.files import exclusive_lock
 
 from .paths import project_root
 from .processes import HOST, alive, dvc_ancestor, identity
-from .stage_params import declared_params, flatten
+from .stage_params import declared_params
 from .tracker import Tracker
 
 PIPELINE_KEY_TAG = "ddpm.pipeline_key"
@@ -284,49 +284,3 @@ class StageRun(Tracker):
 
         version = log_ema_model(weights, params_file, dataset, sha256, self.description)
         mlflow.set_tag("ddpm.registered_version", version)
-
-
-def evaluated_runs(dataset: str) -> tuple[list[dict], str]:
-    """Every finished ``evaluate`` stage run of the dataset's experiment, oldest first (params, metrics and the DVC
-    experiment's name as ``label``), and a note: empty, or saying that the store could not be read (a dead
-    tracking server must not stop the report)."""
-    try:
-        return _evaluated_runs(experiment_name(dataset)), ""
-    except Exception as err:  # noqa: BLE001 - any tracking failure
-        return [], f"(MLflow runs unavailable: {type(err).__name__}; these tables hold this run only)\n\n"
-
-
-def promote_best_model(dataset: str, num_samples: int) -> str:
-    """Move the registry alias to the best-FID weights (``registry.move_best_alias``); a line saying what happened,
-    also when the store cannot be reached (the report must not fail on it)."""
-    try:
-        from .registry import move_best_alias
-
-        mlflow.set_tracking_uri(tracking_uri())
-        return move_best_alias(experiment_name(dataset), dataset, num_samples)
-    except Exception as err:  # noqa: BLE001 - any tracking failure
-        return f"model registry unavailable ({type(err).__name__}); alias not moved"
-
-
-def _evaluated_runs(experiment: str) -> list[dict]:
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'evaluate' and "
-                              "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"],
-                              max_results=5000)
-    parents: dict[str, dict] = {}  # a stage run carries its own params; the setting is on its pipeline's run
-
-    def setting(run) -> dict:
-        parent = run.data.tags.get("mlflow.parentRunId")
-        if parent and parent not in parents:
-            try:
-                parents[parent] = dict(client.get_run(parent).data.params)
-            except MlflowException:  # a deleted parent: its row cannot be matched, the others still can
-                parents[parent] = {}
-        return parents.get(parent, {}) | dict(run.data.params)
-
-    return [{"params": setting(r), "metrics": dict(r.data.metrics),
-             "label": r.data.tags.get("dvc_experiment", r.info.run_id[:8])} for r in runs]

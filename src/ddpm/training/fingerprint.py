@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ddpm.config import Params
+from ddpm.config import Params, flatten
 
 TRAINING_PARAMS = ("schedule", "timesteps", "objective", "mean_type", "variance", "hybrid_lambda", "decoder_cdf",
                    "timestep_sampler", "seed", "model", "train")
@@ -22,21 +22,9 @@ RESUMABLE = ("model.import_from", "train.steps", "train.log_every", "train.keep_
              "train.sample_images", "train.sample_steps")
 
 
-def _flat(value, prefix: str) -> dict[str, object]:
-    if isinstance(value, dict):
-        out: dict[str, object] = {}
-        for key, inner in value.items():
-            out.update(_flat(inner, f"{prefix}.{key}"))
-        return out
-    return {prefix: value}
-
-
 def fingerprinted_params(params: Params) -> dict[str, object]:
     """The training params a checkpoint must share with ``params`` to be resumed, as dotted keys."""
-    raw = params.model_dump(mode="json")
-    flat: dict[str, object] = {}
-    for name in TRAINING_PARAMS:
-        flat.update(_flat(raw[name], name))
+    flat = flatten({name: value for name, value in params.model_dump(mode="json").items() if name in TRAINING_PARAMS})
     return {k: v for k, v in flat.items() if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)}
 
 
