@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 import yaml
-from house import ROOT, SRC, library_files
+from dvc_deps import ROOT, SRC, library_files
 
 from ddpm.runner.placement import Placement
 

@@ -1,14 +1,26 @@
-"""Reading the project's imports from source (no code runs): which project modules each module and each stage
-script imports, directly and in closure."""
+"""dvc.yaml's code deps, generated: each stage depends on exactly the project files its script imports, directly or
+not (read from the source, no code runs), so a change to a module reruns the stages that import it and no other.
+
+    python scripts/dvc_deps.py           # rewrite the code deps in dvc.yaml
+    python scripts/dvc_deps.py --check   # exit 1 if dvc.yaml differs from what would be written
+
+Only the deps that are project code (pipeline/*.py, src/ddpm/...) are rewritten, at the top of each stage's list;
+data deps (shards, models, metrics) and everything else in dvc.yaml stay as written.
+"""
 
 from __future__ import annotations
 
+import argparse
 import ast
+import re
+import sys
 from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
+DVC_YAML = ROOT / "dvc.yaml"
+CODE = re.compile(r"^      - (pipeline|src/ddpm)/\S*\n", re.MULTILINE)
 
 
 def module_name(path: Path) -> str:
@@ -73,3 +85,44 @@ def closure(path: Path) -> set[Path]:
 
 def library_files() -> list[Path]:
     return sorted((SRC / "ddpm").rglob("*.py"))
+
+
+def code_deps(script: Path) -> list[str]:
+    """The stage script first, then the library files it imports, as dvc.yaml lists them."""
+    files = sorted(str(p.relative_to(ROOT)) for p in closure(script) if p != script)
+    return [str(script.relative_to(ROOT)), *files]
+
+
+def generated(text: str) -> str:
+    """``text`` (dvc.yaml) with each stage's code deps replaced by its script's import closure."""
+    out, pos = [], 0
+    for match in re.finditer(r"^    cmd: .*?(pipeline/\w+\.py).*\n    deps:\n((?:      - .*\n|        .*\n)*)", text,
+                             re.MULTILINE):
+        deps_start = match.start(2)
+        rest = CODE.sub("", match.group(2))
+        listed = "".join(f"      - {dep}\n" for dep in code_deps(ROOT / match.group(1)))
+        out.append(text[pos:deps_start] + listed + rest)
+        pos = match.end()
+    return "".join(out) + text[pos:]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is not what would be written")
+    args = parser.parse_args(argv)
+    text = DVC_YAML.read_text()
+    new = generated(text)
+    if args.check:
+        if new != text:
+            print("dvc.yaml: the code deps differ from the stage scripts' imports; run `python scripts/dvc_deps.py`",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if new != text:
+        DVC_YAML.write_text(new)
+        print("dvc.yaml: code deps rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
