@@ -171,13 +171,13 @@ def test_fid_against_nfe_table_and_plot(project):
     assert sorted((c["sampler"], c["nfe"]) for c in cells) == sorted((s, n) for s in SOLVERS for n in (5, 10))
     assert all(math.isfinite(c["fid"]) and c["num_samples"] == 16 for c in cells)
     heun = {c["nfe"]: c["network_calls"] for c in cells if c["sampler"] == "heun"}
-    assert heun == {5: 4, 10: 10}  # two calls a move, ending at step 0
+    assert heun == {5: 5, 10: 9}  # EDM's grid: two calls a move, one for the last move to σ = 0
     with open(repo / "plots" / "fid_vs_nfe.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted({r["sampler"] for r in rows}) == sorted(["ddim", *SOLVERS]) and len(rows) == 10
     tables = (repo / "reports" / "paper_tables.md").read_text()
     assert "## FID against network calls (NFE)" in tables and "| dpm_solver_pp_2m | " in tables
-    assert "| heun | " in tables and "[4 calls]" in tables
+    assert "| heun | " in tables and "[9 calls]" in tables
     vega = json.loads(sh(["dvc", "plots", "show", "--json"], repo, project["env"]))
     [plot] = vega["data"]["plots/fid_vs_nfe.csv"]  # the top-level definition, with its template
     spec = plot["content"]
