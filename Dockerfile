@@ -15,7 +15,7 @@ USER ddpm
 WORKDIR /home/ddpm/app
 
 # Dependencies first (cached while only the code changes), then the project (with .git: DVC needs it).
-COPY --chown=ddpm:ddpm pyproject.toml requirements-fid.txt README.md ./
+COPY --chown=ddpm:ddpm pyproject.toml requirements.lock requirements-fid.txt README.md ./
 COPY --chown=ddpm:ddpm scripts/ensure-venv.sh scripts/
 COPY --chown=ddpm:ddpm src/ddpm/__init__.py src/ddpm/
 RUN bash scripts/ensure-venv.sh
