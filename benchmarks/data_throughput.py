@@ -25,18 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import write_results
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import make_params  # noqa: E402
 from PIL import Image
 
-from ddpm.config import ShardCheck
+from ddpm.config import ShardCheck, compose, validate_params
 from ddpm.data import shards, sources
 from ddpm.data.loader import iter_batches, train_stream
 from ddpm.data.shards import shard_files
 from ddpm.data.tar_reader import verify_shards
 
-SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 def make_lmdb(path: Path, n: int) -> None:
@@ -75,8 +73,9 @@ def prepare_child(source: str, out: str) -> None:
             peak_anon[0] = max(peak_anon[0], _rss_anon_mib())
 
     threading.Thread(target=sample, daemon=True).start()
-    p = make_params({"dataset": "lsun_church", "data": {"source": source, "resolution": 32, "test_size": 100,
-                                                            "shard_size": 5000}})
+    p = make_params(
+        {"dataset": "lsun_church", "data": {"source": source, "resolution": 32, "test_size": 100, "shard_size": 5000}}
+    )
     start = time.perf_counter()
     m = shards.write_dataset({s: sources.iter_split(p, s) for s in sources.SPLITS}, Path(out), 5000, {})
     seconds = time.perf_counter() - start
@@ -84,6 +83,14 @@ def prepare_child(source: str, out: str) -> None:
     done.set()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "images": images, "peak_mib": peak, "peak_anon_mib": peak_anon[0]}))
+
+
+def make_params(patch: dict):
+    """The default params with ``patch`` merged into its sections, validated."""
+    raw = compose([], ROOT / "conf")
+    for key, value in patch.items():
+        raw[key] = raw[key] | value if isinstance(value, dict) else value
+    return validate_params(raw)
 
 
 def _timed(fn, *args) -> float:
@@ -126,18 +133,24 @@ def read_benchmark(tmp: Path) -> tuple[str, list[str]]:
         while seen < n:
             seen += next(stream)[0].shape[0]
         epoch_s[check] = time.perf_counter() - start
-        rows.append(f"| training stream (resample, shuffle 5000, flip, float), verify={check.value} | "
-                    f"{seen / epoch_s[check]:,.0f} |")
+        rows.append(
+            f"| training stream (resample, shuffle 5000, flip, float), verify={check.value} | "
+            f"{seen / epoch_s[check]:,.0f} |"
+        )
     files = shard_files(out, "train")
     size_gb = sum(f.size for f in files) / 1e9
     hash_s = min(_timed(verify_shards, files) for _ in range(3))
     rows.append("")
-    rows.append(f"Verification (size and sha256 of every training shard, read from the page cache): "
-                f"{hash_s:.3f} s for {size_gb:.3f} GB = **{hash_s / size_gb:.2f} s per GB** "
-                f"({size_gb / hash_s:.2f} GB/s), {100 * hash_s / epoch_s[ShardCheck.BEFORE]:.1f}% of an epoch of the "
-                f"training stream ({epoch_s[ShardCheck.BEFORE]:.2f} s, verify=before, which includes it).")
-    header = (f"{label}: {n} images in {len(m['splits']['train']['shards'])} shards, {size_mb:.1f} MiB; "
-              f"prepare took {prep_s:.1f} s ({n / prep_s:,.0f} images/s)")
+    rows.append(
+        f"Verification (size and sha256 of every training shard, read from the page cache): "
+        f"{hash_s:.3f} s for {size_gb:.3f} GB = **{hash_s / size_gb:.2f} s per GB** "
+        f"({size_gb / hash_s:.2f} GB/s), {100 * hash_s / epoch_s[ShardCheck.BEFORE]:.1f}% of an epoch of the "
+        f"training stream ({epoch_s[ShardCheck.BEFORE]:.2f} s, verify=before, which includes it)."
+    )
+    header = (
+        f"{label}: {n} images in {len(m['splits']['train']['shards'])} shards, {size_mb:.1f} MiB; "
+        f"prepare took {prep_s:.1f} s ({n / prep_s:,.0f} images/s)"
+    )
     return header, rows
 
 
@@ -149,24 +162,44 @@ def main():
     if args.prepare_child:
         prepare_child(*args.prepare_child)
         return
-    lines = [f"# Data benchmarks ({platform.processor() or platform.machine()}, {torch.get_num_threads()} cores "
-             "available, reads on 1 thread)", ""]
+    lines = [
+        f"# Data benchmarks ({platform.processor() or platform.machine()}, {torch.get_num_threads()} cores "
+        "available, reads on 1 thread)",
+        "",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         header, rows = read_benchmark(tmp)
-        lines += ["## Shard reading, 32×32 RGB, one core", "", header, "",
-                  "| reader | images/s |", "|---|---|", *rows, ""]
-        lines += ["## prepare on LSUN-style lmdb sources (64×48 JPEG → 32×32 PNG shards), fresh process each", "",
-                  "| images | seconds | images/s | peak RSS (MiB) | peak anonymous RSS (MiB) |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "## Shard reading, 32×32 RGB, one core",
+            "",
+            header,
+            "",
+            "| reader | images/s |",
+            "|---|---|",
+            *rows,
+            "",
+        ]
+        lines += [
+            "## prepare on LSUN-style lmdb sources (64×48 JPEG → 32×32 PNG shards), fresh process each",
+            "",
+            "| images | seconds | images/s | peak RSS (MiB) | peak anonymous RSS (MiB) |",
+            "|---|---|---|---|---|",
+        ]
         for n in args.sizes:
             src = tmp / f"lmdb-{n}"
             make_lmdb(src, n)
-            res = subprocess.run([sys.executable, __file__, "--prepare-child", str(src), str(tmp / f"out-{n}")],
-                                 capture_output=True, text=True, check=True)
+            res = subprocess.run(
+                [sys.executable, __file__, "--prepare-child", str(src), str(tmp / f"out-{n}")],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             r = json.loads(res.stdout.strip().splitlines()[-1])
-            lines.append(f"| {r['images']:,} | {r['seconds']:.1f} | {r['images'] / r['seconds']:,.0f} | "
-                         f"{r['peak_mib']:.0f} | {r['peak_anon_mib']:.0f} |")
+            lines.append(
+                f"| {r['images']:,} | {r['seconds']:.1f} | {r['images'] / r['seconds']:,.0f} | "
+                f"{r['peak_mib']:.0f} | {r['peak_anon_mib']:.0f} |"
+            )
     write_results("data.md", lines)
 
 

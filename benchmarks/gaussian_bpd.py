@@ -4,17 +4,12 @@ x0 ~ N(0.1, 0.2²) per dimension, quantised to 256 levels; the model is the clos
 benchmarks/results/gaussian_bpd.md. Usage: python benchmarks/gaussian_bpd.py
 """
 
-import sys
-from pathlib import Path
-
 import torch
 from _common import write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import MU, S, discrete_gaussian_bpd, gaussian_eps_model  # noqa: E402
-
-from ddpm.core.diffusion import GaussianDiffusion  # noqa: E402
-from ddpm.core.schedules import get_beta_schedule  # noqa: E402
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.gaussian import MU, S, discrete_gaussian_bpd, gaussian_eps_model
+from ddpm.core.schedules import get_beta_schedule
 
 
 def main():
@@ -26,10 +21,13 @@ def main():
     for T in (100, 1000, 4000):
         row = [T]
         for var, exact in (("fixed_large", False), ("fixed_small", False), ("learned", True)):
-            d = GaussianDiffusion(get_beta_schedule("linear", T), var_type=var,
-                                  loss_type="vlb" if exact else "simple")
-            out = d.calc_bpd_loop(gaussian_eps_model(d, exact_variance=exact), x0, clip_denoised=False,
-                                  generator=torch.Generator().manual_seed(1))
+            d = GaussianDiffusion(get_beta_schedule("linear", T), var_type=var, loss_type="vlb" if exact else "simple")
+            out = d.calc_bpd_loop(
+                gaussian_eps_model(d, exact_variance=exact),
+                x0,
+                clip_denoised=False,
+                generator=torch.Generator().manual_seed(1),
+            )
             row.append(out["total_bpd"].mean().item())
         rows.append(row)
     lines = [

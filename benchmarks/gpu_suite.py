@@ -1,4 +1,4 @@
-"""The GPU suite: what a lent GPU must show (issue 13), runnable with only what that machine has.
+"""The GPU suite: what a GPU host must show, runnable with only PyTorch, Accelerate, safetensors, numpy, torchvision.
 
 Needs torch, accelerate, numpy, safetensors and tqdm, the project's ``src/`` and small wheels: pydantic,
 pydantic-core, annotated-types, typing-inspection (for ``ddpm.config``) and, for the reference row, diffusers
@@ -61,8 +61,15 @@ class Sizes:
 
 
 FULL = Sizes(UNetConfig(), T=1000, ddim_steps=100, train_batch=128, train_steps=20, sample_batch=500, nll_batch=500)
-SMOKE = Sizes(UNetConfig(ch=32, ch_mult=(1, 2), attn_resolutions=(8,), resolution=16, dropout=0.0), T=50,
-              ddim_steps=5, train_batch=4, train_steps=1, sample_batch=4, nll_batch=2)
+SMOKE = Sizes(
+    UNetConfig(ch=32, ch_mult=(1, 2), attn_resolutions=(8,), resolution=16, dropout=0.0),
+    T=50,
+    ddim_steps=5,
+    train_batch=4,
+    train_steps=1,
+    sample_batch=4,
+    nll_batch=2,
+)
 
 
 def suite_params(sizes: Sizes) -> dict:
@@ -74,11 +81,22 @@ def suite_params(sizes: Sizes) -> dict:
     raw["timesteps"] = sizes.T
     raw["data"]["resolution"] = cfg.resolution
     raw["model"] |= {"ch": cfg.ch, "ch_mult": list(cfg.ch_mult), "attn_resolutions": list(cfg.attn_resolutions)}
-    raw["sample"] |= {"num_samples": 2 * sizes.sample_batch, "chunk_size": sizes.sample_batch,
-                      "batch_size": sizes.sample_batch, "sampler": "ddim", "steps": sizes.ddim_steps}
+    raw["sample"] |= {
+        "num_samples": 2 * sizes.sample_batch,
+        "chunk_size": sizes.sample_batch,
+        "batch_size": sizes.sample_batch,
+        "sampler": "ddim",
+        "steps": sizes.ddim_steps,
+    }
     raw["train"] |= {"sample_steps": sizes.ddim_steps}
-    raw["figures"] |= {"ddim_steps": sizes.ddim_steps, "images": 2, "per_latent": 1, "interpolation_points": 2,
-                       "reconstruction_images": 2, "reconstruction_steps": [sizes.ddim_steps]}
+    raw["figures"] |= {
+        "ddim_steps": sizes.ddim_steps,
+        "images": 2,
+        "per_latent": 1,
+        "interpolation_points": 2,
+        "reconstruction_images": 2,
+        "reconstruction_steps": [sizes.ddim_steps],
+    }
     return raw
 
 
@@ -115,8 +133,19 @@ def stages_section(sizes: Sizes, device: torch.device) -> list[str]:
         nll = nll_bpd(inference.diffusion, inference.model, [images], 0, device)
         rows.append(probe.check("evaluate: likelihood.nll_bpd", device))
         probe = DeviceProbe(inference.model)
-        generate(inference.diffusion, inference.model, inference.shape, seed=0, start=0, count=2, batch_size=2,
-                 device=device, sampler="ddim", steps=sizes.ddim_steps, eta=0.0)
+        generate(
+            inference.diffusion,
+            inference.model,
+            inference.shape,
+            seed=0,
+            start=0,
+            count=2,
+            batch_size=2,
+            device=device,
+            sampler="ddim",
+            steps=sizes.ddim_steps,
+            eta=0.0,
+        )
         rows.append(probe.check("ddim_fid: generate (the cell's samples)", device))
         probe = DeviceProbe(inference.model)
         rd = rate_distortion(nll["prior_bpd"], nll["vb"], nll["xstart_mse"])
@@ -136,7 +165,7 @@ def train_section(sizes: Sizes, device: torch.device, peak: float | None) -> lis
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from ddpm.core.ema import EMA
+    from ddpm.training.ema import EMA
     from ddpm.training.step import MicroBatch, build_optimizer, optimization_step
 
     def ours(bf16: bool, compile: bool):
@@ -162,31 +191,45 @@ def train_section(sizes: Sizes, device: torch.device, peak: float | None) -> lis
         return step
 
     r = sizes.config.resolution
-    fwd = forward_flops(UNet(sizes.config).to(device), torch.zeros(1, 3, r, r, device=device),
-                        torch.zeros(1, dtype=torch.long, device=device))
+    fwd = forward_flops(
+        UNet(sizes.config).to(device),
+        torch.zeros(1, 3, r, r, device=device),
+        torch.zeros(1, dtype=torch.long, device=device),
+    )
     variants = [("ours", "fp32", (False, False)), ("ours", "bf16 + channels_last", (True, False))]
     if device.type == "cuda":
         variants.append(("ours", "bf16 + channels_last + compile", (True, True)))
-    rows = ["| implementation | precision | step (s) | images/s | peak GPU memory (GiB) | MFU |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| implementation | precision | step (s) | images/s | peak GPU memory (GiB) | MFU |",
+        "|---|---|---|---|---|---|",
+    ]
     for impl, precision, options in variants:
         result = time_steps(ours(*options), sizes.train_batch, 2, sizes.train_steps, device)
         AcceleratorState._reset_state(reset_partial_state=True)
         mfu = f"{result['images_s'] * 3 * fwd / (peak * 1e12):.1%}" if peak else "n/a"
-        rows.append(f"| {impl} | {precision} | {result['step_s']:.4f} | {result['images_s']:.0f} | "
-                    f"{result['memory_gib']:.2f} | {mfu} |")
+        rows.append(
+            f"| {impl} | {precision} | {result['step_s']:.4f} | {result['images_s']:.0f} | "
+            f"{result['memory_gib']:.2f} | {mfu} |"
+        )
     if sizes is FULL and importlib.util.find_spec("diffusers"):
         from train_throughput import diffusers_reference
 
         for fast in (False, True):
             step, _ = diffusers_reference(sizes.train_batch, device, fast)
             result = time_steps(step, sizes.train_batch, 2, sizes.train_steps, device)
-            rows.append(f"| diffusers UNet2DModel | {'bf16 autocast' if fast else 'fp32'} | {result['step_s']:.4f} | "
-                        f"{result['images_s']:.0f} | {result['memory_gib']:.2f} | — |")
+            rows.append(
+                f"| diffusers UNet2DModel | {'bf16 autocast' if fast else 'fp32'} | {result['step_s']:.4f} | "
+                f"{result['images_s']:.0f} | {result['memory_gib']:.2f} | — |"
+            )
     else:
         rows.append("| diffusers UNet2DModel | — | not measured (diffusers not installed, or --smoke) | | | |")
-    return [f"## Training, batch {sizes.train_batch} (target ≥ 6,000 images/s bf16 on one H100)", "",
-            f"Model FLOPs per image per step (3 × forward): {3 * fwd / 1e9:.2f} GFLOP.", "", *rows]
+    return [
+        f"## Training, batch {sizes.train_batch} (target ≥ 6,000 images/s bf16 on one H100)",
+        "",
+        f"Model FLOPs per image per step (3 × forward): {3 * fwd / 1e9:.2f} GFLOP.",
+        "",
+        *rows,
+    ]
 
 
 def inference_variants(sizes: Sizes, device: torch.device):
@@ -215,17 +258,27 @@ def sample_section(sizes: Sizes, device: torch.device) -> list[str]:
     diffusion = GaussianDiffusion(get_beta_schedule("linear", sizes.T))
     shape = (3, sizes.config.resolution, sizes.config.resolution)
     b = sizes.sample_batch
-    rows = ["| sampler | precision | batch | seconds per batch | images/s | 50k samples (min) | target (min) |",
-            "|---|---|---|---|---|---|---|"]
-    for name, options, target in ((f"DDIM-{sizes.ddim_steps}", {"sampler": "ddim", "steps": sizes.ddim_steps}, 2.5),
-                                  (f"DDPM-{sizes.T}", {"sampler": "ancestral"}, 25.0)):
+    rows = [
+        "| sampler | precision | batch | seconds per batch | images/s | 50k samples (min) | target (min) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, options, target in (
+        (f"DDIM-{sizes.ddim_steps}", {"sampler": "ddim", "steps": sizes.ddim_steps}, 2.5),
+        (f"DDPM-{sizes.T}", {"sampler": "ancestral"}, 25.0),
+    ):
         for precision, bf16, compile in inference_variants(sizes, device):
             model = network(sizes, device, bf16, compile)
-            seconds = timed(lambda m=model, o=options: generate(diffusion, m, shape, seed=0, start=0, count=b,
-                                                                batch_size=b, device=device, **o), device)
+            seconds = timed(
+                lambda m=model, o=options: generate(
+                    diffusion, m, shape, seed=0, start=0, count=b, batch_size=b, device=device, **o
+                ),
+                device,
+            )
             minutes = 50_000 / (b / seconds) / 60
-            rows.append(f"| {name} | {precision} | {b} | {seconds:.2f} | {b / seconds:.1f} | {minutes:.1f} | "
-                        f"{target if sizes is FULL else '—'} |")
+            rows.append(
+                f"| {name} | {precision} | {b} | {seconds:.2f} | {b / seconds:.1f} | {minutes:.1f} | "
+                f"{target if sizes is FULL else '—'} |"
+            )
     return ["## Sampling through core.generation.generate (per-image noise, as the sample stage)", "", *rows]
 
 
@@ -233,13 +286,17 @@ def nll_section(sizes: Sizes, device: torch.device) -> list[str]:
     diffusion = GaussianDiffusion(get_beta_schedule("linear", sizes.T))
     r, b = sizes.config.resolution, sizes.nll_batch
     images = torch.randint(0, 256, (b, 3, r, r), dtype=torch.uint8)
-    rows = ["| precision | batch | seconds per batch | images/s | 10k images (min) | target (min) |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| precision | batch | seconds per batch | images/s | 10k images (min) | target (min) |",
+        "|---|---|---|---|---|---|",
+    ]
     for precision, bf16, compile in inference_variants(sizes, device):
         model = network(sizes, device, bf16, compile)
         seconds = timed(lambda m=model: nll_bpd(diffusion, m, [images], 0, device), device)
-        rows.append(f"| {precision} | {b} | {seconds:.2f} | {b / seconds:.2f} | {10_000 / (b / seconds) / 60:.1f} | "
-                    f"{10 if sizes is FULL else '—'} |")
+        rows.append(
+            f"| {precision} | {b} | {seconds:.2f} | {b / seconds:.2f} | {10_000 / (b / seconds) / 60:.1f} | "
+            f"{10 if sizes is FULL else '—'} |"
+        )
     return [f"## Full-T NLL (T = {sizes.T}) through evaluation.likelihood.nll_bpd", "", *rows]
 
 
@@ -253,20 +310,32 @@ def main() -> None:
     sizes = SMOKE if args.smoke else FULL
     if device.type == "cpu" and not args.smoke:
         raise SystemExit("gpu_suite: no CUDA device; run with --smoke for the CPU check of the suite itself")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    lines = [f"# GPU suite{' (smoke sizes)' if args.smoke else ''}", "",
-             f"Device: {name}; torch {torch.__version__}. Command: `python benchmarks/gpu_suite.py --only "
-             f"{' '.join(args.only)}{' --smoke' if args.smoke else ''}`", ""]
-    sections = {"stages": lambda: stages_section(sizes, device),
-                "train": lambda: train_section(sizes, device, peak),
-                "sample": lambda: sample_section(sizes, device),
-                "nll": lambda: nll_section(sizes, device),
-                "memory": lambda: (["## 256² model memory", "",
-                                    "| model | batch | precision | activation checkpointing | memory cap | result |",
-                                    "|---|---|---|---|---|---|", *memory_check(device)]
-                                   if device.type == "cuda" else ["## 256² model memory", "", "not measured: no CUDA"])}
+    lines = [
+        f"# GPU suite{' (smoke sizes)' if args.smoke else ''}",
+        "",
+        f"Device: {name}; torch {torch.__version__}. Command: `python benchmarks/gpu_suite.py --only "
+        f"{' '.join(args.only)}{' --smoke' if args.smoke else ''}`",
+        "",
+    ]
+    sections = {
+        "stages": lambda: stages_section(sizes, device),
+        "train": lambda: train_section(sizes, device, peak),
+        "sample": lambda: sample_section(sizes, device),
+        "nll": lambda: nll_section(sizes, device),
+        "memory": lambda: (
+            [
+                "## 256² model memory",
+                "",
+                "| model | batch | precision | activation checkpointing | memory cap | result |",
+                "|---|---|---|---|---|---|",
+                *memory_check(device),
+            ]
+            if device.type == "cuda"
+            else ["## 256² model memory", "", "not measured: no CUDA"]
+        ),
+    }
     for section in args.only:
         lines += [*sections[section](), ""]
         print("\n".join(lines[-3:]), flush=True)

@@ -48,8 +48,11 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
     fmt = torch.channels_last if args.bf16 else torch.contiguous_format
     model = UNet(UNetConfig()).to(device, memory_format=fmt).eval()
     diffusion = GaussianDiffusion(get_beta_schedule("linear", 1000))
@@ -79,12 +82,18 @@ def main() -> None:
     step_s = per_call(sample_step, args.steps, device)
     nll_s = per_call(nll_step, args.steps, device)
     fid_s = per_call(fid_batch, max(1, args.steps // 2), device)
-    per_image = {"ddim100": 100 * step_s / args.batch, "ddpm1000": 1000 * step_s / args.batch,
-                 "nll": 1000 * nll_s / args.batch, "fid": fid_s / args.batch}
-    jobs = [("50k samples, DDIM-100", 50_000 * per_image["ddim100"], 1 / per_image["ddim100"]),
-            ("50k samples, DDPM-1000", 50_000 * per_image["ddpm1000"], 1 / per_image["ddpm1000"]),
-            ("NLL, full T=1000, 10k test images", 10_000 * per_image["nll"], 1 / per_image["nll"]),
-            ("FID features of 50k images", 50_000 * per_image["fid"], 1 / per_image["fid"])]
+    per_image = {
+        "ddim100": 100 * step_s / args.batch,
+        "ddpm1000": 1000 * step_s / args.batch,
+        "nll": 1000 * nll_s / args.batch,
+        "fid": fid_s / args.batch,
+    }
+    jobs = [
+        ("50k samples, DDIM-100", 50_000 * per_image["ddim100"], 1 / per_image["ddim100"]),
+        ("50k samples, DDPM-1000", 50_000 * per_image["ddpm1000"], 1 / per_image["ddpm1000"]),
+        ("NLL, full T=1000, 10k test images", 10_000 * per_image["nll"], 1 / per_image["nll"]),
+        ("FID features of 50k images", 50_000 * per_image["fid"], 1 / per_image["fid"]),
+    ]
     suffix = "-bf16" if args.bf16 else ""
     lines = [
         f"# Sampling and evaluation speed, DDPM CIFAR-10 U-Net (35.7M), batch {args.batch}"

@@ -39,11 +39,22 @@ def networks(device: torch.device):
     """diffusers' U-Net with the DDPM CIFAR-10 configuration and the project's U-Net holding the same weights."""
     torch.manual_seed(0)
     theirs = UNet2DModel(
-        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(128, 256, 256, 256),
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=2,
+        block_out_channels=(128, 256, 256, 256),
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_eps=1e-6,
-        downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, act_fn="silu", attention_head_dim=None,
-        norm_num_groups=32, dropout=0.1).eval()
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        norm_eps=1e-6,
+        downsample_padding=0,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        act_fn="silu",
+        attention_head_dim=None,
+        norm_num_groups=32,
+        dropout=0.1,
+    ).eval()
     params = validate_params(compose(["profile=cifar10_ddpm"], ROOT / "conf"))
     with tempfile.TemporaryDirectory() as tmp:
         theirs.save_pretrained(Path(tmp) / "unet")
@@ -73,8 +84,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time ours compiled (sample.compile)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     theirs, ours, diffusion = networks(device)
     b, s = args.batch, args.steps
     linear = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
@@ -84,32 +94,46 @@ def main() -> None:
         pipe.set_progress_bar_config(disable=True)
 
     def run_ours(net=ours, **options):
-        return generate(diffusion, net, (3, 32, 32), seed=0, start=0, count=b, batch_size=b, device=device,
-                        steps=s, **options)
+        return generate(
+            diffusion, net, (3, 32, 32), seed=0, start=0, count=b, batch_size=b, device=device, steps=s, **options
+        )
 
     compiled = inference_network(ours, device, "fp32", compile=True) if args.compile else None
     variants = [("ours", ours)] + ([("ours, compiled", compiled)] if args.compile else [])
 
     rows = []
     with torch.no_grad():
-        jobs = [("DDIM η = 0", lambda: ddim(batch_size=b, num_inference_steps=s, eta=0.0, output_type="np"),
-                 {"sampler": "ddim", "eta": 0.0}),
-                ("ancestral (DDPM), respaced", lambda: ddpm(batch_size=b, num_inference_steps=s, output_type="np"),
-                 {"sampler": "ancestral"})]
+        jobs = [
+            (
+                "DDIM η = 0",
+                lambda: ddim(batch_size=b, num_inference_steps=s, eta=0.0, output_type="np"),
+                {"sampler": "ddim", "eta": 0.0},
+            ),
+            (
+                "ancestral (DDPM), respaced",
+                lambda: ddpm(batch_size=b, num_inference_steps=s, output_type="np"),
+                {"sampler": "ancestral"},
+            ),
+        ]
         for job, their_fn, options in jobs:
             their_s = median_seconds(their_fn, args.repeats)
             for label, net in variants:
                 our_s = median_seconds(lambda n=net, o=options: run_ours(n, **o), args.repeats)
-                rows.append(f"| {job} | {s} | {b} | {their_s:.2f} | {label} | {our_s:.2f} | "
-                            f"**{our_s / their_s:.2f} ×** |")
-    lines = ["# Sampling: the project against diffusers' pipelines (DDPM CIFAR-10 U-Net, 35.7M, float32)", "",
-             f"Device: {name}; torch {torch.__version__}. Command: `python benchmarks/sample_vs_diffusers.py --batch "
-             f"{b} --steps {s} --repeats {args.repeats}{' --compile' if args.compile else ''}`. "
-             "Same weights (imported, checked), median of "
-             f"{args.repeats} runs after a warm-up. Target: ours ≤ 0.8 × diffusers.", "",
-             "| sampler | steps | batch | diffusers (s) | ours | ours (s) | ours / diffusers |",
-             "|---|---|---|---|---|---|---|",
-             *rows]
+                rows.append(
+                    f"| {job} | {s} | {b} | {their_s:.2f} | {label} | {our_s:.2f} | **{our_s / their_s:.2f} ×** |"
+                )
+    lines = [
+        "# Sampling: the project against diffusers' pipelines (DDPM CIFAR-10 U-Net, 35.7M, float32)",
+        "",
+        f"Device: {name}; torch {torch.__version__}. Command: `python benchmarks/sample_vs_diffusers.py --batch "
+        f"{b} --steps {s} --repeats {args.repeats}{' --compile' if args.compile else ''}`. "
+        "Same weights (imported, checked), median of "
+        f"{args.repeats} runs after a warm-up. Target: ours ≤ 0.8 × diffusers.",
+        "",
+        "| sampler | steps | batch | diffusers (s) | ours | ours (s) | ours / diffusers |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
     write_results(f"sample_vs_diffusers-{device.type}.md", lines)
 
 

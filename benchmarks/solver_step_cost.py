@@ -1,5 +1,5 @@
 """Per-step cost of the ODE samplers against DDIM: each should cost one network call per NFE plus cheap tensor
-work (issue 16's target: within a few percent of DDIM per network call).
+work (the target: within a few percent of DDIM per network call).
 
 For every sampler, x_T of batch ``--batch`` is carried to x_0 in ``--nfe`` network calls through
 ``core.sampling.sample`` (what the sample stage and the solver_fid cells run), with the DDPM CIFAR-10 U-Net
@@ -68,16 +68,22 @@ def main() -> None:
             rows[sampler, name] = (seconds, len(calls) // (args.repeats + 1))
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else cpu_name()
     ddim = {name: rows[Sampler.DDIM, name][0] / rows[Sampler.DDIM, name][1] for name in networks}
-    lines = [f"# ODE samplers: cost per network call against DDIM ({device_name})", "",
-             f"torch {torch.__version__}; batch {args.batch}, NFE budget {args.nfe}, fp32, medians of "
-             f"{args.repeats}; `python benchmarks/solver_step_cost.py --batch {args.batch} --nfe {args.nfe}`", "",
-             "| sampler | calls | U-Net: s per sample call | per network call | vs DDIM | free network: ms per call |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# ODE samplers: cost per network call against DDIM ({device_name})",
+        "",
+        f"torch {torch.__version__}; batch {args.batch}, NFE budget {args.nfe}, fp32, medians of "
+        f"{args.repeats}; `python benchmarks/solver_step_cost.py --batch {args.batch} --nfe {args.nfe}`",
+        "",
+        "| sampler | calls | U-Net: s per sample call | per network call | vs DDIM | free network: ms per call |",
+        "|---|---|---|---|---|---|",
+    ]
     for sampler in (Sampler.DDIM, *ODE_SOLVERS):
         (seconds, calls), (free, _) = rows[sampler, "U-Net 35.7M"], rows[sampler, "free network"]
         per_call = seconds / calls
-        lines.append(f"| {sampler} | {calls} | {seconds:.3f} | {per_call:.4f} | {per_call / ddim['U-Net 35.7M']:.3f} "
-                     f"| {1000 * free / calls:.3f} |")
+        lines.append(
+            f"| {sampler} | {calls} | {seconds:.3f} | {per_call:.4f} | {per_call / ddim['U-Net 35.7M']:.3f} "
+            f"| {1000 * free / calls:.3f} |"
+        )
     write_results(f"solver_step_cost-{device.type}.md", lines)
 
 

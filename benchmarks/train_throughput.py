@@ -30,9 +30,9 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.ema import EMA
 from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.unet import UNet, UNetConfig, count_parameters
+from ddpm.training.ema import EMA
 from ddpm.training.step import MicroBatch, build_optimizer, optimization_step
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense tensor-core peaks (SXM)
@@ -97,9 +97,14 @@ def diffusers_reference(batch: int, device: torch.device, fast: bool):
 
     torch.manual_seed(0)
     model = UNet2DModel(
-        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(128, 256, 256, 256),
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=2,
+        block_out_channels=(128, 256, 256, 256),
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), dropout=0.1,
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        dropout=0.1,
     ).to(device)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.0)
@@ -147,8 +152,10 @@ def memory_check(device: torch.device) -> list[str]:
             outcome = f"trains, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
         except torch.OutOfMemoryError:
             outcome = "out of memory"
-        rows.append(f"| 114M 256² | {batch} | bf16 | {'yes' if checkpointing else 'no'} | "
-                    f"{f'{cap_gb} GB' if cap_gb else 'none'} | {outcome} |")
+        rows.append(
+            f"| 114M 256² | {batch} | bf16 | {'yes' if checkpointing else 'no'} | "
+            f"{f'{cap_gb} GB' if cap_gb else 'none'} | {outcome} |"
+        )
         del model, optimizer
     torch.cuda.set_per_process_memory_fraction(1.0)
     return rows
@@ -160,8 +167,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (compilation happens here)")
     ap.add_argument("--fast", action="store_true", help="also run the bf16 variants")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                    help="torch.compile our fast variant (default: on CUDA only; CPU compilation takes minutes)")
+    ap.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile our fast variant (default: on CUDA only; CPU compilation takes minutes)",
+    )
     ap.add_argument("--memory", action="store_true", help="CUDA only: the 256² model's memory check")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -173,8 +184,11 @@ def main() -> None:
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
     compile_fast = device.type == "cuda" if args.compile is None else args.compile
-    variants = [("ours", "fp32", (False, False, False)), ("ours", "fp32 + channels_last", (False, True, False)),
-                ("diffusers", "fp32", False)]
+    variants = [
+        ("ours", "fp32", (False, False, False)),
+        ("ours", "fp32 + channels_last", (False, True, False)),
+        ("diffusers", "fp32", False),
+    ]
     if args.fast:
         fast_name = "bf16 + channels_last" + (" + compile" if compile_fast else "")
         variants += [("ours", fast_name, (True, True, compile_fast)), ("diffusers", "bf16 autocast", True)]
@@ -190,8 +204,7 @@ def main() -> None:
         del step
 
     lines = [
-        "# Training throughput: DDPM CIFAR-10 U-Net (35.7M), 32×32, L_simple, batch "
-        f"{args.batch}",
+        f"# Training throughput: DDPM CIFAR-10 U-Net (35.7M), 32×32, L_simple, batch {args.batch}",
         "",
         f"Device: {name}; torch {torch.__version__}. Command: `python benchmarks/train_throughput.py "
         f"--batch {args.batch} --steps {args.steps} --warmup {args.warmup}{' --fast' if args.fast else ''}"
@@ -203,8 +216,10 @@ def main() -> None:
     ]
     for impl, precision, n, r in rows:
         mfu = f"{r['images_s'] * per_image_flops / (peak * 1e12):.1%}" if peak else "n/a"
-        lines.append(f"| {impl} | {precision} | {n:,} | {r['step_s']:.3f} | {r['images_s']:.1f} | "
-                     f"{r['memory_gib']:.2f} | {mfu} |")
+        lines.append(
+            f"| {impl} | {precision} | {n:,} | {r['step_s']:.3f} | {r['images_s']:.1f} | "
+            f"{r['memory_gib']:.2f} | {mfu} |"
+        )
     lines.append("")
     for ours_row in (r for r in rows if r[0] == "ours"):
         bf16 = ours_row[1].startswith("bf16")
@@ -212,8 +227,12 @@ def main() -> None:
         ratio = ours_row[3]["step_s"] / ref_row[3]["step_s"]
         lines.append(f"- ours ({ours_row[1]}) step time = {ratio:.2f} × diffusers ({ref_row[1]})")
     if args.memory and device.type == "cuda":
-        lines += ["", "| model | batch | precision | activation checkpointing | memory cap | result |",
-                  "|---|---|---|---|---|---|", *memory_check(device)]
+        lines += [
+            "",
+            "| model | batch | precision | activation checkpointing | memory cap | result |",
+            "|---|---|---|---|---|---|",
+            *memory_check(device),
+        ]
     write_results(f"train_throughput-{device.type}.md", lines)
 
 

@@ -7,8 +7,9 @@ Usage: python pipeline/ddim_fid.py STEPS ETA   (ETA a number in [0, 1] or sigma_
 import sys
 
 from ddpm.evaluation.fid_cells import cell_network, ddim_cell, not_applicable, parse_cell
-from ddpm.runner.paths import require
-from ddpm.runner.stage import exit_now, stage_main
+from ddpm.progress import rounded
+from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.paths import require
 from ddpm.storage.files import write_json
 
 
@@ -19,11 +20,11 @@ def main(params, paths, run, placement):
     if result is None:
         reference = require(paths.fid_refs["train"], "FID reference statistics", "fid_ref")
         inference = cell_network(params, require(paths.model, "model", "train"), placement.device)
-        result = ddim_cell(inference, params, steps, eta, reference, placement.shard)
+        result = ddim_cell(inference, params, steps, eta, reference, placement.share)
         run.log_metrics({"fid": result["fid"], "steps": steps, "sampling_seconds": result["sampling_seconds"]})
     if placement.is_main:
         write_json(out, result | placement.summary())
-        print(f"ddim_fid: S={steps} η={eta}: {result}")
+        print(f"ddim_fid: S={steps} η={eta}: {rounded(result)}")
 
 
 if __name__ == "__main__":

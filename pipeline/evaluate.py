@@ -4,24 +4,25 @@ from ddpm.data.loader import iter_batches
 from ddpm.evaluation import fid
 from ddpm.evaluation.likelihood import likelihood_scores, rate_distortion_series
 from ddpm.factory import load_for_inference
-from ddpm.runner.lineage import log_inputs
-from ddpm.runner.paths import require
-from ddpm.runner.stage import exit_now, stage_main
+from ddpm.progress import rounded
 from ddpm.sample_store import load_samples
+from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.paths import require
 from ddpm.storage.files import write_csv, write_json
+from ddpm.tracking.lineage import log_inputs
 
 
 def main(params, paths, run, placement):
-    cfg, device, shard = params.evaluate, placement.device, placement.shard
+    cfg, device, share = params.evaluate, placement.device, placement.share
     require(paths.samples, "samples", "sample")
     # Fail now, not after the samples' features, on a missing reference or weights or a corrupt test shard.
-    test = iter_batches(require(paths.shards, "shards", "prepare"), "test", cfg.nll_batch_size, cfg.nll_images,
-                        params.data.verify)
+    shards = require(paths.shards, "shards", "prepare")
+    test = iter_batches(shards, "test", cfg.nll_batch_size, cfg.nll_images, params.data.verify)
     if cfg.fid:
         fid.check_references(paths.fid_refs)
     inference = load_for_inference(params, require(paths.model, "model", "train"), device, precision=cfg.nll_precision)
-    metrics = fid.image_scores(load_samples(paths.samples), paths.fid_refs, params, device, shard)
-    nll, rows = likelihood_scores(inference.diffusion, inference.model, test, params.seed, device, shard)
+    metrics = fid.image_scores(load_samples(paths.samples), paths.fid_refs, params, device, share)
+    nll, rows = likelihood_scores(inference.diffusion, inference.model, test, params.seed, device, share)
     if not placement.is_main:
         return
     metrics |= nll
@@ -31,7 +32,7 @@ def main(params, paths, run, placement):
     run.log_metrics(metrics)
     run.log_table(rows, "rate_distortion.json")
     write_json(paths.eval_metrics, metrics | placement.summary())
-    print(f"evaluate: {metrics}")
+    print(f"evaluate: {rounded(metrics)}")
 
 
 if __name__ == "__main__":

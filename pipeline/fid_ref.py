@@ -2,21 +2,29 @@
 
 from ddpm.data.loader import iter_batches
 from ddpm.evaluation import fid
-from ddpm.runner.paths import require
-from ddpm.runner.stage import Stopwatch, exit_now, stage_main
+from ddpm.stage.harness import Stopwatch, exit_now, stage_main
+from ddpm.stage.paths import require
 from ddpm.storage.files import write_json
 
 
 def main(params, paths, run, placement):
     require(paths.shards, "shards", "prepare")
     fid.verified_weights_path()
-    batches = {split: iter_batches(paths.shards, split, params.fid.batch_size, params.fid.max_images,
-                                   params.data.verify) for split in paths.fid_refs}  # every shard checked now
+    batches = {
+        split: iter_batches(paths.shards, split, params.fid.batch_size, params.fid.max_images, params.data.verify)
+        for split in paths.fid_refs
+    }  # every shard checked now
     metrics = {}
     for split, path in paths.fid_refs.items():
         with Stopwatch() as clock:
-            count = fid.write_reference(path, batches[split], feature_images=params.fid.feature_images, split=split,
-                                        device=placement.device, shard=placement.shard)
+            count = fid.write_reference(
+                path,
+                batches[split],
+                feature_images=params.fid.feature_images,
+                split=split,
+                device=placement.device,
+                share=placement.share,
+            )
         metrics |= {f"{split}_reference_images": count, f"{split}_seconds": clock.seconds}
         print(f"fid_ref: {count} {split} images in {clock.seconds:.0f}s → {path}")
     if placement.is_main:

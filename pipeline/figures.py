@@ -6,8 +6,8 @@ from ddpm.data.loader import first_batch
 from ddpm.evaluation.likelihood import read_rate_distortion
 from ddpm.evaluation.paper_figures import paper_figures, reconstruction_metrics
 from ddpm.factory import load_for_inference
-from ddpm.runner.paths import require
-from ddpm.runner.stage import exit_now, stage_main
+from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.paths import require
 from ddpm.storage.files import write_json, write_png
 
 
@@ -24,8 +24,9 @@ def main(params, paths, run, placement):
         write_png(paths.figures / f"{name}.png", image)
         run.log_artifact(paths.figures / f"{name}.png", "figures")
     metrics = reconstruction_metrics(table)
-    write_json(paths.reconstruction_metrics, {"images": int(test.shape[0]), "table": table, **metrics,
-                                              **placement.summary()})
+    write_json(
+        paths.reconstruction_metrics, {"images": int(test.shape[0]), "table": table, **metrics, **placement.summary()}
+    )
     run.log_metrics(metrics)
     print(f"figures: {len(table)} reconstruction rows, figures in {paths.figures}")
 

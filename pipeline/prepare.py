@@ -1,8 +1,8 @@
 """Stage prepare: dataset source → deterministic WebDataset shards + manifest."""
 
+from ddpm.data.ingest import write_shards
 from ddpm.data.shards import manifest_counts
-from ddpm.data.sources import write_shards
-from ddpm.runner.stage import exit_now, stage_main
+from ddpm.stage.harness import exit_now, stage_main
 
 
 def main(params, paths, run):

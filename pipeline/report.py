@@ -3,21 +3,21 @@
 from ddpm.evaluation.paper_tables import Record
 from ddpm.evaluation.plots import fid_vs_nfe_figure
 from ddpm.evaluation.results import build_report
-from ddpm.runner.paths import require
-from ddpm.runner.queries import evaluated_runs, promote_best_model
-from ddpm.runner.stage import exit_now, stage_main
+from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.paths import require
 from ddpm.storage.files import read_json, write_csv, write_json, write_png, write_text
+from ddpm.tracking.queries import evaluated_runs, promote_best_model
 
 
 def main(params, paths, run):
     train = read_json(require(paths.train_metrics, "metrics", "train"))
     evaluation = read_json(require(paths.eval_metrics, "metrics", "evaluate"))
     reconstruction = read_json(require(paths.reconstruction_metrics, "metrics", "figures"))["table"]
-    cells, solver_cells = ([read_json(p) for p in sorted(folder.glob("*.json"))]
-                           for folder in (paths.ddim_table, paths.solver_table))
+    tables = (paths.ddim_table, paths.solver_table)
+    cells, solver_cells = ([read_json(p) for p in sorted(d.glob("*.json"))] for d in tables)
     runs, note = evaluated_runs(params.dataset.value)
-    report = build_report(params, train, evaluation, reconstruction, cells, [Record(**r) for r in runs], note,
-                          solver_cells, fid_reference=paths.fid_refs["train"])
+    inputs = (train, evaluation, reconstruction, cells, [Record(**r) for r in runs], note, solver_cells)
+    report = build_report(params, *inputs, fid_reference=paths.fid_refs["train"])
     write_text(paths.report, report.results_md)
     write_text(paths.paper_tables, report.tables_md)
     for name, rows in report.csv_rows.items():

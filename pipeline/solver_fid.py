@@ -8,8 +8,9 @@ import sys
 
 from ddpm.core.options import ODE_SOLVERS
 from ddpm.evaluation.fid_cells import cell_network, not_applicable, parse_solver_cell, solver_cell
-from ddpm.runner.paths import require
-from ddpm.runner.stage import exit_now, stage_main
+from ddpm.progress import rounded
+from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.paths import require
 from ddpm.storage.files import write_json
 
 
@@ -20,11 +21,11 @@ def main(params, paths, run, placement):
     if result is None:
         reference = require(paths.fid_refs["train"], "FID reference statistics", "fid_ref")
         inference = cell_network(params, require(paths.model, "model", "train"), placement.device)
-        result = solver_cell(inference, params, sampler, nfe, reference, placement.shard)
+        result = solver_cell(inference, params, sampler, nfe, reference, placement.share)
         run.log_metrics({"fid": result["fid"], "nfe": nfe, "sampling_seconds": result["sampling_seconds"]})
     if placement.is_main:
         write_json(paths.solver_cell(*sys.argv[1:]), result | placement.summary())
-        print(f"solver_fid: {sampler} NFE={nfe}: {result}")
+        print(f"solver_fid: {sampler} NFE={nfe}: {rounded(result)}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 import a released checkpoint instead."""
 
 from ddpm.importers.released import import_released
-from ddpm.runner.lineage import log_inputs
-from ddpm.runner.stage import exit_now, stage_main
+from ddpm.stage.harness import exit_now, stage_main
 from ddpm.storage.files import file_digest, write_csv, write_json
+from ddpm.tracking.lineage import log_inputs
 from ddpm.training.loop import train
 
 
@@ -14,14 +14,16 @@ def main(params, paths, run, placement):
         history = [{"step": 0, "loss": None}]
     else:
         log_inputs(run, paths.shards, "train", "training")
-        result = train(params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics,
-                       log_image=run.log_image)
+        result = train(
+            params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics, log_image=run.log_image
+        )
         metrics, history = result.metrics(), result.history
         run.log_metrics({"resumed_from_step": result.resumed_from})
         run.set_tags({"ddpm.training_fingerprint": result.fingerprint, "ddpm.checkpoints": str(result.checkpoints)})
     if placement.is_main:
         write_json(paths.train_metrics, metrics | placement.summary())
-        write_csv(paths.train_plot, history)
+        kind = f"L_{params.objective.value}, {params.schedule.value}"  # losses of different kinds never share an axis
+        write_csv(paths.train_plot, [row | {"objective": kind} for row in history])
         run.log_metrics({"parameters": metrics["parameters"]})
         run.log_model(paths.model, paths.params_file, params.dataset.value, file_digest(paths.model))
 

@@ -42,8 +42,13 @@ def module_path(name: str) -> Path | None:
 def imports(path: Path) -> frozenset[str]:
     """Every module name ``path`` imports (at any depth of the file, lazily or not), relative ones resolved."""
     tree = ast.parse(path.read_text())
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0] \
-        if path.is_relative_to(SRC) else ""
+    package = (
+        module_name(path)
+        if path.name == "__init__.py"
+        else module_name(path).rpartition(".")[0]
+        if path.is_relative_to(SRC)
+        else ""
+    )
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -96,8 +101,9 @@ def code_deps(script: Path) -> list[str]:
 def generated(text: str) -> str:
     """``text`` (dvc.yaml) with each stage's code deps replaced by its script's import closure."""
     out, pos = [], 0
-    for match in re.finditer(r"^    cmd: .*?(pipeline/\w+\.py).*\n    deps:\n((?:      - .*\n|        .*\n)*)", text,
-                             re.MULTILINE):
+    for match in re.finditer(
+        r"^    cmd: .*?(pipeline/\w+\.py).*\n    deps:\n((?:      - .*\n|        .*\n)*)", text, re.MULTILINE
+    ):
         deps_start = match.start(2)
         rest = CODE.sub("", match.group(2))
         listed = "".join(f"      - {dep}\n" for dep in code_deps(ROOT / match.group(1)))
@@ -114,8 +120,10 @@ def main(argv: list[str]) -> int:
     new = generated(text)
     if args.check:
         if new != text:
-            print("dvc.yaml: the code deps differ from the stage scripts' imports; run `python scripts/dvc_deps.py`",
-                  file=sys.stderr)
+            print(
+                "dvc.yaml: the code deps differ from the stage scripts' imports; run `python scripts/dvc_deps.py`",
+                file=sys.stderr,
+            )
             return 1
         return 0
     if new != text:

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from helpers import MU, S
 
 from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.gaussian import MU, S
 from ddpm.core.schedules import get_beta_schedule
 
 
@@ -24,10 +24,16 @@ def linear100():
 @pytest.fixture(scope="module")
 def digit_shards(tmp_path_factory):
     """The digits' train and test splits as 8×8 shards of 400 images."""
-    from helpers import make_params, write_shards
+    from helpers.datasets import write_shards
+    from helpers.params import make_params
 
-    params = make_params({"dataset": "digits", "data": {"resolution": 8, "shard_size": 400},
-                          "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}})
+    params = make_params(
+        {
+            "dataset": "digits",
+            "data": {"resolution": 8, "shard_size": 400},
+            "model": {"ch_mult": [1, 2], "attn_resolutions": [4]},
+        }
+    )
     return write_shards(params, tmp_path_factory.mktemp("shards") / "digits")
 
 

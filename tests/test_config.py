@@ -1,11 +1,12 @@
-
 import pytest
 import yaml
-from helpers import ROOT, committed, compose_raw, make_params
+from helpers import ROOT
+from helpers.params import compose_raw, make_params
+from helpers.repos import committed
 
 from ddpm.config import ParamsError, load_params, validate_params
-from ddpm.evaluation.names import EXTRACTOR_NAME
-from ddpm.runner.paths import Paths
+from ddpm.evaluation.fid_reference import EXTRACTOR_NAME
+from ddpm.stage.paths import Paths
 
 _compose = compose_raw
 
@@ -25,10 +26,20 @@ def test_every_key_is_required_so_defaults_live_in_conf_alone():
 def test_default_params_are_ddpm_cifar10():
     p = validate_params(yaml.safe_load(committed("params.yaml")))
     assert (p.dataset.value, p.schedule.value, p.timesteps, p.objective.value, p.mean_type.value) == (
-        "cifar10", "linear", 1000, "simple", "eps")
+        "cifar10",
+        "linear",
+        1000,
+        "simple",
+        "eps",
+    )
     assert (p.model.ch, p.model.ch_mult, p.model.attn_resolutions, p.model.dropout) == (128, [1, 2, 2, 2], [16], 0.1)
     assert (p.train.lr, p.train.batch_size, p.train.steps, p.train.warmup, p.train.ema_decay) == (
-        2e-4, 128, 800_000, 5000, 0.9999)
+        2e-4,
+        128,
+        800_000,
+        5000,
+        0.9999,
+    )
     assert p.sample.num_samples == 50_000
 
 
@@ -39,8 +50,11 @@ def test_tiny_profile_validates_and_overrides_compose():
 
 BAD = [
     ({"schedule": "quadratic"}, "params.yaml: schedule: Input should be 'linear' or 'cosine' (got 'quadratic')"),
-    ({"dataset": "mnist"}, "params.yaml: dataset: Input should be 'digits', 'cifar10', 'lsun_church', 'lsun_bedroom', "
-                           "'lsun_cat', 'celebahq' or 'folder' (got 'mnist')"),
+    (
+        {"dataset": "mnist"},
+        "params.yaml: dataset: Input should be 'digits', 'cifar10', 'lsun_church', 'lsun_bedroom', "
+        "'lsun_cat', 'celebahq' or 'folder' (got 'mnist')",
+    ),
     ({"objective": "l1"}, "params.yaml: objective: Input should be 'simple', 'kl', 'vlb' or 'hybrid' (got 'l1')"),
     ({"variance": "huge"}, "params.yaml: variance: Input should be"),
     ({"mean_type": "score"}, "params.yaml: mean_type: Input should be"),
@@ -53,32 +67,51 @@ BAD = [
     ({"train": {"ema_decay": 1.0}}, "params.yaml: train.ema_decay: Input should be less than 1"),
     ({"train": {"bacth_size": 4}}, "params.yaml: train.bacth_size: unknown key"),
     ({"sample": {"eta": 1.5}}, "params.yaml: sample.eta: must be a number in [0, 1] or 'sigma_hat' (got 1.5)"),
-    ({"model": {"downsample_padding": "valid"}},
-     "params.yaml: model.downsample_padding: Input should be 'same' or 'symmetric' (got 'valid')"),
-    ({"model": {"import_from": {"path": None, "format": "tf"}}},
-     "params.yaml: model.import_from.format: Input should be 'auto', 'ddpm', 'iddpm' or 'diffusers' (got 'tf')"),
+    (
+        {"model": {"downsample_padding": "valid"}},
+        "params.yaml: model.downsample_padding: Input should be 'same' or 'symmetric' (got 'valid')",
+    ),
+    (
+        {"model": {"import_from": {"path": None, "format": "tf"}}},
+        "params.yaml: model.import_from.format: Input should be 'auto', 'ddpm', 'iddpm' or 'diffusers' (got 'tf')",
+    ),
     ({"sample": {"steps": 2000}}, "params.yaml: sample.steps: 2000 exceeds timesteps (1000)"),
-    ({"sample": {"sampler": "euler"}}, "params.yaml: sample.sampler: Input should be 'ancestral', 'ddim', "
-                                       "'dpm_solver_pp_2m', 'dpm_solver_2', 'dpm_solver_3', 'unipc_2', 'unipc_3' or "
-                                       "'heun' (got 'euler')"),
+    (
+        {"sample": {"sampler": "euler"}},
+        "params.yaml: sample.sampler: Input should be 'ancestral', 'ddim', "
+        "'dpm_solver_pp_2m', 'dpm_solver_2', 'dpm_solver_3', 'unipc_2', 'unipc_3' or "
+        "'heun' (got 'euler')",
+    ),
     ({"sample": {"sampler": "heun"}}, "params.yaml: sample.steps: heun needs its budget of network calls"),
-    ({"sample": {"solver_spacing": "cubic"}}, "params.yaml: sample.solver_spacing: Input should be 'auto', "
-                                              "'time_uniform', 'logsnr', 'time_quadratic', 'karras' or 'edm' (got "
-                                              "'cubic')"),
-    ({"solver_table": {"spacing": "edm"}}, "params.yaml: solver_table.spacing: edm is EDM's grid for its Heun "
-                                           "sampler, not for dpm_solver_pp_2m"),
-    ({"sample": {"sampler": "heun", "steps": 9, "solver_spacing": "edm", "solver_end": "step0"}},
-     "params.yaml: sample.solver_end: EDM's grid ends at σ = 0 (clean)"),
+    (
+        {"sample": {"solver_spacing": "cubic"}},
+        "params.yaml: sample.solver_spacing: Input should be 'auto', "
+        "'time_uniform', 'logsnr', 'time_quadratic', 'karras' or 'edm' (got "
+        "'cubic')",
+    ),
+    (
+        {"solver_table": {"spacing": "edm"}},
+        "params.yaml: solver_table.spacing: edm is EDM's grid for its Heun sampler, not for dpm_solver_pp_2m",
+    ),
+    (
+        {"sample": {"sampler": "heun", "steps": 9, "solver_spacing": "edm", "solver_end": "step0"}},
+        "params.yaml: sample.solver_end: EDM's grid ends at σ = 0 (clean)",
+    ),
     ({"mean_type": "mu"}, "params.yaml: solver_table.samplers: dpm_solver_pp_2m integrates the probability-flow ODE"),
     ({"solver_table": {"samplers": ["heun", "ddim", "heun"]}}, "params.yaml: solver_table.samplers: listed twice"),
     ({"solver_table": {"nfe": [10, 0]}}, "params.yaml: solver_table.nfe.1: Input should be greater than 0"),
     ({"solver_table": {"end": "zero"}}, "params.yaml: solver_table.end: Input should be 'auto', 'step0' or 'clean'"),
     ({"sample": {"num_samples": 0}}, "params.yaml: sample.num_samples: Input should be greater than 0"),
     ({"variance": "learned_range"}, "params.yaml: variance: 'learned_range' gets no gradient from objective 'simple'"),
-    ({"data": {"resolution": 30}}, "params.yaml: model.ch_mult: 4 levels halve the resolution 3 times; resolution 30 "
-                                   "is not divisible by 8"),
-    ({"model": {"attn_resolutions": [5]}}, "params.yaml: model.attn_resolutions: 5 is not a resolution the U-Net "
-                                           "reaches (it runs at [32, 16, 8, 4]); attention there would silently not"),
+    (
+        {"data": {"resolution": 30}},
+        "params.yaml: model.ch_mult: 4 levels halve the resolution 3 times; resolution 30 is not divisible by 8",
+    ),
+    (
+        {"model": {"attn_resolutions": [5]}},
+        "params.yaml: model.attn_resolutions: 5 is not a resolution the U-Net "
+        "reaches (it runs at [32, 16, 8, 4]); attention there would silently not",
+    ),
     ({"model": {"ch": 48}}, "params.yaml: model.ch: every level width [48, 96] must be divisible by 32 groups"),
     ({"model": {"num_heads": 3}}, "params.yaml: model.num_heads: 3 does not divide the attention width 256"),
     ({"model": {"ch_mult": []}}, "params.yaml: model.ch_mult: List should have at least 1 item"),
@@ -94,8 +127,11 @@ BAD = [
     ({"sample": {"respacing": "ddim999"}}, "params.yaml: sample.respacing: no integer stride gives exactly 999"),
     ({"sample": {"respacing": "50", "sampler": "ddim"}}, "params.yaml: sample.respacing: applies to sampler"),
     ({"train": {"mixed_precision": "fp8"}}, "params.yaml: train.mixed_precision: Input should be 'no', 'bf16'"),
-    ({"train": {"grad_accumulation": 3}}, "params.yaml: train.batch_size: 128 does not split over 1 process(es) × "
-                                          "3 accumulation step(s); use a multiple of 3"),
+    (
+        {"train": {"grad_accumulation": 3}},
+        "params.yaml: train.batch_size: 128 does not split over 1 process(es) × "
+        "3 accumulation step(s); use a multiple of 3",
+    ),
     ({"train": {"grad_accumulation": 0}}, "params.yaml: train.grad_accumulation: Input should be greater than 0"),
     ({"train": {"sample_steps": 5000}}, "params.yaml: train.sample_steps: 5000 exceeds timesteps (1000)"),
 ]
@@ -116,9 +152,15 @@ def test_bad_params_give_one_line_error_naming_the_key(patch, message):
 
 
 def test_paper_options_validate():
-    p = make_params({"objective": "hybrid", "variance": "learned_range", "schedule": "cosine",
-                     "timestep_sampler": "loss_aware", "sample": {"sampler": "ddim", "eta": "sigma_hat", "steps": 20,
-                                                                   "skip": "quad"}})
+    p = make_params(
+        {
+            "objective": "hybrid",
+            "variance": "learned_range",
+            "schedule": "cosine",
+            "timestep_sampler": "loss_aware",
+            "sample": {"sampler": "ddim", "eta": "sigma_hat", "steps": 20, "skip": "quad"},
+        }
+    )
     assert p.sample.eta == "sigma_hat" and p.timestep_sampler.value == "loss_aware"
     assert make_params({"sample": {"respacing": "10,10,10"}}).sample.respacing == "10,10,10"
 
@@ -135,30 +177,64 @@ def test_unreadable_params_files(tmp_path):
         load_params(bad)
 
 
-def test_dvc_yaml_paths_agree_with_the_stage_paths():
-    """The outs declared in dvc.yaml are where the stage scripts write (for the default and the tiny profile)."""
-    text = (ROOT / "dvc.yaml").read_text()
+def _declared(entries: list) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+
+def test_dvc_yaml_outs_are_the_stage_paths():
+    """dvc.yaml declares exactly the outs, metrics and plots that the stage scripts write, as ``Paths`` names them
+    (for the default and the tiny profile)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for raw in (_compose([]), _compose(["profile=tiny"])):
         p = validate_params(raw)
-        rendered = text.replace("${dataset}", p.dataset.value).replace("${data.resolution}", str(p.data.resolution))
-        assert f"-{EXTRACTOR_NAME}-train.npz" in rendered
+        declared = set()
+        for stage in stages.values():
+            for kind in ("outs", "metrics", "plots"):
+                for path in _declared(stage.get(kind, [])):
+                    declared.add(
+                        path.replace("${dataset}", p.dataset.value).replace(
+                            "${data.resolution}", str(p.data.resolution)
+                        )
+                    )
         paths = Paths(p)
-        for path in [paths.shards, paths.model, paths.samples, paths.sample_grid,
-                     paths.train_metrics, paths.eval_metrics, paths.train_plot, paths.rd_plot, paths.reports,
-                     paths.figures, paths.reconstruction_metrics, paths.ddim_table, *paths.fid_refs.values()]:
-            assert str(path) in rendered, f"{path} is not declared in dvc.yaml"
-        assert "metrics/ddim_table/S${item.steps}-eta${item.eta}.json" in text
-        assert paths.ddim_cell("10", "sigma_hat") == paths.ddim_table / "S10-etasigma_hat.json"
+        written = {
+            paths.checked,
+            paths.shards,
+            *paths.fid_refs.values(),
+            paths.fid_ref_metrics,
+            paths.model,
+            paths.train_metrics,
+            paths.train_plot,
+            paths.samples,
+            paths.sample_grid,
+            paths.sample_metrics,
+            paths.eval_metrics,
+            paths.rd_plot,
+            paths.figures,
+            paths.reconstruction_metrics,
+            paths.reports,
+            paths.fid_vs_nfe_plot,
+            paths.summary_metrics,
+            paths.ddim_cell("${item.steps}", "${item.eta}"),
+            paths.solver_cell("${item.sampler}", "${item.nfe}"),
+        }
+        assert declared == {str(path) for path in written}
+        assert f"-{EXTRACTOR_NAME}-train.npz" in str(paths.fid_refs["train"])
 
 
-@pytest.mark.parametrize("patch,message", [
-    ({"launcher": ""}, "params.yaml: launcher: String should have at least 1 character"),
-    ({"figures": {"ddim_steps": 5000}}, "params.yaml: figures.ddim_steps: 5000 exceeds timesteps (1000)"),
-    ({"figures": {"reconstruction_steps": [2000]}}, "params.yaml: figures.reconstruction_steps: all exceed"),
-    ({"ddim_table": {"etas": [0.0, 2.0]}}, "params.yaml: ddim_table.etas.1: must be a number in [0, 1] or 'sigma_hat' "
-                                           "(got 2.0)"),
-    ({"fid": {"kid_subset_size": 0}}, "params.yaml: fid.kid_subset_size: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "patch,message",
+    [
+        ({"launcher": ""}, "params.yaml: launcher: String should have at least 1 character"),
+        ({"figures": {"ddim_steps": 5000}}, "params.yaml: figures.ddim_steps: 5000 exceeds timesteps (1000)"),
+        ({"figures": {"reconstruction_steps": [2000]}}, "params.yaml: figures.reconstruction_steps: all exceed"),
+        (
+            {"ddim_table": {"etas": [0.0, 2.0]}},
+            "params.yaml: ddim_table.etas.1: must be a number in [0, 1] or 'sigma_hat' (got 2.0)",
+        ),
+        ({"fid": {"kid_subset_size": 0}}, "params.yaml: fid.kid_subset_size: Input should be greater than 0"),
+    ],
+)
 def test_new_sections_are_validated_too(patch, message):
     raw = _compose([])
     for key, value in patch.items():

@@ -2,15 +2,18 @@
 
 import pytest
 import torch
-from helpers import make_params
+from helpers.params import make_params
 
 from ddpm.factory import build_diffusion, build_model, load_for_inference
 from ddpm.storage.model_files import save_model
 
 
 def test_load_for_inference_checks_the_variance_type_against_the_networks_outputs(tmp_path):
-    base = {"dataset": "digits", "data": {"resolution": 8},
-            "model": {"ch": 32, "ch_mult": [1, 2], "attn_resolutions": [4]}}
+    base = {
+        "dataset": "digits",
+        "data": {"resolution": 8},
+        "model": {"ch": 32, "ch_mult": [1, 2], "attn_resolutions": [4]},
+    }
     eps_only, learned = make_params(base), make_params(base | {"variance": "learned_range", "objective": "hybrid"})
     save_model(build_model(eps_only, channels=1), tmp_path / "eps.safetensors")
     save_model(build_model(learned, channels=1), tmp_path / "learned.safetensors")
@@ -24,8 +27,13 @@ def test_load_for_inference_checks_the_variance_type_against_the_networks_output
 
 
 def test_bf16_inference_wraps_the_network_in_autocast_with_float32_outputs(tmp_path):
-    params = make_params({"dataset": "digits", "data": {"resolution": 8},
-                          "model": {"ch": 32, "ch_mult": [1, 2], "attn_resolutions": [4]}})
+    params = make_params(
+        {
+            "dataset": "digits",
+            "data": {"resolution": 8},
+            "model": {"ch": 32, "ch_mult": [1, 2], "attn_resolutions": [4]},
+        }
+    )
     model = build_model(params, channels=1)
     torch.manual_seed(0)
     with torch.no_grad():  # random weights: the output layer starts at zero

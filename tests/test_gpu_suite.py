@@ -14,8 +14,9 @@ SUITE = ROOT / "benchmarks" / "gpu_suite.py"
 
 def run_suite(out, *args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(SUITE.parent)]))
-    res = subprocess.run([sys.executable, str(SUITE), "--out", str(out), *args], env=env, capture_output=True,
-                         text=True, timeout=900)
+    res = subprocess.run(
+        [sys.executable, str(SUITE), "--out", str(out), *args], env=env, capture_output=True, text=True, timeout=900
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
 
@@ -25,8 +26,12 @@ def test_the_suite_runs_at_smoke_sizes_on_a_cpu(tmp_path):
         pytest.skip("this machine has CUDA: the gpu test runs the suite")
     run_suite(tmp_path, "--smoke")
     report = (tmp_path / "gpu_suite-cpu-smoke.md").read_text()
-    for call in ("sample: sample_store.fill", "evaluate: likelihood.nll_bpd", "ddim_fid: generate",
-                 "figures: paper_figures"):
+    for call in (
+        "sample: sample_store.fill",
+        "evaluate: likelihood.nll_bpd",
+        "ddim_fid: generate",
+        "figures: paper_figures",
+    ):
         assert f"| {call}" in report and report.split(f"| {call}")[1].split("\n")[0].endswith("| cpu | yes |")
     assert "## Training, batch 4" in report and "| DDIM-5 | fp32 | 4 |" in report and "| DDPM-50 | fp32 | 4 |" in report
     assert "## Full-T NLL (T = 50)" in report and "not measured: no CUDA" in report
@@ -36,8 +41,9 @@ def test_without_cuda_the_full_suite_refuses_in_one_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(SUITE.parent)]))
-    res = subprocess.run([sys.executable, str(SUITE), "--out", str(tmp_path)], env=env, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(SUITE), "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith("gpu_suite: no CUDA device")
 
 

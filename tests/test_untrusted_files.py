@@ -94,10 +94,12 @@ def test_the_same_weights_give_the_same_model_file_bytes(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, torch; from ddpm.core.unet import UNet, UNetConfig; "
-            "from ddpm.storage.model_files import save_model; "
-            "torch.manual_seed(0); m = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1,), attn_resolutions=(), "
-            "resolution=8)); save_model(m, sys.argv[1], ema_decay='0.99', steps='7')")
+    code = (
+        "import sys, torch; from ddpm.core.unet import UNet, UNetConfig; "
+        "from ddpm.storage.model_files import save_model; "
+        "torch.manual_seed(0); m = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1,), attn_resolutions=(), "
+        "resolution=8)); save_model(m, sys.argv[1], ema_decay='0.99', steps='7')"
+    )
     files = [tmp_path / f"m{i}.safetensors" for i in range(4)]
     for f in files:
         subprocess.run([sys.executable, "-c", code, str(f)], check=True, timeout=120)

@@ -7,7 +7,7 @@ import errno
 import numpy as np
 import pytest
 import torch
-from helpers import small_unet
+from helpers.networks import small_unet
 from safetensors import SafetensorError
 
 from ddpm import sample_store
@@ -101,7 +101,7 @@ def test_a_read_error_inside_a_write_keeps_its_own_message(tmp_path):
 
 
 def test_sample_chunk_write_failure_keeps_finished_chunks_and_leaves_no_partial_file(tmp_path, monkeypatch):
-    from helpers import sampling_setup
+    from helpers.networks import sampling_setup
 
     from ddpm.storage import files
 
@@ -129,9 +129,9 @@ def test_fid_reference_write_failure_is_named(tmp_path, monkeypatch):
 
 def test_stage_reports_a_full_disk_in_one_line(tmp_path, monkeypatch):
     import yaml
-    from helpers import compose_raw
+    from helpers.params import compose_raw
 
-    from ddpm.runner.stage import stage_main
+    from ddpm.stage.harness import stage_main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))

@@ -205,9 +205,16 @@ class SampleParams(_Section):
 
     def sampler_options(self) -> dict:
         """The keywords of ``ddpm.core.sampling.sample`` these params choose."""
-        return {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, "skip": self.skip,
-                "respacing": self.respacing, "clip_denoised": self.clip_denoised, "spacing": self.solver_spacing,
-                "end": self.solver_end}
+        return {
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "eta": self.eta,
+            "skip": self.skip,
+            "respacing": self.respacing,
+            "clip_denoised": self.clip_denoised,
+            "spacing": self.solver_spacing,
+            "end": self.solver_end,
+        }
 
 
 class FidParams(_Section):
@@ -296,15 +303,20 @@ class Params(_Section):
         solvers = [s for s in (sample.sampler, *self.solver_table.samplers) if s in ODE_SOLVERS]
         if solvers and self.mean_type is MeanType.PREVIOUS_X:
             key = "sample.sampler" if sample.sampler in ODE_SOLVERS else "solver_table.samplers"
-            raise ValueError(f"{key}: {solvers[0]} integrates the probability-flow ODE, which a μ̃-predicting "
-                             "model (mean_type mu) does not give; use ancestral")
+            raise ValueError(
+                f"{key}: {solvers[0]} integrates the probability-flow ODE, which a μ̃-predicting "
+                "model (mean_type mu) does not give; use ancestral"
+            )
         if len(set(self.solver_table.samplers)) < len(self.solver_table.samplers):
             raise ValueError(f"solver_table.samplers: listed twice in {[str(s) for s in self.solver_table.samplers]}")
         table = self.solver_table
-        uses = [(sample.sampler, sample.solver_spacing, sample.solver_end, "sample.solver_spacing",
-                 "sample.solver_end")]
-        uses += [(sampler, table.spacing, table.end, "solver_table.spacing", "solver_table.end")
-                 for sampler in table.samplers]
+        uses = [
+            (sample.sampler, sample.solver_spacing, sample.solver_end, "sample.solver_spacing", "sample.solver_end")
+        ]
+        uses += [
+            (sampler, table.spacing, table.end, "solver_table.spacing", "solver_table.end")
+            for sampler in table.samplers
+        ]
         for sampler, spacing, end, spacing_key, end_key in uses:
             if sampler in ODE_SOLVERS:
                 try:
@@ -313,8 +325,10 @@ class Params(_Section):
                     raise ValueError(f"{spacing_key if err.key == 'spacing' else end_key}: {err.reason}") from None
         if sample.sampler in ODE_SOLVERS:
             if sample.steps is None or sample.respacing is not None:
-                raise ValueError(f"sample.steps: {sample.sampler} needs its budget of network calls in sample.steps "
-                                 "(and no sample.respacing)")
+                raise ValueError(
+                    f"sample.steps: {sample.sampler} needs its budget of network calls in sample.steps "
+                    "(and no sample.respacing)"
+                )
         elif sample.sampler is Sampler.DDIM:
             if sample.respacing is not None:
                 raise ValueError("sample.respacing: applies to sampler 'ancestral'; DDIM uses sample.steps and skip")
@@ -369,14 +383,21 @@ def check_named_files(params: Params, cwd: Path = Path(".")) -> None:
     """The files and folders params name exist and can be read (a relative path from the stage's working
     directory, which for queued and ``--temp`` experiments is a copy of the repository without git-ignored files);
     a ParamsError naming the first key that fails."""
-    named = {"model.import_from.path": params.model.import_from.path, "data.source": params.data.source,
-             "evaluate.isc_weights": params.evaluate.isc_weights}
+    named = {
+        "model.import_from.path": params.model.import_from.path,
+        "data.source": params.data.source,
+        "evaluate.isc_weights": params.evaluate.isc_weights,
+    }
     for key, value in named.items():
         if value is None or key == "evaluate.isc_weights" and value == "auto":
             continue
         path = cwd / Path(value).expanduser()
-        hint = "" if Path(value).is_absolute() else " (relative to the stage's working directory: queued and --temp " \
-                                                   "experiments run in a copy of the repository, give an absolute path)"
+        hint = (
+            ""
+            if Path(value).is_absolute()
+            else " (relative to the stage's working directory: queued and --temp "
+            "experiments run in a copy of the repository, give an absolute path)"
+        )
         if not path.exists():
             raise ParamsError(f"params.yaml: {key}: {value} not found{hint}")
         readable = os.access(path, os.R_OK) and (path.is_file() or os.access(path, os.X_OK))
@@ -392,4 +413,6 @@ def compose(overrides: Sequence[str] = (), conf_dir: str | Path = "conf") -> dic
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
-        return OmegaConf.to_container(hydra_compose(config_name="config", overrides=list(overrides)), resolve=True)
+        raw = OmegaConf.to_container(hydra_compose(config_name="config", overrides=list(overrides)), resolve=True)
+    assert isinstance(raw, dict)  # conf/config.yaml is a mapping
+    return raw

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -64,13 +65,15 @@ class AutocastModel(torch.nn.Module):
             return self.net(x, t).float()
 
 
-def inference_network(model: torch.nn.Module, device: torch.device, precision: InferencePrecision,
-                      compile: bool) -> torch.nn.Module:
+def inference_network(
+    model: torch.nn.Module, device: torch.device, precision: InferencePrecision, compile: bool
+) -> torch.nn.Module:
     """The network as sampling and the bound call it: ``torch.compile``d if asked (on CUDA with CUDA graphs: a
     sampler calls it with one shape per batch), under bf16 autocast or in float32."""
     net = model
     if compile:
-        net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        net = cast(torch.nn.Module, torch.compile(model, mode=mode, dynamic=False))  # an OptimizedModule
     if InferencePrecision(precision) is InferencePrecision.BF16:
         net = AutocastModel(net)
     return net
@@ -87,8 +90,14 @@ class Inference:
     device: torch.device
 
 
-def load_for_inference(params: Params, path: Path, device: str | torch.device, *,
-                       precision: InferencePrecision = InferencePrecision.FP32, compile: bool = False) -> Inference:
+def load_for_inference(
+    params: Params,
+    path: Path,
+    device: str | torch.device,
+    *,
+    precision: InferencePrecision = InferencePrecision.FP32,
+    compile: bool = False,
+) -> Inference:
     """Load the weights at ``path`` onto ``device`` and check that they fit ``params`` (a network trained for one
     variance type cannot serve another: its output channels differ). ``precision`` and ``compile``: see
     ``inference_network``."""

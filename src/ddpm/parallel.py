@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Shard:
+class WorkShare:
     """This process's place in the group: chunk i belongs to rank i mod world."""
 
     rank: int = 0
@@ -21,7 +21,7 @@ class Shard:
 
     def __post_init__(self):
         if not 0 <= self.rank < self.world:
-            raise ValueError(f"shard: rank {self.rank} is outside a group of {self.world}")
+            raise ValueError(f"share: rank {self.rank} is outside a group of {self.world}")
 
     @property
     def is_main(self) -> bool:
@@ -42,15 +42,14 @@ class Shard:
 
     def gather(self, results: dict[int, T]) -> list[T]:
         """Every rank's {chunk index: result}, merged and in index order, on every rank."""
-        if self.world == 1:
-            parts = [results]
-        else:
-            parts = [None] * self.world
+        parts: list[dict[int, T]] = [results]
+        if self.world > 1:
+            parts = [{}] * self.world  # filled by all_gather_object
             dist.all_gather_object(parts, results)
         merged = {i: r for part in parts for i, r in part.items()}
         if sorted(merged) != list(range(len(merged))):
-            raise RuntimeError(f"shard: gathered chunks {sorted(merged)} are not 0..{len(merged) - 1}")
+            raise RuntimeError(f"share: gathered chunks {sorted(merged)} are not 0..{len(merged) - 1}")
         return [merged[i] for i in range(len(merged))]
 
 
-ONE_PROCESS = Shard()
+ONE_PROCESS = WorkShare()

@@ -45,8 +45,12 @@ class _LogLines:
         left = f", ETA {_duration((self.total - self.n) / rate)}" if self.total and rate > 0 and head != "done" else ""
         of = f"/{self.total}" if self.total else ""
         extra = f", {self.postfix}" if self.postfix else ""
-        print(f"{self.desc}: {head} ({self.n}{of} {self.unit}) {rate:,.1f} {self.unit}/s, {_duration(elapsed)} "
-              f"elapsed{left}{extra}", file=sys.stderr, flush=True)
+        print(
+            f"{self.desc}: {head} ({self.n}{of} {self.unit}) {rate:,.1f} {self.unit}/s, {_duration(elapsed)} "
+            f"elapsed{left}{extra}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.n > self.start_n:
@@ -55,18 +59,17 @@ class _LogLines:
     def __enter__(self) -> _LogLines:
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> None:
         self.close()
-        return False
 
 
-def progress(desc: str, total: int | None, unit: str, *, initial: int = 0, enabled: bool = True):
+def progress(desc: str | None, total: int | None, unit: str, *, initial: int = 0, enabled: bool = True):
     """A progress display with ``update(n)``, ``set_postfix(**values)`` and ``close()`` (a context manager)."""
     if not enabled:
         return tqdm(total=total, disable=True)
     if sys.stderr.isatty():
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, mininterval=0.5, dynamic_ncols=True)
-    return _LogLines(desc, total, unit, initial)
+    return _LogLines(desc or "", total, unit, initial)
 
 
 class Counted:
@@ -83,8 +86,9 @@ class Counted:
         return next(self._batches)
 
 
-def tracked(items: Iterable[T], desc: str, total: int | None, unit: str, size=lambda item: 1,
-            enabled: bool = True) -> Iterator[T]:
+def tracked(
+    items: Iterable[T], desc: str | None, total: int | None, unit: str, size=lambda item: 1, enabled: bool = True
+) -> Iterator[T]:
     """``items`` unchanged, advancing a ``progress`` display by ``size(item)`` after each."""
     bar = progress(desc, total, unit, enabled=enabled)
     try:
@@ -93,3 +97,8 @@ def tracked(items: Iterable[T], desc: str, total: int | None, unit: str, size=la
             bar.update(size(item))
     finally:
         bar.close()
+
+
+def rounded(values: dict) -> str:
+    """Numbers for a log line: ``key=value`` pairs, floats to 4 significant digits."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

@@ -16,7 +16,7 @@ import numpy as np
 from ddpm.config import Params, SampleParams
 from ddpm.core.generation import generate
 from ddpm.factory import Inference
-from ddpm.parallel import ONE_PROCESS, Shard
+from ddpm.parallel import ONE_PROCESS, WorkShare
 from ddpm.progress import progress
 from ddpm.storage.files import file_digest, write_npz, write_text
 
@@ -34,8 +34,10 @@ def sample_fingerprint(params: Params, model_path: Path) -> str:
 
 def chunk_layout(num_samples: int, chunk_size: int) -> list[tuple[str, int, int]]:
     """(file name, first image, count) of every chunk."""
-    return [(f"chunk-{i:06d}.npz", lo, min(chunk_size, num_samples - lo))
-            for i, lo in enumerate(range(0, num_samples, chunk_size))]
+    return [
+        (f"chunk-{i:06d}.npz", lo, min(chunk_size, num_samples - lo))
+        for i, lo in enumerate(range(0, num_samples, chunk_size))
+    ]
 
 
 def _valid_chunk(path: Path, count: int) -> bool:
@@ -56,21 +58,31 @@ def clear_stale(out_dir: Path, fingerprint: str) -> None:
     marker.write_text(fingerprint)
 
 
-def sample_chunks(inference: Inference, cfg: SampleParams, seed: int, out_dir: Path, shard: Shard = ONE_PROCESS
-                  ) -> list[str]:
+def sample_chunks(
+    inference: Inference, cfg: SampleParams, seed: int, out_dir: Path, share: WorkShare = ONE_PROCESS
+) -> list[str]:
     """Write this rank's missing chunks (chunks rank, rank + W, …); returns the names it wrote.
 
     Call ``clear_stale`` first (on one process). Each chunk is written to a temporary file and renamed.
     """
     out_dir = Path(out_dir)
-    mine = [chunk for _, chunk in shard.mine(chunk_layout(cfg.num_samples, cfg.chunk_size))]
+    mine = [chunk for _, chunk in share.mine(chunk_layout(cfg.num_samples, cfg.chunk_size))]
     todo = [c for c in mine if not _valid_chunk(out_dir / c[0], c[2])]
     written = []
-    bar = progress("sample", sum(c[2] for c in todo), "img", enabled=bool(todo) and shard.is_main)
+    bar = progress("sample", sum(c[2] for c in todo), "img", enabled=bool(todo) and share.is_main)
     for name, start, count in todo:
-        images = generate(inference.diffusion, inference.model, inference.shape, seed=seed, start=start,
-                          count=count, batch_size=cfg.batch_size, device=inference.device, progress=bar,
-                          **cfg.sampler_options())
+        images = generate(
+            inference.diffusion,
+            inference.model,
+            inference.shape,
+            seed=seed,
+            start=start,
+            count=count,
+            batch_size=cfg.batch_size,
+            device=inference.device,
+            progress=bar,
+            **cfg.sampler_options(),
+        )
         write_npz(out_dir / name, images=images)
         written.append(name)
     bar.close()
@@ -109,22 +121,25 @@ class Sampled:
     seconds: float
 
     def metrics(self, num_processes: int) -> dict[str, float]:
-        return {"num_samples": self.total, "generated_now": self.generated,
-                "images_per_second": self.generated * num_processes / max(self.seconds, 1e-9)}
+        return {
+            "num_samples": self.total,
+            "generated_now": self.generated,
+            "images_per_second": self.generated * num_processes / max(self.seconds, 1e-9),
+        }
 
 
-def fill(out_dir: Path, inference: Inference, params: Params, model_path: Path, shard: Shard) -> Sampled | None:
+def fill(out_dir: Path, inference: Inference, params: Params, model_path: Path, share: WorkShare) -> Sampled | None:
     """Make every missing chunk of ``params.sample`` (processes take chunks round-robin) and, on the main process,
     write the manifest; returns what was done there (None on other processes)."""
     fingerprint = sample_fingerprint(params, model_path)
-    if shard.is_main:
+    if share.is_main:
         clear_stale(out_dir, fingerprint)
-    shard.barrier()
+    share.barrier()
     start = time.perf_counter()
-    written = sample_chunks(inference, params.sample, params.seed, out_dir, shard)
+    written = sample_chunks(inference, params.sample, params.seed, out_dir, share)
     seconds = time.perf_counter() - start
-    shard.barrier()
-    if not shard.is_main:
+    share.barrier()
+    if not share.is_main:
         return None
     manifest = write_manifest(out_dir, params.sample, fingerprint)
     made = sum(c["count"] for c in manifest["chunks"] if c["name"] in written)

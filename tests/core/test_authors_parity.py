@@ -38,8 +38,9 @@ def synthetic_eps(name: str, T: int, mu: float = 0.1, s: float = 0.5):
         la = log_alpha[lo] + (t - lo) * (log_alpha[hi] - log_alpha[lo])
         a = la.exp().reshape(-1, 1, 1, 1).to(x.dtype)
         sd = (-torch.expm1(2 * la)).sqrt().reshape(-1, 1, 1, 1).to(x.dtype)
-        return sd * (x - a * mu) / (a * a * s * s + sd * sd) + 0.05 * torch.tanh(1.7 * x + 0.0031 * t.reshape(
-            -1, 1, 1, 1).to(x.dtype))
+        return sd * (x - a * mu) / (a * a * s * s + sd * sd) + 0.05 * torch.tanh(
+            1.7 * x + 0.0031 * t.reshape(-1, 1, 1, 1).to(x.dtype)
+        )
 
     return eps
 
@@ -65,8 +66,9 @@ def test_the_clip_keeps_the_steps_dpm_solver_keeps(setting):
 @pytest.mark.parametrize("skip", ["logSNR", "time_uniform"])
 def test_dpm_solver_pp_2m_is_the_authors(setting, nfe, skip):
     key, diffusion, eps = setting
-    x, calls = ode_sample(diffusion, eps, normal(0, (3, 2, 4, 4)), "dpm_solver_pp_2m", nfe, spacing=SPACINGS[skip],
-                          end="step0")
+    x, calls = ode_sample(
+        diffusion, eps, normal(0, (3, 2, 4, 4)), "dpm_solver_pp_2m", nfe, spacing=SPACINGS[skip], end="step0"
+    )
     assert calls == nfe
     np.testing.assert_allclose(x.numpy(), GOLDEN[f"{key}_pp2m_{skip}_{nfe}"], rtol=0, atol=1e-8)
 
@@ -76,8 +78,9 @@ def test_dpm_solver_pp_2m_is_the_authors(setting, nfe, skip):
 @pytest.mark.parametrize("order", [2, 3])
 def test_singlestep_dpm_solver_is_the_authors(setting, order, skip, nfe):
     key, diffusion, eps = setting
-    x, calls = ode_sample(diffusion, eps, normal(0, (3, 2, 4, 4)), f"dpm_solver_{order}", nfe,
-                          spacing=SPACINGS[skip], end="step0")
+    x, calls = ode_sample(
+        diffusion, eps, normal(0, (3, 2, 4, 4)), f"dpm_solver_{order}", nfe, spacing=SPACINGS[skip], end="step0"
+    )
     assert calls == nfe
     np.testing.assert_allclose(x.numpy(), GOLDEN[f"{key}_single{order}_{skip}_{nfe}"], rtol=0, atol=1e-8)
 
@@ -99,17 +102,27 @@ def test_ancestral_sampling_is_ddpms_with_each_variance(variance, authors):
     x = normal(0, (3, 2, 4, 4)).float()
     with torch.no_grad():
         for i in reversed(range(1000)):
-            x = diffusion.p_sample(lambda x, t: eps(x.double(), t).float(), x, torch.full((3,), i),
-                                   clip_denoised=True, noise=noise[i])["sample"]
+            x = diffusion.p_sample(
+                lambda x, t: eps(x.double(), t).float(), x, torch.full((3,), i), clip_denoised=True, noise=noise[i]
+            )["sample"]
     np.testing.assert_allclose(x.numpy(), GOLDEN[f"ddpm_ancestral_{authors}"], rtol=0, atol=1e-5)
     other = GOLDEN[f"ddpm_ancestral_{'fixedlarge' if authors == 'fixedsmall' else 'fixedsmall'}"]
     assert np.abs(x.numpy() - other).max() > 1e-2  # the two variances are told apart
 
 
-@pytest.mark.parametrize("profile", ["ddpm_lsun256", "ddpm_lsun256_large", "released_ddpm_church",
-                                     "released_ddpm_bedroom", "released_ddpm_cat", "released_ddpm_celebahq"])
+@pytest.mark.parametrize(
+    "profile",
+    [
+        "ddpm_lsun256",
+        "ddpm_lsun256_large",
+        "released_ddpm_church",
+        "released_ddpm_bedroom",
+        "released_ddpm_cat",
+        "released_ddpm_celebahq",
+    ],
+)
 def test_ddpms_256_profiles_sample_as_its_code_did(profile):
-    from helpers import make_params
+    from helpers.params import make_params
 
     params = make_params(profile=profile)
     assert params.variance.value == "fixed_small" and params.sample.sampler.value == "ancestral"

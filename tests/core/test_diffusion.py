@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import MU, S, discrete_gaussian_bpd, gaussian_eps_model
 
 from ddpm.core.diffusion import GaussianDiffusion, LossType, VarType
+from ddpm.core.gaussian import MU, S, discrete_gaussian_bpd, gaussian_eps_model
 from ddpm.core.respace import SpacedDiffusion
 from ddpm.core.sampling import ancestral_sample_progressive, ddim_encode, ddim_sample, ddim_sample_progressive
 from ddpm.core.schedules import get_beta_schedule
@@ -121,8 +121,16 @@ def test_ddim_encode_decode_reconstructs_with_exact_denoiser(linear100):
 
 def test_ddim_eta0_reproduces_gaussian_data_moments():
     d = GaussianDiffusion(get_beta_schedule("linear", 1000))
-    x = ddim_sample(d, gaussian_eps_model(d), (4000, 1, 2, 2), 1000, eta=0.0, clip_denoised=False,
-                    generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = ddim_sample(
+        d,
+        gaussian_eps_model(d),
+        (4000, 1, 2, 2),
+        1000,
+        eta=0.0,
+        clip_denoised=False,
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    )
     assert x.mean().item() == pytest.approx(MU, abs=0.01)
     assert x.std().item() == pytest.approx(S, rel=0.03)
 
@@ -132,15 +140,20 @@ def test_bpd_approaches_analytic_value_for_gaussian_data(gaussian_grid_data):
     gaps = []
     for T in (100, 1000):
         d = GaussianDiffusion(get_beta_schedule("linear", T), var_type="fixed_large")
-        out = d.calc_bpd_loop(gaussian_eps_model(d), gaussian_grid_data, clip_denoised=False,
-                              generator=torch.Generator().manual_seed(0))
+        out = d.calc_bpd_loop(
+            gaussian_eps_model(d), gaussian_grid_data, clip_denoised=False, generator=torch.Generator().manual_seed(0)
+        )
         assert out["vb"].shape == (64, T) and out["xstart_mse"].shape == (64, T)
         gaps.append(out["total_bpd"].mean().item() - analytic)
     assert 0 < gaps[1] < gaps[0] < 0.2
     # with the exact reverse variance too, the bound is tight up to Monte-Carlo noise
     d = GaussianDiffusion(get_beta_schedule("linear", 1000), var_type="learned", loss_type="vlb")
-    out = d.calc_bpd_loop(gaussian_eps_model(d, exact_variance=True), gaussian_grid_data, clip_denoised=False,
-                          generator=torch.Generator().manual_seed(0))
+    out = d.calc_bpd_loop(
+        gaussian_eps_model(d, exact_variance=True),
+        gaussian_grid_data,
+        clip_denoised=False,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out["total_bpd"].mean().item() == pytest.approx(analytic, abs=0.03)
 
 
@@ -183,8 +196,10 @@ def test_learned_variance_with_simple_loss_is_refused():
         GaussianDiffusion(np.full(10, 0.1), var_type=VarType.LEARNED_RANGE, loss_type=LossType.SIMPLE)
 
 
-@pytest.mark.parametrize("key,kwargs", [("mean_type", {"mean_type": "score"}), ("var_type", {"var_type": "big"}),
-                                        ("loss_type", {"loss_type": "l1"})])
+@pytest.mark.parametrize(
+    "key,kwargs",
+    [("mean_type", {"mean_type": "score"}), ("var_type", {"var_type": "big"}), ("loss_type", {"loss_type": "l1"})],
+)
 def test_unknown_options_name_key_and_allowed_values(key, kwargs):
     with pytest.raises(ValueError, match=rf"^{key}: unknown value .*; allowed: "):
         GaussianDiffusion(np.full(10, 0.1), **kwargs)
@@ -198,9 +213,14 @@ def test_progressive_samplers_yield_every_step(linear100):
     assert [s["t"] for s in ddim] == list(range(90, -1, -10))
 
 
-@pytest.mark.parametrize("kwargs,msg", [({"steps": 101}, r"steps: 101 exceeds timesteps \(100\)"),
-                                        ({"eta": 1.5}, "eta: must be a number in"),
-                                        ({"skip": "cubic"}, "skip: unknown value 'cubic'")])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"steps": 101}, r"steps: 101 exceeds timesteps \(100\)"),
+        ({"eta": 1.5}, "eta: must be a number in"),
+        ({"skip": "cubic"}, "skip: unknown value 'cubic'"),
+    ],
+)
 def test_bad_ddim_arguments(kwargs, msg, linear100):
     args = {"steps": 10} | kwargs
     with pytest.raises(ValueError, match=msg):

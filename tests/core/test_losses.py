@@ -20,8 +20,10 @@ def test_kl_golden_values():
     assert normal_kl(z, z, z, z + math.log(4)).item() == pytest.approx(0.5 * (math.log(4) + 0.25 - 1))
 
 
-@pytest.mark.parametrize("mean,log_scale", [(0.0, math.log(0.1)), (0.9, math.log(0.02)), (-1.2, math.log(0.5)),
-                                            (0.3, math.log(1e-4)), (0.0, math.log(3.0))])
+@pytest.mark.parametrize(
+    "mean,log_scale",
+    [(0.0, math.log(0.1)), (0.9, math.log(0.02)), (-1.2, math.log(0.5)), (0.3, math.log(1e-4)), (0.0, math.log(3.0))],
+)
 def test_discretized_decoder_sums_to_one_over_256_bins(mean, log_scale):
     x = torch.linspace(-1, 1, 256, dtype=torch.float64)
     logp = discretized_gaussian_log_likelihood(x, torch.full_like(x, mean), torch.full_like(x, log_scale))

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import gaussian_eps_model, small_unet
+from helpers.networks import small_unet
 
 from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.gaussian import gaussian_eps_model
 from ddpm.core.losses import discretized_gaussian_log_likelihood
 from ddpm.core.options import DecoderCDF, Embedding, Padding
 from ddpm.core.sampling import ddim_encode, ddim_sample, default_clip, sample
@@ -73,8 +74,9 @@ def test_sigma_hat_with_a_learned_variance_ignores_the_variance_channels(linear1
     noise = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
     def run(diffusion, model):
-        return ddim_sample(diffusion, model, noise.shape, 10, eta="sigma_hat", noise_fn=lambda: noise.clone(),
-                           dtype=torch.float64)
+        return ddim_sample(
+            diffusion, model, noise.shape, 10, eta="sigma_hat", noise_fn=lambda: noise.clone(), dtype=torch.float64
+        )
 
     torch.testing.assert_close(run(learned, with_variance), run(linear100, eps), rtol=0, atol=0)
 
@@ -84,6 +86,7 @@ def test_euler_encoder_evaluates_the_network_at_the_step_each_move_starts_from(l
     seen = {"euler": [], "target": []}
     x0 = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
     for inversion, calls in seen.items():
+
         def spy(x, t, calls=calls):
             calls.append(int(t[0]))
             return eps(x, t)

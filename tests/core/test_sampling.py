@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from helpers import MU, S, gaussian_eps_model
 
 from ddpm.core.diffusion import GaussianDiffusion, standard_normal
-from ddpm.core.interpolation import ddim_interpolate, ddpm_interpolate, slerp
+from ddpm.core.gaussian import MU, S, gaussian_eps_model
 from ddpm.core.respace import SpacedDiffusion
 from ddpm.core.sampling import (
     ancestral_sample,
@@ -17,17 +16,27 @@ from ddpm.core.sampling import (
 )
 from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.spacing import space_timesteps
+from ddpm.evaluation.interpolation import ddim_interpolate, ddpm_interpolate, slerp
 
 
 def test_sigma_hat_is_ancestral_sampling_of_the_respaced_process_with_beta_variance(linear100):
     model = gaussian_eps_model(linear100)
     x_T = torch.randn(4, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    a = ddim_sample(linear100, model, x_T.shape, 10, eta="sigma_hat", noise=x_T, dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(1))
+    a = ddim_sample(
+        linear100,
+        model,
+        x_T.shape,
+        10,
+        eta="sigma_hat",
+        noise=x_T,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(1),
+    )
     large = GaussianDiffusion(linear100.betas, var_type="fixed_large")
     spaced = SpacedDiffusion(large, ddim_timesteps(100, 10))
-    b = ancestral_sample(spaced, model, x_T.shape, noise=x_T, dtype=torch.float64,
-                         generator=torch.Generator().manual_seed(1))
+    b = ancestral_sample(
+        spaced, model, x_T.shape, noise=x_T, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="eta: must be a number in \\[0, 1\\] or 'sigma_hat' \\(got 'big'\\)"):
         ddim_sample(linear100, model, x_T.shape, 10, eta="big")
@@ -48,8 +57,9 @@ def _posterior_mean(diffusion, t, x_t=0.0):
 def test_stochastic_reconstructions_share_x_t_and_differ_in_x0(linear100):
     model = gaussian_eps_model(linear100)
     x_t = torch.zeros(64, 1, 2, 2, dtype=torch.float64)
-    x0 = ancestral_sample_from(linear100, model, x_t, [50] * 64, clip_denoised=False,
-                               generator=torch.Generator().manual_seed(0))
+    x0 = ancestral_sample_from(
+        linear100, model, x_t, [50] * 64, clip_denoised=False, generator=torch.Generator().manual_seed(0)
+    )
     assert x0.std(0).mean() > 0.01  # different samples of p(x0 | x_50)
     # and they concentrate around E[x0 | x_50 = 0], shrinking towards μ
     assert x0.mean().item() == pytest.approx(_posterior_mean(linear100, 50), abs=0.03)
@@ -65,8 +75,9 @@ def test_rows_from_several_steps_decode_in_one_chain(linear100):
         return gaussian_eps_model(linear100)(x, t)
 
     x_t = torch.zeros(256, 1, 2, 2, dtype=torch.float64)
-    x0 = ancestral_sample_from(linear100, model, x_t, [5] * 128 + [60] * 128, clip_denoised=False,
-                               generator=torch.Generator().manual_seed(0))
+    x0 = ancestral_sample_from(
+        linear100, model, x_t, [5] * 128 + [60] * 128, clip_denoised=False, generator=torch.Generator().manual_seed(0)
+    )
     assert calls == [128] * 55 + [256] * 6  # steps 60 … 6 on the rows from 60, then all rows
     for rows, t in ((x0[:128], 5), (x0[128:], 60)):
         assert rows.mean().item() == pytest.approx(_posterior_mean(linear100, t), abs=0.03)
@@ -76,7 +87,9 @@ def test_rows_from_several_steps_decode_in_one_chain(linear100):
     torch.testing.assert_close(
         ancestral_sample_from(linear100, model, x_T, [99] * 4, generator=torch.Generator().manual_seed(3)),
         ancestral_sample(linear100, model, x_T.shape, noise=x_T, generator=torch.Generator().manual_seed(3)),
-        rtol=0, atol=0)
+        rtol=0,
+        atol=0,
+    )
     with pytest.raises(ValueError, match="t_start: one step per row expected, got 3 for 4 rows"):
         ancestral_sample_from(linear100, model, x_T, [1, 2, 3])
     with pytest.raises(ValueError, match=r"t_start: must be in 0..99, got \[0, 1, 2, 100\]"):
@@ -105,8 +118,9 @@ def test_interpolations_have_the_right_shape_and_endpoints(linear100):
     x_T0, x_T1 = (torch.randn(2, 1, 2, 2, generator=g, dtype=torch.float64) for _ in range(2))
     frames = ddim_interpolate(linear100, model, x_T0, x_T1, [0.0, 0.5, 1.0], steps=10)
     assert frames.shape == (3, 2, 1, 2, 2)
-    torch.testing.assert_close(frames[0], ddim_sample(linear100, model, x_T0.shape, 10, noise=x_T0,
-                                                      dtype=torch.float64))
+    torch.testing.assert_close(
+        frames[0], ddim_sample(linear100, model, x_T0.shape, 10, noise=x_T0, dtype=torch.float64)
+    )
     a, b = torch.full((2, 1, 2, 2), -0.5, dtype=torch.float64), torch.full((2, 1, 2, 2), 0.5, dtype=torch.float64)
     mix = ddpm_interpolate(linear100, model, a, b, steps=[5, 80], lambdas=[0.0, 0.5, 1.0], generator=g)
     assert mix.shape == (2, 3, 2, 1, 2, 2)
@@ -123,8 +137,14 @@ def test_respaced_ancestral_sampling_with_learned_range_variance():
         return torch.cat([base(x, t), torch.zeros_like(x)], 1)
 
     spaced = SpacedDiffusion(d, space_timesteps(200, "5,5"))
-    x = ancestral_sample(spaced, model, (16, 1, 2, 2), generator=torch.Generator().manual_seed(0),
-                         dtype=torch.float64, clip_denoised=False)
+    x = ancestral_sample(
+        spaced,
+        model,
+        (16, 1, 2, 2),
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+        clip_denoised=False,
+    )
     assert torch.isfinite(x).all() and x.mean().item() == pytest.approx(MU, abs=0.15)
 
 

@@ -28,11 +28,14 @@ def test_cosine_matches_iddpm_eq17_by_hand():
     assert np.all(np.diff(b) > 0)
 
 
-@pytest.mark.parametrize("name,T,msg", [
-    ("quadratic", 10, "schedule: unknown value 'quadratic'; allowed: linear, cosine"),
-    ("linear", 0, "timesteps: must be a positive integer"),
-    ("linear", 20, "timesteps: the linear schedule scaled to T=20 reaches β = 1 "),
-])
+@pytest.mark.parametrize(
+    "name,T,msg",
+    [
+        ("quadratic", 10, "schedule: unknown value 'quadratic'; allowed: linear, cosine"),
+        ("linear", 0, "timesteps: must be a positive integer"),
+        ("linear", 20, "timesteps: the linear schedule scaled to T=20 reaches β = 1 "),
+    ],
+)
 def test_bad_schedule_arguments(name, T, msg):
     with pytest.raises(ValueError, match=msg):
         get_beta_schedule(name, T)

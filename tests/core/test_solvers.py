@@ -5,10 +5,10 @@ number of network calls a budget buys."""
 import numpy as np
 import pytest
 import torch
-from helpers import MU, S
 
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.flow import Grid, NoiseSchedule, time_grid
+from ddpm.core.gaussian import MU, S
 from ddpm.core.options import End, OptionError, Sampler, TimeSpacing, solver_conventions
 from ddpm.core.respace import SpacedDiffusion
 from ddpm.core.sampling import ddim_sample, ddim_timesteps
@@ -31,8 +31,9 @@ def continuous_gaussian_eps(schedule: NoiseSchedule, mu=MU, s=S):
     """The optimal ε of Gaussian data N(mu, s²) at any continuous step τ: σ (x − α mu) / (α² s² + σ²)."""
 
     def model(x, t):
-        alpha, sigma = (torch.as_tensor(v, dtype=x.dtype).view(-1, 1, 1, 1)
-                        for v in schedule.alpha_sigma(t.double().cpu().numpy()))
+        alpha, sigma = (
+            torch.as_tensor(v, dtype=x.dtype).view(-1, 1, 1, 1) for v in schedule.alpha_sigma(t.double().cpu().numpy())
+        )
         return sigma * (x - alpha * mu) / (alpha**2 * s * s + sigma**2)
 
     return model
@@ -82,8 +83,7 @@ def test_dpm_solver_1_is_ddim(linear100, x_T, skip):
     model = continuous_gaussian_eps(NoiseSchedule(linear100))
     steps = sorted(set(ddim_timesteps(100, 10, skip)), reverse=True)
     ours, calls = dpm_solver_multistep(linear100, model, x_T, Grid(np.array(steps, float), End.CLEAN), order=1)
-    ddim = ddim_sample(linear100, model, x_T.shape, 10, skip=skip, noise=x_T, dtype=torch.float64,
-                       clip_denoised=False)
+    ddim = ddim_sample(linear100, model, x_T.shape, 10, skip=skip, noise=x_T, dtype=torch.float64, clip_denoised=False)
     torch.testing.assert_close(ours, ddim, rtol=1e-10, atol=1e-10)
     assert calls == len(steps)
 
@@ -108,26 +108,43 @@ def _logsnr(schedule, points):
 def _singlestep(order, solver_type="dpmsolver"):
     def run(diffusion, schedule, model, x_T, nfe):
         orders = [order] * (nfe // order)  # moves of the method's order only: a final lower-order move sets the rate
-        return dpm_solver_singlestep(diffusion, model, x_T, singlestep_grid(schedule, orders, "logsnr"), orders,
-                                     solver_type=solver_type)
+        return dpm_solver_singlestep(
+            diffusion, model, x_T, singlestep_grid(schedule, orders, "logsnr"), orders, solver_type=solver_type
+        )
 
     return run
 
 
 # (solver, budgets, order, the last slope's tolerance); measured last slopes linear/cosine in the comments
 CONVERGENCE = {
-    "dpm_solver_pp_1m": (lambda d, s, m, x, n: dpm_solver_multistep(d, m, x, _logsnr(s, n + 1), order=1),
-                         [10, 20, 40, 80], 1, 0.15),  # 0.98 / 0.97
-    "dpm_solver_pp_2m": (lambda d, s, m, x, n: dpm_solver_multistep(d, m, x, _logsnr(s, n + 1), order=2),
-                         [20, 40, 80, 160], 2, 0.15),  # 1.99 / 1.99
+    "dpm_solver_pp_1m": (
+        lambda d, s, m, x, n: dpm_solver_multistep(d, m, x, _logsnr(s, n + 1), order=1),
+        [10, 20, 40, 80],
+        1,
+        0.15,
+    ),  # 0.98 / 0.97
+    "dpm_solver_pp_2m": (
+        lambda d, s, m, x, n: dpm_solver_multistep(d, m, x, _logsnr(s, n + 1), order=2),
+        [20, 40, 80, 160],
+        2,
+        0.15,
+    ),  # 1.99 / 1.99
     "dpm_solver_2": (_singlestep(2), [20, 40, 80, 160], 2, 0.15),  # 2.03 / 2.04
     "dpm_solver_3": (_singlestep(3), [48, 96, 192, 384], 3, 0.25),  # 3.07 / 3.13
     "dpm_solver_3_taylor": (_singlestep(3, "taylor"), [48, 96, 192, 384], 3, 0.25),  # 3.00 / 3.03
     # UniC raises the predictor's order p to p + 1; UniPC-3's first moves (orders 1, 2) keep it near 4 from below
-    "unipc_2": (lambda d, s, m, x, n: unipc(d, m, x, _logsnr(s, n + 1), order=2, lower_order_final=False),
-                [20, 40, 80, 160], 3, 0.15),  # 2.97 / 2.93
-    "unipc_3": (lambda d, s, m, x, n: unipc(d, m, x, _logsnr(s, n + 1), order=3, lower_order_final=False),
-                [40, 80, 160, 320], 4, 0.35),  # 3.82 / 3.80
+    "unipc_2": (
+        lambda d, s, m, x, n: unipc(d, m, x, _logsnr(s, n + 1), order=2, lower_order_final=False),
+        [20, 40, 80, 160],
+        3,
+        0.15,
+    ),  # 2.97 / 2.93
+    "unipc_3": (
+        lambda d, s, m, x, n: unipc(d, m, x, _logsnr(s, n + 1), order=3, lower_order_final=False),
+        [40, 80, 160, 320],
+        4,
+        0.35,
+    ),  # 3.82 / 3.80
     "heun": (lambda d, s, m, x, n: heun(d, m, x, _logsnr(s, n // 2 + 1)), [20, 40, 80, 160], 2, 0.15),  # 2.05 / 2.07
 }
 
@@ -163,8 +180,14 @@ def test_dpm_solver_pp_2m_equals_diffusers(linear100, steps):
     diffusers = pytest.importorskip("diffusers")
     net = SmallNet()
     scheduler = diffusers.DPMSolverMultistepScheduler(
-        num_train_timesteps=100, trained_betas=linear100.betas.tolist(), algorithm_type="dpmsolver++",
-        solver_order=2, solver_type="midpoint", final_sigmas_type="zero", lower_order_final=True)
+        num_train_timesteps=100,
+        trained_betas=linear100.betas.tolist(),
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        final_sigmas_type="zero",
+        lower_order_final=True,
+    )
     scheduler.set_timesteps(timesteps=steps)
     x_T = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(1))
     x = x_T.clone()
@@ -196,8 +219,9 @@ def _moves_of(order_list: list[int]) -> list[int]:
     return moves
 
 
-@pytest.mark.parametrize(("order", "diffusers_type", "ours"),
-                         [(2, "midpoint", "dpmsolver"), (2, "heun", "taylor"), (3, "heun", "taylor")])
+@pytest.mark.parametrize(
+    ("order", "diffusers_type", "ours"), [(2, "midpoint", "dpmsolver"), (2, "heun", "taylor"), (3, "heun", "taylor")]
+)
 @pytest.mark.parametrize("steps", [[99, 92, 80, 66, 50, 35, 20, 9], list(range(99, 0, -9))])
 def test_dpm_solver_singlestep_equals_diffusers(linear100, steps, order, diffusers_type, ours):
     """diffusers' DPMSolverSinglestepScheduler (noise prediction) takes its intermediate steps on the grid and
@@ -206,15 +230,22 @@ def test_dpm_solver_singlestep_equals_diffusers(linear100, steps, order, diffuse
     (r2/r1)((e^{r2 h} − 1)/(r2 h) − 1)), so it is left out."""
     diffusers = pytest.importorskip("diffusers")
     scheduler = diffusers.DPMSolverSinglestepScheduler(
-        num_train_timesteps=100, trained_betas=linear100.betas.tolist(), algorithm_type="dpmsolver",
-        solver_order=order, solver_type=diffusers_type, final_sigmas_type="sigma_min", lower_order_final=True)
+        num_train_timesteps=100,
+        trained_betas=linear100.betas.tolist(),
+        algorithm_type="dpmsolver",
+        solver_order=order,
+        solver_type=diffusers_type,
+        final_sigmas_type="sigma_min",
+        lower_order_final=True,
+    )
     net = SmallNet()
     x_T = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(1))
     theirs, timesteps = _diffusers_run(scheduler, net, x_T, timesteps=steps)
     orders = _moves_of(scheduler.get_order_list(len(steps)))
     with torch.no_grad():
-        x, calls = dpm_solver_singlestep(linear100, net, x_T.double(), Grid(np.array([*timesteps, 0.0])), orders,
-                                         solver_type=ours)
+        x, calls = dpm_solver_singlestep(
+            linear100, net, x_T.double(), Grid(np.array([*timesteps, 0.0])), orders, solver_type=ours
+        )
     assert calls == len(steps) and max(orders) == order
     torch.testing.assert_close(x.float(), theirs, rtol=1e-5, atol=1e-5)
 
@@ -226,8 +257,15 @@ def test_unipc_equals_diffusers(linear100, order, num_steps):
     lower-order final) on its own integer steps, ours on the same grid ending clean."""
     diffusers = pytest.importorskip("diffusers")
     scheduler = diffusers.UniPCMultistepScheduler(
-        num_train_timesteps=100, trained_betas=linear100.betas.tolist(), solver_order=order, solver_type="bh2",
-        predict_x0=True, lower_order_final=True, final_sigmas_type="zero", timestep_spacing="linspace")
+        num_train_timesteps=100,
+        trained_betas=linear100.betas.tolist(),
+        solver_order=order,
+        solver_type="bh2",
+        predict_x0=True,
+        lower_order_final=True,
+        final_sigmas_type="zero",
+        timestep_spacing="linspace",
+    )
     net = SmallNet()
     x_T = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(2))
     theirs, timesteps = _diffusers_run(scheduler, net, x_T, num_inference_steps=num_steps)
@@ -275,7 +313,6 @@ def test_a_budget_buys_exactly_its_network_calls(linear100, x_T, sampler, end):
             assert calls == expected and torch.isfinite(x).all(), (nfe, spacing, calls)
     with pytest.raises(OptionError, match="nfe: must be a positive number"):
         ode_sample(linear100, model, x_T, sampler, 0)
-
 
 
 @pytest.mark.parametrize("sampler", ["dpm_solver_3", "unipc_3", "heun"])

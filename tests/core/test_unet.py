@@ -13,8 +13,15 @@ def test_lsun_256_config_has_114m_parameters():
     assert round(count_parameters(UNet(cfg)) / 1e6) == 114
 
 
-@pytest.mark.parametrize("options", [{}, {"learn_sigma": True}, {"num_heads": 2, "scale_shift_norm": True},
-                                     {"resblock_updown": True, "num_res_blocks": 2}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"learn_sigma": True},
+        {"num_heads": 2, "scale_shift_norm": True},
+        {"resblock_updown": True, "num_res_blocks": 2},
+    ],
+)
 def test_output_shapes(options):
     cfg = UNetConfig(in_channels=3, ch=32, ch_mult=(1, 2), attn_resolutions=(8,), resolution=16, **options)
     model = UNet(cfg)
@@ -27,12 +34,15 @@ def test_zero_initialised_output_predicts_zero_at_start():
     assert torch.count_nonzero(model(torch.randn(2, 1, 8, 8), torch.tensor([3, 4]))) == 0
 
 
-@pytest.mark.parametrize("kwargs,msg", [
-    ({"resolution": 30}, "model.ch_mult: 4 levels halve the resolution 3 times"),
-    ({"ch": 40}, "model.ch: every level width"),
-    ({"dropout": 1.0}, "model.dropout: must be in"),
-    ({"ch_mult": ()}, "model.ch_mult: must be a non-empty list"),
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"resolution": 30}, "model.ch_mult: 4 levels halve the resolution 3 times"),
+        ({"ch": 40}, "model.ch: every level width"),
+        ({"dropout": 1.0}, "model.dropout: must be in"),
+        ({"ch_mult": ()}, "model.ch_mult: must be a non-empty list"),
+    ],
+)
 def test_bad_configs(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         UNetConfig(**kwargs)

@@ -93,8 +93,11 @@ def test_a_corrupt_shard_is_named_in_one_line(damaged, how, reader, check):
     elif check is ShardCheck.BEFORE or reader != "train":  # the ordered readers hash every shard first
         assert message.startswith(f"{where} is corrupt: sha256 ")
         actual = hashlib.sha256((folder / shard_of(reader)).read_bytes()).hexdigest()
-        expected = next(s["sha256"] for s in read_manifest(folder)["splits"][shard_of(reader).split("-")[0]]["shards"]
-                        if s["name"] == shard_of(reader))
+        expected = next(
+            s["sha256"]
+            for s in read_manifest(folder)["splits"][shard_of(reader).split("-")[0]]["shards"]
+            if s["name"] == shard_of(reader)
+        )
         assert f"sha256 {actual}, the manifest says {expected}" in message
     elif how == "payload":  # streaming: the damaged image reaches the decoder before the shard's end
         assert message.startswith(f"{where}, image '{key}': PNG chunk 'IDAT' fails its CRC")
@@ -114,7 +117,8 @@ def test_damage_the_manifest_agrees_with_is_still_named_by_the_parser_or_decoder
     expected = {
         "payload": rf"{where}, image '{key}': PNG chunk 'IDAT' fails its CRC \(changed bytes\); ",
         # hashed bytes skip the tar checksums: the renamed member leaves its sample without a png
-        "header": rf"{where}, image '{key}': has members \['cls'\], not png and cls; " if check is ShardCheck.BEFORE
+        "header": rf"{where}, image '{key}': has members \['cls'\], not png and cls; "
+        if check is ShardCheck.BEFORE
         else rf"{where} is corrupt: the tar header after member '\d+\.\w+' fails its checksum; ",
         "truncated": rf"{where} is corrupt: member '{key}.png' is truncated; ",
     }[how]
@@ -182,7 +186,9 @@ def test_a_missing_shard_or_a_damaged_manifest_is_named(damaged):
         next(train_stream(folder, 16, seed=0))
     manifest = (folder / "manifest.json").read_text()
     (folder / "manifest.json").write_text(manifest.replace('"bytes"', '"size_was_not_recorded"'))
-    with pytest.raises(ValueError, match=rf"manifest.json records no size and sha256 for test-000000.tar .*; {re.escape(REPAIR)}$"):
+    with pytest.raises(
+        ValueError, match=rf"manifest.json records no size and sha256 for test-000000.tar .*; {re.escape(REPAIR)}$"
+    ):
         iter_batches(folder, "test", 100)
     (folder / "manifest.json").write_text(manifest[: len(manifest) // 2])
     with pytest.raises(ValueError, match=rf"^shards: {folder}/manifest.json is not a readable manifest \(.*\); "):

@@ -3,15 +3,21 @@
 from accelerate import Accelerator, debug_launcher
 
 
-
 def _disjoint_loading(shard_dir):
     from accelerate.utils import gather_object
 
     from ddpm.data.loader import train_stream
 
     acc = Accelerator(cpu=True)
-    stream = train_stream(shard_dir, 16, seed=3, rank=acc.process_index, world_size=acc.num_processes,
-                          random_flip=False, shuffle_buffer=50)
+    stream = train_stream(
+        shard_dir,
+        16,
+        seed=3,
+        rank=acc.process_index,
+        world_size=acc.num_processes,
+        random_flip=False,
+        shuffle_buffer=50,
+    )
     keys, batches = set(), 0
     for _ in range(40):
         _, _, k = next(stream)
@@ -23,10 +29,13 @@ def _disjoint_loading(shard_dir):
 
 
 def test_two_ranks_read_disjoint_shards_in_equal_batch_counts(tmp_path):
-    from ddpm.data import shards, sources
-    from helpers import make_params
+    from helpers.params import make_params
 
-    p = make_params({"dataset": "digits", "data": {"resolution": 8}, "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}})
+    from ddpm.data import shards, sources
+
+    p = make_params(
+        {"dataset": "digits", "data": {"resolution": 8}, "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}}
+    )
     out = tmp_path / "digits"
     shards.write_dataset({"train": sources.iter_split(p, "train")}, out, 200, {})
     debug_launcher(_disjoint_loading, args=(out,), num_processes=2)

@@ -4,23 +4,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cifar_folder_tarball, cifar_pickle_tarball
+from helpers.datasets import cifar_folder_tarball, cifar_pickle_tarball
+from helpers.params import make_params
 
-from ddpm.data import shards, sources
-from helpers import make_params
 from ddpm.core.images import to_model_range, to_uint8
+from ddpm.data import shards, sources
 from ddpm.data.loader import iter_batches, train_stream
 
 
 def digits_params(**data):
-    return make_params({"dataset": "digits", "data": {"resolution": 8, "shard_size": 500} | data,
-                            "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}})
+    return make_params(
+        {
+            "dataset": "digits",
+            "data": {"resolution": 8, "shard_size": 500} | data,
+            "model": {"ch_mult": [1, 2], "attn_resolutions": [4]},
+        }
+    )
 
 
 def write(params, out):
     meta = {"dataset": params.dataset.value, "source_fingerprint": sources.source_fingerprint(params)}
-    return shards.write_dataset({s: sources.iter_split(params, s) for s in sources.SPLITS}, out,
-                                params.data.shard_size, meta)
+    return shards.write_dataset(
+        {s: sources.iter_split(params, s) for s in sources.SPLITS}, out, params.data.shard_size, meta
+    )
 
 
 def digest_tree(folder: Path) -> dict[str, str]:
@@ -76,8 +82,12 @@ def test_failed_write_leaves_previous_shards_and_no_partial_folder(tmp_path):
     out = tmp_path / "shards"
     write(digits_params(), out)
     before = digest_tree(out)
-    bad = make_params({"dataset": "cifar10", "data": {
-        "source": str(cifar_folder_tarball(tmp_path / "c.tar.gz", corrupt="train/cat/0001.jpg"))}})
+    bad = make_params(
+        {
+            "dataset": "cifar10",
+            "data": {"source": str(cifar_folder_tarball(tmp_path / "c.tar.gz", corrupt="train/cat/0001.jpg"))},
+        }
+    )
     with pytest.raises(ValueError, match=r"c.tar.gz: train/cat/0001.jpg: cannot decode image"):
         write(bad, out)
     assert digest_tree(out) == before

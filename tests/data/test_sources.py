@@ -8,23 +8,29 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import cifar_pickle_tarball, encoded, image_folder, lsun_lmdb
+from helpers.datasets import cifar_pickle_tarball, encoded, image_folder, lsun_lmdb
+from helpers.params import make_params
 
 from ddpm.data import shards, sources
-from helpers import make_params
 from ddpm.data.download import fetch
 
 
 def prepare(params, out):
     skipped = {}
-    return shards.write_dataset({s: sources.iter_split(params, s, skipped) for s in sources.SPLITS}, out,
-                                params.data.shard_size, {}, skipped)
+    return shards.write_dataset(
+        {s: sources.iter_split(params, s, skipped) for s in sources.SPLITS}, out, params.data.shard_size, {}, skipped
+    )
 
 
 def test_lsun_lmdb_is_cropped_resized_and_split_in_key_order(tmp_path):
     db = lsun_lmdb(tmp_path / "church_lmdb")
-    p = make_params({"dataset": "lsun_church", "data": {"source": str(db), "resolution": 16, "test_size": 2,
-                                                            "shard_size": 4}, "model": {"ch_mult": [1, 2]}})
+    p = make_params(
+        {
+            "dataset": "lsun_church",
+            "data": {"source": str(db), "resolution": 16, "test_size": 2, "shard_size": 4},
+            "model": {"ch_mult": [1, 2]},
+        }
+    )
     m = prepare(p, tmp_path / "out")
     assert (m["splits"]["test"]["count"], m["splits"]["train"]["count"]) == (2, 10)
     assert m["splits"]["train"]["shape"] == [16, 16, 3]
@@ -44,8 +50,11 @@ def test_center_crop_then_antialiased_resize():
 def test_corrupt_lmdb_value_names_the_key_or_is_skipped_and_counted(tmp_path):
     bad = f"{5:040x}".encode()
     db = lsun_lmdb(tmp_path / "db", corrupt_key=bad)
-    raw = {"dataset": "lsun_cat", "data": {"source": str(db), "resolution": 8, "test_size": 2, "shard_size": 50},
-           "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}}
+    raw = {
+        "dataset": "lsun_cat",
+        "data": {"source": str(db), "resolution": 8, "test_size": 2, "shard_size": 50},
+        "model": {"ch_mult": [1, 2], "attn_resolutions": [4]},
+    }
     with pytest.raises(sources.CorruptImage, match=f"db: {bad.decode()}: cannot decode image"):
         prepare(make_params(raw), tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -57,8 +66,11 @@ def test_corrupt_lmdb_value_names_the_key_or_is_skipped_and_counted(tmp_path):
 
 def test_folder_with_class_subfolders_mixed_sizes_and_a_corrupt_file(tmp_path):
     root = image_folder(tmp_path / "imgs", corrupt="3.png")
-    raw = {"dataset": "folder", "data": {"source": str(root), "resolution": 8, "test_size": 2,
-                                         "class_folders": True}, "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}}
+    raw = {
+        "dataset": "folder",
+        "data": {"source": str(root), "resolution": 8, "test_size": 2, "class_folders": True},
+        "model": {"ch_mult": [1, 2], "attn_resolutions": [4]},
+    }
     with pytest.raises(sources.CorruptImage, match=r"imgs: (cats|dogs)/3.png: cannot decode image"):
         prepare(make_params(raw), tmp_path / "a")
     raw["data"]["skip_corrupt"] = True
@@ -119,8 +131,13 @@ def test_zip_of_images_is_read_in_memory(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         for i in range(5):
             zf.writestr(f"imgs/{i}.png", encoded(np.full((12, 10, 3), 40 * i, np.uint8), "PNG"))
-    p = make_params({"dataset": "celebahq", "data": {"source": str(path), "resolution": 8, "test_size": 2},
-                     "model": {"ch_mult": [1, 2], "attn_resolutions": [4]}})
+    p = make_params(
+        {
+            "dataset": "celebahq",
+            "data": {"source": str(path), "resolution": 8, "test_size": 2},
+            "model": {"ch_mult": [1, 2], "attn_resolutions": [4]},
+        }
+    )
     train = list(sources.iter_split(p, "train"))
     test = list(sources.iter_split(p, "test"))
     assert len(train) == 3 and len(test) == 2 and train[0][1].shape == (8, 8, 3)

@@ -46,8 +46,15 @@ def test_registered_extractor_runs_offline_through_torch_fidelity():
         def __getitem__(self, i):
             return self.x[i]
 
-    out = torch_fidelity.calculate_metrics(input1=Images(a), input2=Images(b), fid=True, cuda=False,
-                                           feature_extractor=fid.EXTRACTOR_NAME, verbose=False, save_cpu_ram=True)
+    out = torch_fidelity.calculate_metrics(
+        input1=Images(a),
+        input2=Images(b),
+        fid=True,
+        cuda=False,
+        feature_extractor=fid.EXTRACTOR_NAME,
+        verbose=False,
+        save_cpu_ram=True,
+    )
     stats_a, stats_b = (fid.statistics(fid.inception_features([x], "cpu")) for x in (a, b))
     ours = fid.frechet_distance(stats_a, stats_b)
     assert np.isfinite(out["frechet_inception_distance"])

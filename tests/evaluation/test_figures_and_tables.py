@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from helpers import gaussian_eps_model
 
 from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.gaussian import gaussian_eps_model
 from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.unet import UNet, UNetConfig
 from ddpm.evaluation import paper_figures as figures
@@ -49,25 +49,36 @@ def test_ddim_reconstruction_error_falls_with_steps_for_the_exact_model():
     assert image.shape[0] == 4 * (4 * 12 + 2) + 2  # originals + one row per S, 4×4 images shown ×12
 
 
-SCALE = {"dataset": "cifar10", "data.resolution": 32, "timesteps": 1000, "train.steps": 800000,
-         "sample.num_samples": 50000, "fid_reference": "3fa2c0d1e4b5a697"}
+SCALE = {
+    "dataset": "cifar10",
+    "data.resolution": 32,
+    "timesteps": 1000,
+    "train.steps": 800000,
+    "sample.num_samples": 50000,
+    "fid_reference": "3fa2c0d1e4b5a697",
+}
 
 
 def test_paper_tables_put_ours_beside_the_published_numbers():
-    cells = [{"steps": 10, "eta": 0.0, "fid": 50.5, "num_samples": 64},
-             {"steps": 10, "eta": "sigma_hat", "fid": 300.0, "num_samples": 64},
-             {"steps": 200, "eta": 0.0, "fid": None, "num_samples": 0}]
+    cells = [
+        {"steps": 10, "eta": 0.0, "fid": 50.5, "num_samples": 64},
+        {"steps": 10, "eta": "sigma_hat", "fid": 300.0, "num_samples": 64},
+        {"steps": 200, "eta": 0.0, "fid": None, "num_samples": 0},
+    ]
     md, rows = paper_tables.ddim_table(cells)
     assert "| 0 | 50.50 (13.36) |" in md and "| σ̂ | 300.00 (367.43) |" in md
     assert {r["steps"] for r in rows} == {10, 20, 50, 100, 1000}  # an S > T cell has no row of its own
-    run = paper_tables.Record(params={"mean_type": "eps", "objective": "simple", "variance": "fixed_large",
-                                      "schedule": "linear", **SCALE}, metrics={"fid_train": 40.0, "nll_bpd": 4.9,
-                                                                              "num_samples": 50000},
-                              label="this run")
+    run = paper_tables.Record(
+        params={"mean_type": "eps", "objective": "simple", "variance": "fixed_large", "schedule": "linear", **SCALE},
+        metrics={"fid_train": 40.0, "nll_bpd": 4.9, "num_samples": 50000},
+        label="this run",
+    )
     key = paper_tables.comparison_key(run.params)
     ddpm_md, _ = paper_tables.ddpm_table([run], key)
-    assert ("| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 | 40.00 | 3.17 | 4.900 | ≤ 3.75 (3.72) | 800000 | "
-            "50000 | this run |") in ddpm_md
+    assert (
+        "| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 | 40.00 | 3.17 | 4.900 | ≤ 3.75 (3.72) | 800000 | "
+        "50000 | this run |"
+    ) in ddpm_md
     assert ddpm_md.count("not run") == 5
     iddpm_md, iddpm_rows = paper_tables.iddpm_table([run], key)
     assert "| linear | L_simple | 4.900 | 40.00 | 800000 | 50000 | this run |" in iddpm_md and len(iddpm_rows) == 6
@@ -78,15 +89,20 @@ def test_paper_tables_put_ours_beside_the_published_numbers():
 def test_tables_and_the_best_fid_alias_take_only_comparable_runs():
     """Runs of other lengths, sample counts or FID references never fill a row; the newest comparable run does,
     and older comparable ones are listed."""
+
     def run(label, fid, **scale):
         params = {"mean_type": "eps", "objective": "simple", "variance": "fixed_large", "schedule": "linear"}
-        return paper_tables.Record(params=params | SCALE | scale, metrics={"fid_train": fid, "num_samples": 50000},
-                                   label=label)
+        return paper_tables.Record(
+            params=params | SCALE | scale, metrics={"fid_train": fid, "num_samples": 50000}, label=label
+        )
 
-    records = [run("old-400", 30.0, **{"train.steps": 400}), run("first-480", 25.0, **{"train.steps": 480}),
-               run("fewer-samples", 5.0, **{"train.steps": 480, "sample.num_samples": 128}),
-               run("other-reference", 4.0, **{"train.steps": 480, "fid_reference": "ffff0000ffff0000"}),
-               run("second-480", 27.0, **{"train.steps": 480})]
+    records = [
+        run("old-400", 30.0, **{"train.steps": 400}),
+        run("first-480", 25.0, **{"train.steps": 480}),
+        run("fewer-samples", 5.0, **{"train.steps": 480, "sample.num_samples": 128}),
+        run("other-reference", 4.0, **{"train.steps": 480, "fid_reference": "ffff0000ffff0000"}),
+        run("second-480", 27.0, **{"train.steps": 480}),
+    ]
     key = paper_tables.comparison_key(records[-1].params)
     assert [r.label for r in paper_tables.comparable(records, key)] == ["first-480", "second-480"]
     md, rows = paper_tables.iddpm_table(records, key)
@@ -107,11 +123,16 @@ def test_rate_distortion_figure_renders():
 def test_fid_vs_nfe_puts_ddims_eta_0_row_beside_the_paper_and_the_solvers_below():
     from ddpm.evaluation.plots import fid_vs_nfe_figure
 
-    ddim = [{"steps": 10, "eta": 0.0, "fid": 20.0}, {"steps": 20, "eta": 0.0, "fid": 10.0},
-            {"steps": 10, "eta": 1.0, "fid": 50.0}]
-    solvers = [{"sampler": "dpm_solver_pp_2m", "nfe": 10, "network_calls": 10, "fid": 8.0},
-               {"sampler": "heun", "nfe": 5, "network_calls": 4, "fid": 30.0},
-               {"sampler": "ancestral", "nfe": 2000, "fid": None, "num_samples": 0}]
+    ddim = [
+        {"steps": 10, "eta": 0.0, "fid": 20.0},
+        {"steps": 20, "eta": 0.0, "fid": 10.0},
+        {"steps": 10, "eta": 1.0, "fid": 50.0},
+    ]
+    solvers = [
+        {"sampler": "dpm_solver_pp_2m", "nfe": 10, "network_calls": 10, "fid": 8.0},
+        {"sampler": "heun", "nfe": 5, "network_calls": 4, "fid": 30.0},
+        {"sampler": "ancestral", "nfe": 2000, "fid": None, "num_samples": 0},
+    ]
     md, rows = paper_tables.fid_vs_nfe_table(solvers, ddim)
     assert md.splitlines()[0] == "| sampler \\ NFE | 5 | 10 | 20 |"
     assert "| ddim |  | 20.00 (13.36) | 10.00 (6.84) |" in md  # η = 1 is not DDIM's ODE row
@@ -127,15 +148,22 @@ def test_solver_cells_parse_their_matrix_arguments():
     from ddpm.evaluation.fid_cells import not_applicable, parse_solver_cell
 
     assert parse_solver_cell(["unipc_3", "20"]) == (Sampler.UNIPC_3, 20)
-    for argv, message in ((["euler", "10"], "solver_fid: SAMPLER must be one of ancestral, ddim"),
-                          (["heun", "0"], "solver_fid: NFE must be a positive integer, got '0'"),
-                          (["heun"], "solver_fid: usage")):
+    for argv, message in (
+        (["euler", "10"], "solver_fid: SAMPLER must be one of ancestral, ddim"),
+        (["heun", "0"], "solver_fid: NFE must be a positive integer, got '0'"),
+        (["heun"], "solver_fid: usage"),
+    ):
         with pytest.raises(ValueError, match=message):
             parse_solver_cell(argv)
     assert not_applicable(2000, 1000, sampler="ddim", nfe=2000)["note"] == "2000 > T (1000): not applicable"
     assert not_applicable(10, 1000, sampler="ddim", nfe=10) is None
     assert not_applicable(1000, 100, steps=1000, eta=0.0) == {
-        "steps": 1000, "eta": 0.0, "fid": None, "num_samples": 0, "note": "1000 > T (100): not applicable"}
+        "steps": 1000,
+        "eta": 0.0,
+        "fid": None,
+        "num_samples": 0,
+        "note": "1000 > T (100): not applicable",
+    }
     assert [network_calls(Sampler.HEUN, n, "step0") for n in (4, 5)] == [4, 4]
     assert [network_calls(Sampler.HEUN, n, "clean") for n in (4, 5)] == [3, 5]
     assert network_calls(Sampler.UNIPC_3, 5, "step0") == 5
@@ -148,17 +176,25 @@ def test_latent_timesteps_are_fractions_of_T():
 
 def test_each_table_row_comes_from_a_run_whose_setting_matches_it():
     """A later cosine run must not fill DDPM's rows (linear schedule), nor a run of another dataset or length."""
-    scale = {"dataset": "digits", "data.resolution": 8, "timesteps": 100, "train.steps": 400,
-             "sample.num_samples": 128, "fid_reference": "0123456789abcdef"}
+    scale = {
+        "dataset": "digits",
+        "data.resolution": 8,
+        "timesteps": 100,
+        "train.steps": 400,
+        "sample.num_samples": 128,
+        "fid_reference": "0123456789abcdef",
+    }
     eps_simple = {"mean_type": "eps", "objective": "simple", "variance": "fixed_large", "profile": "tiny"}
 
     def run(label, fid, **params):
         return paper_tables.Record(params=eps_simple | scale | params, metrics={"fid_train": fid}, label=label)
 
-    records = [run("tiny-linear", 40.0, schedule="linear"),
-               run("cifar-linear", 3.2, schedule="linear", dataset="cifar10", profile="cifar10_ddpm"),
-               run("longer", 9.0, schedule="linear", **{"train.steps": 800}),
-               run("tiny-cosine", 30.0, schedule="cosine")]
+    records = [
+        run("tiny-linear", 40.0, schedule="linear"),
+        run("cifar-linear", 3.2, schedule="linear", dataset="cifar10", profile="cifar10_ddpm"),
+        run("longer", 9.0, schedule="linear", **{"train.steps": 800}),
+        run("tiny-cosine", 30.0, schedule="cosine"),
+    ]
     key = paper_tables.comparison_key(scale)
     ddpm_md, rows = paper_tables.ddpm_table(records, key)
     simple_row = next(line for line in ddpm_md.splitlines() if "L_simple" in line)
@@ -175,31 +211,83 @@ def test_each_table_row_comes_from_a_run_whose_setting_matches_it():
 
 def test_figures_progress_counts_every_network_call_it_announces(capsys):
     """The figures' progress total (network calls) is exact: the bar ends at total/total."""
-    from helpers import make_params
+    from helpers.params import make_params
 
     from ddpm.factory import Inference
 
     diffusion, model = small()
-    cfg = make_params({"figures": {"images": 2, "frames": 3, "latent_fractions": [0.2, 1.0], "per_latent": 2,
-                                   "interpolation_points": 3, "ddim_steps": 4, "reconstruction_steps": [3, 5, 100]}}
-                      ).figures
+    cfg = make_params(
+        {
+            "figures": {
+                "images": 2,
+                "frames": 3,
+                "latent_fractions": [0.2, 1.0],
+                "per_latent": 2,
+                "interpolation_points": 3,
+                "ddim_steps": 4,
+                "reconstruction_steps": [3, 5, 100],
+            }
+        }
+    ).figures
     rd_rows = [{"t": t, "rate_bpd": 5.0 - t / 10, "distortion_rmse": float(t)} for t in range(25, -1, -1)]
     inference = Inference(model, diffusion, SHAPE, torch.device("cpu"))
     images, _ = figures.paper_figures(inference, torch.rand(3, *SHAPE) * 2 - 1, cfg, rd_rows, seed=0)
     total = figures.network_calls(25, cfg, figures.latent_timesteps(25, [0.2, 1.0]), [3, 5])
     assert total == 25 + 2 * 25 + 4 + 2 * (3 + 5)  # Figs. 7 and 8: one chain each from the largest t (24)
     assert f"figures: done ({total}/{total} calls)" in capsys.readouterr().err
-    assert images["progressive"].shape[0] == 2 * (8 * 6 + 2) + 2  # 8×8 images shown ×6
+    grid = 2 * (8 * 6 + 2) + 2  # two chains of 8×8 images shown ×6
+    assert images["progressive"].shape[0] > grid and images["progressive"].shape[2] == 3  # with its title above
+    for name in ("progressive", "shared_latent", "ddpm_interpolation", "ddim_interpolation", "ddim_reconstruction"):
+        assert (images[name][:24] < 128).any(), name  # dark text in the title band
+
+
+def test_a_captioned_grid_keeps_its_pixels_and_labels_each_row():
+    from ddpm.evaluation.plots import captioned
+
+    grid = np.zeros((40, 50, 3), np.uint8)
+    grid[:20, :, 1] = 255  # two rows: green, red (captions are drawn in grey levels only)
+    grid[20:, :, 0] = 255
+    out = captioned(
+        grid, "A title long enough to wrap onto a second line of the caption", ["first", "second"], "a note"
+    )
+    red = np.argwhere((out == (255, 0, 0)).all(axis=2))
+    (y0, x0), (y1, x1) = red.min(0), red.max(0)
+    assert (y1 - y0 + 1, x1 - x0 + 1) == (20, 50) and len(red) == 20 * 50  # the grid's pixels, intact
+    assert (out[y0 - 20 : y0, x0 : x1 + 1] == (0, 255, 0)).all()
+    assert (out[y0 : y1 + 1, :x0] < 100).any() and (out[: y0 - 20] < 100).any()  # a row label, the title
+    assert (out[y1 + 1 :] < 100).any()  # the footer
+
+
+def test_a_diverged_reconstruction_and_small_sample_fids_are_said_in_words():
+    rows = [{"steps": 10, "mse": 0.0082}, {"steps": 100, "mse": 906.7}]
+    table = paper_tables.reconstruction_table(rows)
+    assert "| MSE | 0.0082 | 906.7 (diverged) |" in table and "S = 100 diverged" in table
+    assert "diverged" not in paper_tables.reconstruction_table(rows[:1])
+    assert "cannot rank samplers" in paper_tables.sample_count_caveat(16)
+    assert "biased upward" in paper_tables.sample_count_caveat(10_000)
+    assert paper_tables.sample_count_caveat(50_000) == ""
 
 
 def test_a_report_without_fid_vs_nfe_cells_says_so_instead_of_linking_a_missing_figure():
-    from helpers import make_params
+    from helpers.params import make_params
 
     from ddpm.evaluation.results import build_report
 
-    evaluation = {"num_samples": 4, "fid_train": 1.0, "fid_test": 1.0, "nll_bpd": 1.0, "prior_bpd": 0.0,
-                  "nll_images": 1}
-    report = build_report(make_params(), {"steps": 1, "loss": 0.1}, evaluation, [{"steps": 10, "mse": 0.1}],
-                          [{"steps": 10, "eta": 1.0, "fid": 3.0, "num_samples": 4}], [])
+    evaluation = {
+        "num_samples": 4,
+        "fid_train": 1.0,
+        "fid_test": 1.0,
+        "nll_bpd": 1.0,
+        "prior_bpd": 0.0,
+        "nll_images": 1,
+    }
+    report = build_report(
+        make_params(),
+        {"steps": 1, "loss": 0.1},
+        evaluation,
+        [{"steps": 10, "mse": 0.1}],
+        [{"steps": 10, "eta": 1.0, "fid": 3.0, "num_samples": 4}],
+        [],
+    )
     assert report.fid_vs_nfe == [] and "fid_vs_nfe.png" not in report.tables_md
     assert "No cells: list samplers in solver_table.samplers" in report.tables_md

@@ -71,8 +71,8 @@ def test_no_server_says_unavailable_with_the_command_that_fetches_them(cache):
         isc_weights.isc_weights_path("auto", f"http://127.0.0.1:{port}/weights.pth")
     line = str(err.value)
     assert line.startswith(f"cannot fetch http://127.0.0.1:{port}/weights.pth (")
-    assert "python -m ddpm.evaluation.isc_weights" in line and len(line.splitlines()) == 1
-    with pytest.raises(isc_weights.Unavailable, match="evaluate.isc_weights is null .*python -m ddpm.evaluation"):
+    assert "ddpm isc-weights" in line and len(line.splitlines()) == 1
+    with pytest.raises(isc_weights.Unavailable, match="evaluate.isc_weights is null .*ddpm isc-weights"):
         isc_weights.isc_weights_path(None)
 
 

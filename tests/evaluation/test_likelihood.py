@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from helpers import gaussian_eps_model
 
+from ddpm.core.gaussian import gaussian_eps_model
 from ddpm.evaluation.likelihood import nll_bpd, rate_distortion
 
 

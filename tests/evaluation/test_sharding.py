@@ -1,30 +1,28 @@
 """Evaluation split over processes: fixed chunks, round-robin, gathered in index order; the NLL, the Inception
 features and a DDIM cell's FID come out identical with one and two processes."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, eval_images, sharded_evaluation
+from helpers.ranks import launch_two_cpu_ranks
+from helpers.sharding import eval_images, sharded_evaluation
 
 from ddpm.evaluation import fid
-from ddpm.parallel import ONE_PROCESS, Shard
+from ddpm.parallel import ONE_PROCESS, WorkShare
 
 HERE = Path(__file__).resolve().parent
 
 
 def test_a_shard_owns_every_world_th_chunk_and_gathers_in_index_order():
-    assert [i for i, _ in Shard(1, 3).mine("abcdefg")] == [1, 4]
-    assert [c for _, c in Shard(0, 3).mine("abcdefg")] == ["a", "d", "g"]
+    assert [i for i, _ in WorkShare(1, 3).mine("abcdefg")] == [1, 4]
+    assert [c for _, c in WorkShare(0, 3).mine("abcdefg")] == ["a", "d", "g"]
     assert ONE_PROCESS.gather({1: "b", 0: "a"}) == ["a", "b"]
     with pytest.raises(RuntimeError, match="not 0..1"):
         ONE_PROCESS.gather({0: "a", 2: "c"})
     with pytest.raises(ValueError, match="rank 2 is outside a group of 2"):
-        Shard(2, 2)
+        WorkShare(2, 2)
 
 
 def test_one_and_two_processes_give_identical_nll_features_and_fid(tmp_path):
@@ -36,12 +34,7 @@ def test_one_and_two_processes_give_identical_nll_features_and_fid(tmp_path):
         one = sharded_evaluation(reference, ONE_PROCESS)
     finally:
         torch.set_num_threads(threads)
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT / "tests")]))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(HERE / "_eval_ranks.py"), str(tmp_path / "two.npz"), str(reference)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    launch_two_cpu_ranks(HERE / "_eval_ranks.py", str(tmp_path / "two.npz"), str(reference))
     with np.load(tmp_path / "two.npz") as two:
         assert set(two.files) == set(one)
         for key, value in one.items():  # what was split over processes: bit for bit

@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from helpers import checkout_copy, pipeline_env, sh
+from helpers.repos import checkout_copy, pipeline_env, sh
 
 pytestmark = pytest.mark.e2e
 TINY = ["-S", "profile=tiny", "-S", "train.checkpoint_every=50", "-S", "train.sample_every=0"]
@@ -37,14 +37,32 @@ def run(args, repo, env, **kwargs):
 def exp_params(repo, env) -> dict[str, dict]:
     """Each saved experiment's params.yaml, by name."""
     out = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env))
-    return {exp.get("name") or exp["revs"][0].get("name"): exp["revs"][0]["data"]["params"]["params.yaml"]["data"]
-            for baseline in out for exp in baseline.get("experiments") or []}
+    return {
+        exp.get("name") or exp["revs"][0].get("name"): exp["revs"][0]["data"]["params"]["params.yaml"]["data"]
+        for baseline in out
+        for exp in baseline.get("experiments") or []
+    }
 
 
 def test_another_section_changed_with_the_steps_resumes_training(repo):
     repo, env = repo
-    out = sh(["dvc", "exp", "run", *TINY, "-S", "train.steps=120", "-S", "solver_table.nfe=[5]", "-S",
-              "data.verify=streaming", "train"], repo, env)
+    out = sh(
+        [
+            "dvc",
+            "exp",
+            "run",
+            *TINY,
+            "-S",
+            "train.steps=120",
+            "-S",
+            "solver_table.nfe=[5]",
+            "-S",
+            "data.verify=streaming",
+            "train",
+        ],
+        repo,
+        env,
+    )
     [folder] = [p.name for p in (repo / "checkpoints").iterdir()]
     assert f"train: resuming from checkpoints/{folder}/step-000000100 (step 100)" in out
 
@@ -54,11 +72,16 @@ def test_a_refused_value_fails_in_the_check_stage_and_leaves_every_output(repo):
     before = {rel: (repo / rel).read_bytes() for rel in KEPT}
     params = (repo / "params.yaml").read_text()
     for override, message in (
-            ("train.lr=abc", "error: params.yaml: train.lr: Input should be a valid number"),
-            ("model.import_from.path=/no/such/model.ckpt",
-             "error: params.yaml: model.import_from.path: /no/such/model.ckpt not found"),
-            ("model.attn_resolutions=[5]", "error: params.yaml: model.attn_resolutions: 5 is not a resolution the "
-                                           "U-Net reaches (it runs at [8, 4])")):
+        ("train.lr=abc", "error: params.yaml: train.lr: Input should be a valid number"),
+        (
+            "model.import_from.path=/no/such/model.ckpt",
+            "error: params.yaml: model.import_from.path: /no/such/model.ckpt not found",
+        ),
+        (
+            "model.attn_resolutions=[5]",
+            "error: params.yaml: model.attn_resolutions: 5 is not a resolution the U-Net reaches (it runs at [8, 4])",
+        ),
+    ):
         res = run(["dvc", "exp", "run", *TINY, "-S", "train.steps=140", "-S", override, "train"], repo, env)
         assert res.returncode != 0
         assert message in res.stderr + res.stdout, override
@@ -82,15 +105,23 @@ def test_a_second_exp_run_while_one_runs_is_refused_and_the_first_is_saved_whole
     """Started once the first's pipeline has begun (DVC itself races two runs started within the few seconds
     before the first's first stage: the README says so)."""
     repo, env = repo
-    first = subprocess.Popen(["dvc", "exp", "run", *TINY, "-S", "train.steps=100", "-S", "train.lr=0.002", "-n",
-                              "lr-002", "train"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    first = subprocess.Popen(
+        ["dvc", "exp", "run", *TINY, "-S", "train.steps=100", "-S", "train.lr=0.002", "-n", "lr-002", "train"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not _claimed(repo, "lr-002") and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1)
-    second = run(["dvc", "exp", "run", *TINY, "-S", "train.steps=100", "-S", "train.lr=0.003", "-n", "lr-003",
-                  "train"], repo, env)
+    second = run(
+        ["dvc", "exp", "run", *TINY, "-S", "train.steps=100", "-S", "train.lr=0.003", "-n", "lr-003", "train"],
+        repo,
+        env,
+    )
     out, _ = first.communicate(timeout=900)
     assert first.returncode == 0, out[-3000:]
     assert second.returncode != 0 and "busy" in second.stderr and "the pipeline of" in second.stderr
@@ -119,8 +150,11 @@ def _train_pids() -> list[int]:
 
 def saved_model(repo: Path, env, name: str) -> bytes:
     """The EMA weights experiment ``name`` saved: its dvc.lock's hash of them, read from DVC's cache."""
-    ref = next(line for line in sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).split()
-               if line.endswith(f"/{name}"))
+    ref = next(
+        line
+        for line in sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).split()
+        if line.endswith(f"/{name}")
+    )
     lock = yaml.safe_load(sh(["git", "show", f"{ref}:dvc.lock"], repo, env))
     [md5] = [o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/ema.safetensors"]
     return (repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).read_bytes()
@@ -128,8 +162,17 @@ def saved_model(repo: Path, env, name: str) -> bytes:
 
 def start_worker(repo, env) -> None:
     """`dvc queue start`, its output not captured: the worker it leaves running holds captured pipes open."""
-    assert subprocess.run(["dvc", "queue", "start"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=120).returncode == 0
+    assert (
+        subprocess.run(
+            ["dvc", "queue", "start"],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        ).returncode
+        == 0
+    )
 
 
 def _wait_for_queue(repo, env, timeout=600) -> str:
@@ -176,6 +219,9 @@ def test_a_killed_queued_experiment_resumes_when_queued_again(repo, tmp_path):
     assert queued[queued["status"] == "FINISHED"]["tags.mlflow.parentRunId"].dropna().nunique() == 1
 
     # the same params, never interrupted: forced past DVC's run cache, with its checkpoints elsewhere
-    sh(["dvc", "exp", "run", "--force", *setting, "-n", "uninterrupted", "train"], repo,
-       env | {"DDPM_CHECKPOINTS": str(tmp_path / "elsewhere")})
+    sh(
+        ["dvc", "exp", "run", "--force", *setting, "-n", "uninterrupted", "train"],
+        repo,
+        env | {"DDPM_CHECKPOINTS": str(tmp_path / "elsewhere")},
+    )
     assert saved_model(repo, env, "uninterrupted") == resumed  # bit for bit

@@ -6,11 +6,12 @@ import math
 import re
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
-from helpers import checkout_copy, pipeline_env, sh
+from helpers.repos import checkout_copy, pipeline_env, sh
 
 from ddpm.config import compose
 from ddpm.storage.files import file_digest
@@ -18,6 +19,8 @@ from ddpm.storage.files import file_digest
 SOLVERS = ("dpm_solver_pp_2m", "dpm_solver_3", "unipc_3", "heun")
 CELLS = {"ddim_fid@5-0.0", "ddim_fid@10-0.0"} | {f"solver_fid@{s}-{n}" for s in SOLVERS for n in (5, 10)}  # tiny tables
 STAGES = {"prepare", "fid_ref", "train", "sample", "evaluate", "figures", "report"} | CELLS
+DDPM = str(Path(sys.executable).parent / "ddpm")  # the console script of this environment
+
 pytestmark = pytest.mark.e2e
 
 
@@ -39,7 +42,8 @@ def _wait_for_queue(repo, env, names, timeout=2400):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A git repository holding this checkout's files (committed or not) and a DVC remote in a shared folder; the
-    tiny profile run in the workspace, then a grid of two experiments queued with Hydra's sweep syntax and run by
+    tiny profile made the workspace's profile and run, as the quickstart does; then a grid of two experiments queued
+    without naming the profile (so they vary the workspace's tiny one) with Hydra's sweep syntax and run by
     two queue workers at once (`dvc queue start -j 2`), every run logging to one SQLite store."""
     env = pipeline_env()
     tmp = tmp_path_factory.mktemp("e2e")
@@ -48,16 +52,39 @@ def project(tmp_path_factory):
     sh(["git", "remote", "add", "origin", str(tmp / "origin.git")], repo, env)
     sh(["dvc", "remote", "add", "-d", "shared", str(tmp / "dvc-store")], repo, env)
     sh(["git", "commit", "-qam", "the team's DVC remote"], repo, env)
+    sh([DDPM, "profile", "tiny"], repo, env)  # as the quickstart does: later -S changes vary the tiny profile
     first = sh(["dvc", "exp", "run", "-S", "profile=tiny", "--name", "tiny-linear"], repo, env)
     metrics_first = json.loads((repo / "metrics" / "evaluate.json").read_text())
-    queued = sh(["dvc", "exp", "run", "--queue", "-S", "profile=tiny", "-S", "schedule=choice(linear,cosine)",
-                 "-S", "objective=hybrid", "-S", "variance=learned_range"], repo, env)
+    queued = sh(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            "schedule=choice(linear,cosine)",
+            "-S",
+            "objective=hybrid",
+            "-S",
+            "variance=learned_range",
+        ],
+        repo,
+        env,
+    )
     names = re.findall(r"Queued experiment '([^']+)' for future execution", queued)
     sh(["dvc", "queue", "start", "-j", "2"], repo, env | {"OMP_NUM_THREADS": "1"})  # a core each (README)
     status = _wait_for_queue(repo, env, names)
-    table = sh([sys.executable, "-m", "ddpm.runner.tables", "iddpm", "-S", "profile=tiny"], repo, env)
-    return {"repo": repo, "env": env, "tmp": tmp, "first": first, "names": names, "status": status,
-            "iddpm_table": table, "metrics_first": metrics_first}
+    table = sh([DDPM, "table", "iddpm"], repo, env)
+    return {
+        "repo": repo,
+        "env": env,
+        "tmp": tmp,
+        "first": first,
+        "names": names,
+        "status": status,
+        "iddpm_table": table,
+        "metrics_first": metrics_first,
+    }
 
 
 def test_metrics_are_finite_and_plausible(project):
@@ -90,8 +117,14 @@ def test_kid_precision_recall_figures_and_paper_tables(project):
     m = project["metrics_first"]
     assert math.isfinite(m["kid"]) and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
     figures = {p.name for p in (repo / "outputs" / "figures").glob("*.png")}
-    assert figures == {"progressive.png", "shared_latent.png", "ddpm_interpolation.png", "ddim_interpolation.png",
-                       "ddim_reconstruction.png", "rate_distortion.png"}
+    assert figures == {
+        "progressive.png",
+        "shared_latent.png",
+        "ddpm_interpolation.png",
+        "ddim_interpolation.png",
+        "ddim_reconstruction.png",
+        "rate_distortion.png",
+    }
     recon = json.loads((repo / "metrics" / "reconstruction.json").read_text())["table"]
     assert [r["steps"] for r in recon] == [10, 20, 50, 100]  # S > T = 100 left out
     mse = [r["mse"] for r in recon]
@@ -139,8 +172,13 @@ def test_two_queue_workers_complete_and_fill_the_paper_table(project):
     assert run_of("| cosine | L_vlb |") == "not run"
     mlflow.set_tracking_uri(f"sqlite:///{project['repo'] / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
-    spans = [(runs.loc[runs["tags.dvc_experiment"] == name, "start_time"].min(),
-              runs.loc[runs["tags.dvc_experiment"] == name, "end_time"].max()) for name in project["names"]]
+    spans = [
+        (
+            runs.loc[runs["tags.dvc_experiment"] == name, "start_time"].min(),
+            runs.loc[runs["tags.dvc_experiment"] == name, "end_time"].max(),
+        )
+        for name in project["names"]
+    ]
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the two workers ran at the same time
 
 
@@ -153,8 +191,11 @@ def test_a_schedule_only_change_reruns_only_what_depends_on_the_schedule(project
     params = repo / "params.yaml"
     before = params.read_text()
     try:
-        params.write_text(yaml.safe_dump(compose(["profile=tiny", "schedule=cosine"], repo / "conf"), sort_keys=False,
-                                         allow_unicode=True))
+        params.write_text(
+            yaml.safe_dump(
+                compose(["profile=tiny", "schedule=cosine"], repo / "conf"), sort_keys=False, allow_unicode=True
+            )
+        )
         changed = json.loads(sh(["dvc", "status", "--json"], repo, env))
     finally:
         params.write_text(before)
@@ -189,6 +230,8 @@ def _axis_title(spec: dict, axis: str) -> str | None:
     """An axis title of a Vega-Lite spec: in its encoding, or in its first layer that encodes the axis."""
     if axis in spec.get("encoding", {}):
         return spec["encoding"][axis].get("title")
+    if "spec" in spec:  # a faceted chart
+        return _axis_title(spec["spec"], axis)
     return next((t for layer in spec.get("layer", []) if (t := _axis_title(layer, axis))), None)
 
 
@@ -197,24 +240,43 @@ def test_each_plot_once_with_named_axes_and_experiments_side_by_side(project):
     step, not the row index); `dvc plots diff` overlays two experiments' curves and shows both sample grids."""
     repo, env = project["repo"], project["env"]
     plots = json.loads(sh(["dvc", "plots", "show", "--json"], repo, env))["data"]
-    assert set(plots) == {"plots/train_loss.csv", "plots/rate_distortion.csv", "plots/fid_vs_nfe.csv",
-                          "outputs/samples.png", "outputs/figures/progressive.png"}
-    titles = {name: (_axis_title(plots[name][0]["content"], "x"), _axis_title(plots[name][0]["content"], "y"))
-              for name in ("plots/train_loss.csv", "plots/rate_distortion.csv", "plots/fid_vs_nfe.csv")}
-    assert titles == {"plots/train_loss.csv": ("optimizer step", "training loss (the run's objective)"),
-                      "plots/rate_distortion.csv": ("rate (bits/dim)", "distortion (RMSE, [0, 255])"),
-                      "plots/fid_vs_nfe.csv": ("network function evaluations (NFE)", "FID (vs train)")}
+    assert set(plots) == {
+        "plots/train_loss.csv",
+        "plots/rate_distortion.csv",
+        "plots/fid_vs_nfe.csv",
+        "outputs/samples.png",
+        "outputs/figures/progressive.png",
+    }
+    titles = {
+        name: (_axis_title(plots[name][0]["content"], "x"), _axis_title(plots[name][0]["content"], "y"))
+        for name in ("plots/train_loss.csv", "plots/rate_distortion.csv", "plots/fid_vs_nfe.csv")
+    }
+    assert titles == {
+        "plots/train_loss.csv": ("optimizer step", "training loss (the run's objective)"),
+        "plots/rate_distortion.csv": ("rate (bits/dim)", "distortion (RMSE, [0, 255])"),
+        "plots/fid_vs_nfe.csv": ("network function evaluations (NFE)", "FID (vs train)"),
+    }
     loss = plots["plots/train_loss.csv"][0]["content"]["data"]["values"]
     assert [int(v["step"]) for v in loss] == list(range(20, 401, 20))
     cosine = _queued(project)["cosine"]
     diff = json.loads(sh(["dvc", "plots", "diff", "--json", "tiny-linear", cosine], repo, env))["data"]
-    assert {v["rev"] for v in diff["plots/train_loss.csv"][0]["content"]["data"]["values"]} == {"tiny-linear", cosine}
+    values = diff["plots/train_loss.csv"][0]["content"]["data"]["values"]
+    assert {v["rev"] for v in values} == {"tiny-linear", cosine}
+    # L_simple and L_hybrid losses are drawn in separate panels (facets), never on one axis
+    assert {(v["rev"], v["objective"]) for v in values} == {
+        ("tiny-linear", "L_simple, linear"),
+        (cosine, "L_hybrid, cosine"),
+    }
+    assert diff["plots/train_loss.csv"][0]["content"]["facet"]["row"]["field"] == "objective"
     assert sorted(image["revisions"][0] for image in diff["outputs/samples.png"]) == sorted(["tiny-linear", cosine])
+    sh(["dvc", "plots", "diff", "tiny-linear", cosine, "-o", str(repo / "plots-html")], repo, env)
+    page = (repo / "plots-html" / "index.html").read_text(encoding="utf8")  # renders offline: Vega inlined
+    assert "vegaEmbed" in page and not re.search(r"<script[^>]+src=", page)
 
 
 def test_dvc_exp_show_headline_columns_fit_a_terminal(project):
-    """summary.json carries the headline numbers of every experiment; `python -m ddpm.runner.compare` shows them
-    with the params that differ, in ~160 columns."""
+    """summary.json carries the headline numbers of every experiment; `ddpm compare` shows them with only the
+    params that differ among the experiments, within 160 columns."""
     repo, env = project["repo"], project["env"]
     out = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env))
     exps = {}
@@ -226,16 +288,13 @@ def test_dvc_exp_show_headline_columns_fit_a_terminal(project):
     for summary in exps.values():
         assert math.isfinite(summary["FID_train"]) and math.isfinite(summary["NLL_bpd"])
         assert summary["samples"] == 128 and summary["train_steps"] == 400
-    view = sh([sys.executable, "-m", "ddpm.runner.compare", "--no-pager"], repo, env | {"COLUMNS": "400"})
+    view = sh([DDPM, "compare"], repo, env)
     lines = view.rstrip().splitlines()
-    header = lines[1].split()
-    for column in ("FID_train", "FID_test", "NLL_bpd", "KID", "Prec", "Rec", "samples", "img_per_s", "schedule",
-                   "objective", "variance"):
-        assert column in header, column
-    assert "profile" not in header and "State" not in header and "Created" not in header
-    assert "src/ddpm/runner" not in view
-    assert "wall_seconds" not in view and "metrics/" not in view  # no details, no file-qualified names
-    assert max(len(line) for line in lines) <= 170, max(len(line) for line in lines)  # 165 measured
+    params, metrics = lines[0].split("│")
+    assert params.split() == ["Experiment", "schedule", "objective", "variance"]  # what the grid varied
+    assert metrics.split() == ["FID", "train", "FID", "test", "NLL", "bpd", "KID", "Prec", "Rec", "steps", "samples"]
+    assert {line.split()[0] for line in lines[2:]} == {"tiny-linear", *project["names"]}  # no baseline row
+    assert max(len(line) for line in lines) <= 160, max(len(line) for line in lines)
 
 
 def test_mlflow_parent_and_child_runs_as_its_users_expect(project):
@@ -292,8 +351,13 @@ def test_a_fresh_clone_pulls_an_experiment_from_the_shared_remote(project):
     sh(["dvc", "exp", "pull", "origin", cosine], fresh, env)
     sh(["dvc", "exp", "apply", cosine], fresh, env)
     sh(["dvc", "pull"], fresh, env)
-    for rel in ("data/shards/digits/manifest.json", "data/fid_ref/digits-8-inception-v3-tf-ts-train.npz",
-                "data/fid_ref/digits-8-inception-v3-tf-ts-test.npz", "models/ema.safetensors", "outputs/samples.png"):
+    for rel in (
+        "data/shards/digits/manifest.json",
+        "data/fid_ref/digits-8-inception-v3-tf-ts-train.npz",
+        "data/fid_ref/digits-8-inception-v3-tf-ts-test.npz",
+        "models/ema.safetensors",
+        "outputs/samples.png",
+    ):
         assert (fresh / rel).stat().st_size > 0, rel
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
@@ -302,17 +366,19 @@ def test_a_fresh_clone_pulls_an_experiment_from_the_shared_remote(project):
     assert "Data and pipelines are up to date" in sh(["dvc", "status"], fresh, env)
     summary = json.loads((fresh / "metrics" / "summary.json").read_text())
     out = json.loads(sh(["dvc", "exp", "show", "--json"], fresh, env))
-    shown = [exp["revs"][0]["data"]["metrics"]["metrics/summary.json"]["data"]
-             for baseline in out for exp in baseline.get("experiments") or []
-             if (exp.get("name") or exp["revs"][0].get("name")) == cosine]
+    shown = [
+        exp["revs"][0]["data"]["metrics"]["metrics/summary.json"]["data"]
+        for baseline in out
+        for exp in baseline.get("experiments") or []
+        if (exp.get("name") or exp["revs"][0].get("name")) == cosine
+    ]
     assert shown == [summary] and math.isfinite(summary["FID_train"])
 
 
 def test_every_compute_stage_records_its_placement_and_cost(project):
     """Device, process count, wall time and peak memory: in each compute stage's metrics file and MLflow run."""
     repo = project["repo"]
-    files = [repo / "metrics" / f"{name}.json" for name in ("fid_ref", "train", "sample", "evaluate",
-                                                             "reconstruction")]
+    files = [repo / "metrics" / f"{name}.json" for name in ("fid_ref", "train", "sample", "evaluate", "reconstruction")]
     cells = [*(repo / "metrics" / "ddim_table").glob("*.json"), *(repo / "metrics" / "solver_table").glob("*.json")]
     for path in [*files, *cells]:
         m = json.loads(path.read_text())

@@ -10,16 +10,10 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import (
-    IDDPM_CONVENTIONS,
-    ROOT,
-    checkout_copy,
-    compose_raw,
-    merged,
-    pipeline_env,
-    sh,
-    write_released,
-)
+from helpers import ROOT
+from helpers.params import compose_raw, merged
+from helpers.released import IDDPM_CONVENTIONS, write_released
+from helpers.repos import checkout_copy, pipeline_env, sh
 
 from ddpm.config import validate_params
 from ddpm.core.unet import UNet
@@ -51,8 +45,14 @@ def test_train_stage_imports_the_checkpoint_instead_of_training(layout, tmp_path
     path = write_released(source, layout, tmp_path / "released")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(layout, path)))
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", DVC_ROOT=str(tmp_path))
-    res = subprocess.run([sys.executable, str(ROOT / "pipeline" / "train.py")], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline" / "train.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"({layout.value} layout): took" in res.stdout
     metrics = json.loads((tmp_path / "metrics" / "train.json").read_text())
@@ -70,8 +70,14 @@ def test_a_missing_checkpoint_is_named_before_any_work(tmp_path, digit_shards):
     shutil.copytree(digit_shards, tmp_path / "data" / "shards" / "digits")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(Layout.DDPM, "released/none.ckpt")))
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", DVC_ROOT=str(tmp_path))
-    res = subprocess.run([sys.executable, str(ROOT / "pipeline" / "train.py")], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline" / "train.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1] == "error: train: released/none.ckpt: no such checkpoint file or folder"
     assert not (tmp_path / "models").exists()

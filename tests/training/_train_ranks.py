@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from helpers import make_params
+from helpers.params import make_params
 from safetensors.torch import save_file
 
 import ddpm.training.loop
@@ -22,8 +22,14 @@ GLOBAL_BATCH, STEPS = 8, 3
 def global_batches():
     """The same global batches (images, timesteps, noise) on every process."""
     g = torch.Generator().manual_seed(1)
-    return [(torch.rand(GLOBAL_BATCH, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 50, (GLOBAL_BATCH,), generator=g),
-             torch.randn(GLOBAL_BATCH, 1, 8, 8, generator=g)) for _ in range(STEPS)]
+    return [
+        (
+            torch.rand(GLOBAL_BATCH, 1, 8, 8, generator=g) * 2 - 1,
+            torch.randint(0, 50, (GLOBAL_BATCH,), generator=g),
+            torch.randn(GLOBAL_BATCH, 1, 8, 8, generator=g),
+        )
+        for _ in range(STEPS)
+    ]
 
 
 def run_steps(accelerator: Accelerator, accumulation: int = 1) -> dict[str, torch.Tensor]:
@@ -33,19 +39,26 @@ def run_steps(accelerator: Accelerator, accumulation: int = 1) -> dict[str, torc
     weights differ between equivalent runs only by the gradients' rounding (Adam would amplify it).
     """
     torch.manual_seed(0)
-    model = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1, 2), attn_resolutions=(4,), resolution=8, dropout=0.0,
-                            learn_sigma=True))
-    diffusion = GaussianDiffusion(get_beta_schedule("linear", 50), var_type=VarType.LEARNED_RANGE,
-                                  loss_type=LossType.HYBRID)
+    model = UNet(
+        UNetConfig(
+            in_channels=1, ch=32, ch_mult=(1, 2), attn_resolutions=(4,), resolution=8, dropout=0.0, learn_sigma=True
+        )
+    )
+    diffusion = GaussianDiffusion(
+        get_beta_schedule("linear", 50), var_type=VarType.LEARNED_RANGE, loss_type=LossType.HYBRID
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # see test_train_distributed.assert_close
     model, optimizer = accelerator.prepare(model, optimizer)
     micro = make_params({"train": {"batch_size": GLOBAL_BATCH, "grad_accumulation": accumulation}}).train.micro_batch(
-        accelerator.num_processes)
+        accelerator.num_processes
+    )
     grads = []
     for step, (x0, t, noise) in enumerate(global_batches(), start=1):
         lo = accelerator.process_index * micro * accumulation
-        mbs = [MicroBatch(x0[i : i + micro], t[i : i + micro], torch.ones(micro), noise[i : i + micro])
-               for i in range(lo, lo + micro * accumulation, micro)]
+        mbs = [
+            MicroBatch(x0[i : i + micro], t[i : i + micro], torch.ones(micro), noise[i : i + micro])
+            for i in range(lo, lo + micro * accumulation, micro)
+        ]
         optimization_step(accelerator, model, diffusion, optimizer, mbs, grad_clip=None, step=step)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
@@ -73,6 +86,7 @@ def train_two_ranks(shards: Path, out: Path) -> None:
         def wrapper(*args, **kwargs):
             counts[name] += 1
             return fn(*args, **kwargs)
+
         return wrapper
 
     ddpm.training.loop.save_checkpoint = counting("checkpoints_saved", ddpm.training.loop.save_checkpoint)
@@ -85,12 +99,26 @@ def train_two_ranks(shards: Path, out: Path) -> None:
         seen["sampler"] = sampler
 
     ddpm.training.loop.record_losses = record
-    params = make_params({
-        "dataset": "digits", "timesteps": 50, "timestep_sampler": "loss_aware", "data": {"resolution": 8},
-        "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.1},
-        "train": {"steps": 6, "batch_size": 8, "checkpoint_every": 3, "log_every": 2, "sample_every": 3,
-                  "sample_images": 4, "sample_steps": 5, "shuffle_buffer": 50, "warmup": 2},
-    })
+    params = make_params(
+        {
+            "dataset": "digits",
+            "timesteps": 50,
+            "timestep_sampler": "loss_aware",
+            "data": {"resolution": 8},
+            "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.1},
+            "train": {
+                "steps": 6,
+                "batch_size": 8,
+                "checkpoint_every": 3,
+                "log_every": 2,
+                "sample_every": 3,
+                "sample_images": 4,
+                "sample_steps": 5,
+                "shuffle_buffer": 50,
+                "warmup": 2,
+            },
+        }
+    )
     acc = Accelerator(cpu=True)
     models = {}
 
@@ -98,20 +126,32 @@ def train_two_ranks(shards: Path, out: Path) -> None:
         def wrapper(model, *args, **kwargs):
             models["ema"] = model
             return fn(model, *args, **kwargs)
+
         return wrapper
 
-    ddpm.training.loop.train(params, shards, out / "ema.safetensors", out / "ck", accelerator=acc,
-                     log=counting("metric_logs", lambda *a: None), log_image=counting("image_logs", lambda *a: None))
+    ddpm.training.loop.train(
+        params,
+        shards,
+        out / "ema.safetensors",
+        out / "ck",
+        accelerator=acc,
+        log=counting("metric_logs", lambda *a: None),
+        log_image=counting("image_logs", lambda *a: None),
+    )
     sampler = seen["sampler"]
     history = torch.from_numpy(sampler.history.copy()).flatten()
     weights = flat(acc.unwrap_model(acc._models[0]).parameters())
     gathered = gather_object([(counts, history, weights)])
     if acc.is_main_process:
-        (out / "result.json").write_text(json.dumps({
-            "ranks": [g[0] for g in gathered],
-            "sampler_history_identical": bool(torch.equal(gathered[0][1], gathered[1][1])),
-            "weights_identical": bool(torch.equal(gathered[0][2], gathered[1][2])),
-        }))
+        (out / "result.json").write_text(
+            json.dumps(
+                {
+                    "ranks": [g[0] for g in gathered],
+                    "sampler_history_identical": bool(torch.equal(gathered[0][1], gathered[1][1])),
+                    "weights_identical": bool(torch.equal(gathered[0][2], gathered[1][2])),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

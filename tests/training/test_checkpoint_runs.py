@@ -9,28 +9,44 @@ import pytest
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from helpers import ROOT, make_params, write_shards
+from helpers import ROOT
+from helpers.datasets import write_shards
+from helpers.params import make_params
 
 from ddpm.config import Params
 from ddpm.training.checkpoints import RUN_PARAMS, list_checkpoints, save_checkpoint
 from ddpm.training.fingerprint import RESUMABLE, TRAINING_PARAMS, changed_params, training_fingerprint
 from ddpm.training.loop import train
 
-TINY = {"model": {"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []},
-        "train": {"batch_size": 8, "warmup": 0, "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 1,
-                  "shuffle_buffer": 20, "sample_every": 0}}  # on the tiny profile
+TINY = {
+    "model": {"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []},
+    "train": {
+        "batch_size": 8,
+        "warmup": 0,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "keep_checkpoints": 1,
+        "shuffle_buffer": 20,
+        "sample_every": 0,
+    },
+}  # on the tiny profile
 # One valid change in every top-level section that training does not read (the test checks that these are all).
 OTHER_SECTIONS = {
-    "profile": "another", "dataset": "cifar10", "launcher": "accelerate launch",
+    "profile": "another",
+    "dataset": "cifar10",
+    "launcher": "accelerate launch",
     "data": {"verify": "streaming", "shard_size": 7, "test_size": 9, "limit": 100, "source": "/elsewhere"},
-    "sample": {"num_samples": 3, "steps": 4, "eta": 1.0, "batch_size": 5}, "fid": {"max_images": 7},
-    "evaluate": {"nll_images": 3, "isc": False}, "figures": {"images": 2, "frames": 3},
-    "ddim_table": {"num_samples": 3, "steps": [2]}, "solver_table": {"nfe": [3], "samplers": ["unipc_2"]},
+    "sample": {"num_samples": 3, "steps": 4, "eta": 1.0, "batch_size": 5},
+    "fid": {"max_images": 7},
+    "evaluate": {"nll_images": 3, "isc": False},
+    "figures": {"images": 2, "frames": 3},
+    "ddim_table": {"num_samples": 3, "steps": [2]},
+    "solver_table": {"nfe": [3], "samplers": ["unipc_2"]},
 }
 
 
 def tiny(patch: dict | None = None, steps: int = 2) -> Params:
-    from helpers import merged
+    from helpers.params import merged
 
     return make_params(merged(merged(TINY, {"train": {"steps": steps}}), patch or {}), profile="tiny")
 
@@ -60,14 +76,25 @@ def test_every_other_section_leaves_the_fingerprint_and_every_training_param_cha
     base = training_fingerprint(tiny(), "data")
     for section, change in OTHER_SECTIONS.items():
         assert training_fingerprint(tiny({section: change}), "data") == base, section
-    for change in ({"schedule": "cosine"}, {"timesteps": 50}, {"objective": "hybrid", "variance": "learned_range"},
-                   {"mean_type": "x0"}, {"hybrid_lambda": 0.01}, {"decoder_cdf": "tanh"},
-                   {"timestep_sampler": "loss_aware"}, {"seed": 1}, {"model": {"dropout": 0.1}},
-                   {"train": {"lr": 2e-3}}, {"train": {"grad_accumulation": 2}}):
+    for change in (
+        {"schedule": "cosine"},
+        {"timesteps": 50},
+        {"objective": "hybrid", "variance": "learned_range"},
+        {"mean_type": "x0"},
+        {"hybrid_lambda": 0.01},
+        {"decoder_cdf": "tanh"},
+        {"timestep_sampler": "loss_aware"},
+        {"seed": 1},
+        {"model": {"dropout": 0.1}},
+        {"train": {"lr": 2e-3}},
+        {"train": {"grad_accumulation": 2}},
+    ):
         assert training_fingerprint(tiny(change), "data") != base, change
     assert training_fingerprint(tiny(), "other data") != base
-    for change in ({"train": {"steps": 9, "log_every": 3, "compile": True, "sample_every": 5}},
-                   {"model": {"import_from": {"format": "ddpm"}}}):
+    for change in (
+        {"train": {"steps": 9, "log_every": 3, "compile": True, "sample_every": 5}},
+        {"model": {"import_from": {"format": "ddpm"}}},
+    ):
         assert training_fingerprint(tiny(change), "data") == base, change
 
 
@@ -89,8 +116,10 @@ def test_other_training_params_keep_the_old_checkpoints_and_say_what_changed(sha
     second, out = run(tiny({"train": {"lr": 2e-3}, "seed": 3}, steps=2), shards, root, capsys)
     kept = root / first.fingerprint / "step-000000004"
     line = out.splitlines()[0]
-    assert line == (f"train: starting at step 0 in {root / second.fingerprint}; {kept} (step 4) is kept, trained "
-                    "with other params: seed: 0 → 3; train.lr: 0.001 → 0.002")
+    assert line == (
+        f"train: starting at step 0 in {root / second.fingerprint}; {kept} (step 4) is kept, trained "
+        "with other params: seed: 0 → 3; train.lr: 0.001 → 0.002"
+    )
     assert [c.step for c in list_checkpoints(root / first.fingerprint)] == [4]
     back, out = run(tiny(steps=6), shards, root, capsys)  # the first params again: their run goes on
     assert back.resumed_from == 4 and f"train: resuming from {kept} (step 4)" in out
@@ -111,15 +140,28 @@ def test_checkpoints_written_before_run_folders_existed_are_adopted(shards, tmp_
     assert result.resumed_from == 2 and not flat.exists()
     model = torch.nn.Linear(1, 1)
     opt = torch.optim.SGD(model.parameters())
-    save_checkpoint(root, 7, "0123456789abcdef", model, model, opt,
-                    torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), {}, [], keep=1)  # another run's
+    save_checkpoint(
+        root,
+        7,
+        "0123456789abcdef",
+        model,
+        model,
+        opt,
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+        {},
+        [],
+        keep=1,
+    )  # another run's
     run(tiny(steps=6), shards, root)
     assert [c.step for c in list_checkpoints(root / "0123456789abcdef")] == [7]
 
 
 def test_changed_params_lists_old_and_new_values():
     assert changed_params({"a": 1, "b": [1, 2], "c": "x"}, {"a": 1, "b": [1, 3], "d": True}) == [
-        "b: [1, 2] → [1, 3]", "c: x → (absent)", "d: (absent) → True"]
+        "b: [1, 2] → [1, 3]",
+        "c: x → (absent)",
+        "d: (absent) → True",
+    ]
 
 
 def test_a_second_process_on_the_same_run_folder_waits_for_the_first(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import make_params
+from helpers.params import make_params
 
 from ddpm.core.unet import count_parameters
 from ddpm.factory import build_diffusion, build_model

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import make_params
+from helpers.params import make_params
 from safetensors.torch import load_file
 
 from ddpm.data import shards, sources
@@ -20,11 +20,24 @@ from ddpm.training.checkpoints import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = {
-    "dataset": "digits", "timesteps": 50, "objective": "hybrid", "variance": "learned_range",
-    "timestep_sampler": "loss_aware", "data": {"resolution": 8, "shard_size": 500},
+    "dataset": "digits",
+    "timesteps": 50,
+    "objective": "hybrid",
+    "variance": "learned_range",
+    "timestep_sampler": "loss_aware",
+    "data": {"resolution": 8, "shard_size": 500},
     "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.1},
-    "train": {"steps": 90, "batch_size": 32, "lr": 1e-3, "warmup": 5, "ema_decay": 0.9, "log_every": 10,
-              "checkpoint_every": 20, "keep_checkpoints": 2, "shuffle_buffer": 200},
+    "train": {
+        "steps": 90,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "warmup": 5,
+        "ema_decay": 0.9,
+        "log_every": 10,
+        "checkpoint_every": 20,
+        "keep_checkpoints": 2,
+        "shuffle_buffer": 200,
+    },
 }
 
 
@@ -46,8 +59,14 @@ def workdir(tmp_path: Path, name: str, shard_dir: Path) -> Path:
 
 def start_train(cwd: Path) -> subprocess.Popen:
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{cwd / 'mlflow.db'}", DVC_ROOT=str(cwd))
-    return subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "train.py")], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "pipeline" / "train.py")],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def run_folders(workdir: Path) -> list[Path]:
@@ -83,8 +102,12 @@ def test_kill9_and_resume_is_bit_identical(tmp_path, shard_dir):
     assert f"train: resuming from {ck}/step-{killed_at[-1]:09d} (step {killed_at[-1]})" in out
     assert run_folders(reference) == [reference / ck]  # the same params and shards: the same run folder
 
-    for name in ("models/ema.safetensors", f"{ck}/step-000000090/model.safetensors",
-                 f"{ck}/step-000000090/optimizer.safetensors", f"{ck}/step-000000090/state.safetensors"):
+    for name in (
+        "models/ema.safetensors",
+        f"{ck}/step-000000090/model.safetensors",
+        f"{ck}/step-000000090/optimizer.safetensors",
+        f"{ck}/step-000000090/state.safetensors",
+    ):
         a, b = load_file(str(reference / name)), load_file(str(resumed / name))
         assert a.keys() == b.keys()
         for key in a:

@@ -1,5 +1,5 @@
 import torch
-from helpers import make_params
+from helpers.params import make_params
 
 from ddpm.training.telemetry import Telemetry
 
@@ -26,10 +26,15 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     from ddpm.training.checkpoints import list_checkpoints
     from ddpm.training.loop import train
 
-    p = make_params({"dataset": "digits", "timesteps": 50, "data": {"resolution": 8},
-                         "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []},
-                         "train": {"steps": 30, "batch_size": 16, "checkpoint_every": 10, "log_every": 5,
-                                   "shuffle_buffer": 50}})
+    p = make_params(
+        {
+            "dataset": "digits",
+            "timesteps": 50,
+            "data": {"resolution": 8},
+            "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []},
+            "train": {"steps": 30, "batch_size": 16, "checkpoint_every": 10, "log_every": 5, "shuffle_buffer": 50},
+        }
+    )
     shard_dir = tmp_path / "digits"
     shards.write_dataset({"train": sources.iter_split(p, "train")}, shard_dir, 500, {})
     original, calls = GaussianDiffusion.training_losses, {"n": 0}
@@ -77,12 +82,26 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
     from ddpm.data import shards, sources
     from ddpm.training.loop import make_accelerator, train
 
-    p = make_params({"dataset": "digits", "timesteps": 50, "objective": "hybrid", "variance": "learned_range",
-                         "data": {"resolution": 8},
-                         "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4]},
-                         "train": {"steps": 4, "batch_size": 8, "grad_accumulation": 2, "mixed_precision": "bf16",
-                                   "channels_last": True, "activation_checkpointing": True, "log_every": 2,
-                                   "shuffle_buffer": 50}})
+    p = make_params(
+        {
+            "dataset": "digits",
+            "timesteps": 50,
+            "objective": "hybrid",
+            "variance": "learned_range",
+            "data": {"resolution": 8},
+            "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4]},
+            "train": {
+                "steps": 4,
+                "batch_size": 8,
+                "grad_accumulation": 2,
+                "mixed_precision": "bf16",
+                "channels_last": True,
+                "activation_checkpointing": True,
+                "log_every": 2,
+                "shuffle_buffer": 50,
+            },
+        }
+    )
     shard_dir = tmp_path / "digits"
     shards.write_dataset({"train": sources.iter_split(p, "train")}, shard_dir, 500, {})
     try:

@@ -20,9 +20,9 @@ from accelerate.state import AcceleratorState
 from helpers import ROOT
 from safetensors.torch import load_file
 
-from ddpm.core.timesteps import LossAwareSampler
 from ddpm.core.unet import UNet, UNetConfig
 from ddpm.training.loop import record_losses
+from ddpm.training.timesteps import LossAwareTimesteps
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,11 +35,24 @@ def single_process(accumulation: int = 1) -> dict[str, torch.Tensor]:
 
 
 def launch(*args: str) -> dict:
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]),
-               OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        ACCELERATE_USE_CPU="1",
+        PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]),
+        OMP_NUM_THREADS="1",
+    )
     config = ROOT / "conf" / "accelerate" / "cpu_2proc.yaml"  # the committed config, as documented
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port",
-           "0", str(HERE / "_train_ranks.py"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--main_process_port",
+        "0",
+        str(HERE / "_train_ranks.py"),
+        *args,
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(Path(args[-1], "result.json").read_text())
@@ -61,8 +74,9 @@ def assert_close(a: dict, b: dict) -> None:
 def test_gradient_accumulation_matches_the_full_batch():
     full, accumulated = single_process(1), single_process(4)
     assert_close(accumulated, full)
-    untrained = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1, 2), attn_resolutions=(4,), resolution=8,
-                                learn_sigma=True)).state_dict()
+    untrained = UNet(
+        UNetConfig(in_channels=1, ch=32, ch_mult=(1, 2), attn_resolutions=(4,), resolution=8, learn_sigma=True)
+    ).state_dict()
     assert not torch.equal(full["conv_out.weight"], untrained["conv_out.weight"])  # the steps did move the weights
 
 
@@ -70,8 +84,6 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
     result = launch("equivalence", str(tmp_path))
     assert result["ranks_identical"], "the two ranks hold different weights: gradients were not synchronised"
     assert_close(load_file(str(tmp_path / "two_ranks.safetensors")), single_process(1))
-
-
 
 
 def test_two_rank_training_shares_sampler_history_and_only_rank_0_logs_and_writes(tmp_path, digit_shards):
@@ -97,7 +109,7 @@ def test_committed_accelerate_configs_load(name, processes):
 def _shared_history():
     acc = Accelerator(cpu=True)
     assert acc.num_processes == 2
-    sampler = LossAwareSampler(4, history=3)
+    sampler = LossAwareTimesteps(4, history=3)
     rank = acc.process_index
     for step in range(6):
         t = torch.tensor([(step + rank) % 4, (step + 2 * rank + 1) % 4])

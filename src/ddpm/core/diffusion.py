@@ -6,7 +6,7 @@ Index ``t`` runs over 0..T-1 and stands for the papers' step t+1, so ``t = 0`` i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,8 +18,13 @@ Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Tensor = torch.Tensor
 
 
-def standard_normal(shape, *, generator: torch.Generator | None = None, device: str | torch.device | None = None,
-                    dtype: torch.dtype = torch.float32) -> Tensor:
+def standard_normal(
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """N(0, I) drawn on the generator's own device, then placed on ``device``: a seed gives the same numbers
     whichever device computes with them (no generator: drawn on ``device``, None being torch's default device)."""
     source = generator.device if generator is not None else device
@@ -115,8 +120,9 @@ class GaussianDiffusion:
         variance = self._extract("alphas_cumprod", t, x0).neg().add(1.0).expand_as(x0)
         return mean, variance, torch.log(variance)
 
-    def q_sample(self, x0: Tensor, t: Tensor, *, noise: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
+    def q_sample(
+        self, x0: Tensor, t: Tensor, *, noise: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """DDPM eq. 4, reparameterised: x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε."""
         if noise is None:
             noise = self._randn_like(x0, generator)
@@ -148,9 +154,10 @@ class GaussianDiffusion:
 
     def predict_xstart_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
         """x0 = √ᾱ_t x_t − √(1 − ᾱ_t) v, for v = √ᾱ_t ε − √(1 − ᾱ_t) x0."""
-        return self._extract("sqrt_alphas_cumprod", t, x_t) * x_t - self._extract(
-            "sqrt_one_minus_alphas_cumprod", t, x_t
-        ) * v
+        return (
+            self._extract("sqrt_alphas_cumprod", t, x_t) * x_t
+            - self._extract("sqrt_one_minus_alphas_cumprod", t, x_t) * v
+        )
 
     def predict_xstart_from_xprev(self, x_t: Tensor, t: Tensor, xprev: Tensor) -> Tensor:
         """DDPM eq. 7 solved for x0 given μ̃_t."""
@@ -165,9 +172,10 @@ class GaussianDiffusion:
         if self.mean_type is MeanType.START_X:
             return x0
         if self.mean_type is MeanType.VELOCITY:
-            return self._extract("sqrt_alphas_cumprod", t, x0) * noise - self._extract(
-                "sqrt_one_minus_alphas_cumprod", t, x0
-            ) * x0
+            return (
+                self._extract("sqrt_alphas_cumprod", t, x0) * noise
+                - self._extract("sqrt_one_minus_alphas_cumprod", t, x0) * x0
+            )
         return self.q_posterior_mean_variance(x0, x_t, t)[0]
 
     # ---------------------------------------------------------- reverse process
@@ -185,14 +193,17 @@ class GaussianDiffusion:
         if self.var_type is VarType.FIXED_LARGE:
             return torch.log(self._extract("fixed_large_variance", t, x_t)).expand_as(x_t)
         if self.var_type is VarType.LEARNED:
+            assert var_output is not None, "a learned variance needs the network's variance channels"
             return var_output
+        assert var_output is not None, "a learned variance needs the network's variance channels"
         log_small = self._extract("posterior_log_variance_clipped", t, x_t)
         log_large = torch.log(self._extract("betas", t, x_t))
         v = (var_output + 1.0) / 2.0
         return v * log_large + (1.0 - v) * log_small
 
-    def p_mean_variance_from_output(self, output: Tensor, x_t: Tensor, t: Tensor, *,
-                                    clip_denoised: bool = True) -> dict[str, Tensor]:
+    def p_mean_variance_from_output(
+        self, output: Tensor, x_t: Tensor, t: Tensor, *, clip_denoised: bool = True
+    ) -> dict[str, Tensor]:
         """DDPM eq. 1's p_θ(x_{t−1} | x_t) = N(μ_θ, Σ_θ) from a raw model output."""
         mean_output, var_output = self.split_output(output)
         log_variance = self.model_log_variance(var_output, x_t, t)
@@ -220,8 +231,16 @@ class GaussianDiffusion:
         """DDPM eq. 1: mean, variance, log_variance and the x0 prediction of p_θ(x_{t−1} | x_t)."""
         return self.p_mean_variance_from_output(self.call_model(model, x_t, t), x_t, t, clip_denoised=clip_denoised)
 
-    def p_sample(self, model: Model, x_t: Tensor, t: Tensor, *, clip_denoised: bool = True,
-                 noise: Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def p_sample(
+        self,
+        model: Model,
+        x_t: Tensor,
+        t: Tensor,
+        *,
+        clip_denoised: bool = True,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
         """DDPM Algorithm 2, one step: x_{t−1} = μ_θ + σ z, with z = 0 at the last step."""
         out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
         if noise is None:
@@ -237,8 +256,17 @@ class GaussianDiffusion:
         a_prev = self._extract("alphas_cumprod_prev", t, like)
         return eta * torch.sqrt((1 - a_prev) / (1 - a)) * torch.sqrt(1 - a / a_prev)
 
-    def ddim_step(self, model: Model, x_t: Tensor, t: Tensor, *, eta: float = 0.0, clip_denoised: bool = True,
-                  noise: Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def ddim_step(
+        self,
+        model: Model,
+        x_t: Tensor,
+        t: Tensor,
+        *,
+        eta: float = 0.0,
+        clip_denoised: bool = True,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
         """DDIM eq. 12: x_{t−1} = √ᾱ_{t−1} x̂0 + √(1 − ᾱ_{t−1} − σ²) ε̂ + σ z, over this process's own steps."""
         out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
         eps = self.predict_eps_from_xstart(x_t, t, out["pred_xstart"])
@@ -252,8 +280,9 @@ class GaussianDiffusion:
             mean = mean + nonzero * sigma * noise
         return {"sample": mean, "pred_xstart": out["pred_xstart"]}
 
-    def ddim_reverse_step(self, model: Model, x_prev: Tensor, t: Tensor, *, model_t: Tensor | None = None,
-                          clip_denoised: bool = False) -> dict[str, Tensor]:
+    def ddim_reverse_step(
+        self, model: Model, x_prev: Tensor, t: Tensor, *, model_t: Tensor | None = None, clip_denoised: bool = False
+    ) -> dict[str, Tensor]:
         """DDIM eq. 12 inverted at η = 0 (an Euler step of the ODE, DDIM eq. 14): x_t from x_{t−1}.
 
         ε̂ = ε_θ(x_{t−1}, ``model_t``): the source step t − 1 for DDIM eq. 14's Euler step, or t (the default), with
@@ -268,19 +297,24 @@ class GaussianDiffusion:
         return {"sample": torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps, "pred_xstart": x0}
 
     # ------------------------------------------------------- variational bound
-    def vb_terms_from_output(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, *,
-                             clip_denoised: bool = False) -> dict[str, Tensor]:
+    def vb_terms_from_output(
+        self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, *, clip_denoised: bool = False
+    ) -> dict[str, Tensor]:
         """DDPM eq. 5 term at t, in bits/dim: L_{t−1} = KL(q(x_{t−1}|x_t,x0) ‖ p_θ(x_{t−1}|x_t)), or L_0 at t = 0."""
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x0, x_t, t)
         out = self.p_mean_variance_from_output(output, x_t, t, clip_denoised=clip_denoised)
         kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])) / NATS_PER_BIT
-        decoder_nll = -mean_flat(
-            discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"], self.decoder_cdf)
-        ) / NATS_PER_BIT
+        decoder_nll = (
+            -mean_flat(
+                discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"], self.decoder_cdf)
+            )
+            / NATS_PER_BIT
+        )
         return {"output": torch.where(t == 0, decoder_nll, kl), "pred_xstart": out["pred_xstart"]}
 
-    def vb_terms_bpd(self, model: Model, x0: Tensor, x_t: Tensor, t: Tensor, *,
-                     clip_denoised: bool = False) -> dict[str, Tensor]:
+    def vb_terms_bpd(
+        self, model: Model, x0: Tensor, x_t: Tensor, t: Tensor, *, clip_denoised: bool = False
+    ) -> dict[str, Tensor]:
         """Per-example L_t in bits/dim (DDPM eq. 5; decoder NLL, eq. 13, at t = 0) and the x0 prediction."""
         return self.vb_terms_from_output(self.call_model(model, x_t, t), x0, x_t, t, clip_denoised=clip_denoised)
 
@@ -291,8 +325,15 @@ class GaussianDiffusion:
         zero = torch.zeros_like(mean)
         return mean_flat(normal_kl(mean, log_variance, zero, zero)) / NATS_PER_BIT
 
-    def training_losses(self, model: Model, x0: Tensor, t: Tensor, *, noise: Tensor | None = None,
-                        generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def training_losses(
+        self,
+        model: Model,
+        x0: Tensor,
+        t: Tensor,
+        *,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
         """Per-example training loss (DDPM eq. 14 / iDDPM §3.1) with its ``mse`` and, when used, ``vb`` parts.
 
         ``kl`` is DDPM's true-bound objective as its code optimises it: L_t for the sampled t in bits/dim. ``vlb``
@@ -319,9 +360,15 @@ class GaussianDiffusion:
         return terms
 
     @torch.no_grad()
-    def calc_bpd_loop(self, model: Model, x0: Tensor, *, clip_denoised: bool = True,
-                      generator: torch.Generator | None = None,
-                      noise_fn: Callable[[], Tensor] | None = None) -> dict[str, Tensor]:
+    def calc_bpd_loop(
+        self,
+        model: Model,
+        x0: Tensor,
+        *,
+        clip_denoised: bool = True,
+        generator: torch.Generator | None = None,
+        noise_fn: Callable[[], Tensor] | None = None,
+    ) -> dict[str, Tensor]:
         """The full variational bound in bits/dim (DDPM eq. 5): L_T + Σ_{t>1} L_{t−1} + L_0, with every term.
 
         Returns per-example ``total_bpd`` and ``prior_bpd``, and per-example-per-t ``vb`` (bits/dim),

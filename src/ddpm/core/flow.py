@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .diffusion import GaussianDiffusion, Model
@@ -42,28 +43,31 @@ class NoiseSchedule:
         self.log_alphas = log_alphas
         self.num_timesteps = len(log_alphas)
 
-    def log_alpha(self, tau) -> np.ndarray:
-        tau = np.asarray(tau, dtype=np.float64)
-        return np.interp(tau, np.arange(self.num_timesteps, dtype=np.float64), self.log_alphas)
+    def log_alpha(self, tau: npt.ArrayLike) -> np.ndarray:
+        out: np.ndarray = np.interp(
+            np.asarray(tau, dtype=np.float64), np.arange(self.num_timesteps, dtype=np.float64), self.log_alphas
+        )
+        return out
 
-    def lam(self, tau) -> np.ndarray:
+    def lam(self, tau: npt.ArrayLike) -> np.ndarray:
         """λ = log α − log σ, with σ² = 1 − α²."""
         log_alpha = self.log_alpha(tau)
         return log_alpha - 0.5 * np.log(-np.expm1(2.0 * log_alpha))
 
-    def alpha_sigma(self, tau) -> tuple[np.ndarray, np.ndarray]:
+    def alpha_sigma(self, tau: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         alpha = np.exp(self.log_alpha(tau))
         return alpha, np.sqrt(-np.expm1(2.0 * self.log_alpha(tau)))
 
-    def inverse_lambda(self, lam) -> np.ndarray:
+    def inverse_lambda(self, lam: npt.ArrayLike) -> np.ndarray:
         """The step τ where λ(τ) = ``lam``: log α = −½ log(1 + e^{−2λ}), then the piecewise-linear log α inverted."""
         log_alpha = -0.5 * np.logaddexp(0.0, -2.0 * np.asarray(lam, dtype=np.float64))
         steps = np.arange(self.num_timesteps, dtype=np.float64)
         return np.interp(log_alpha, self.log_alphas[::-1], steps[::-1])  # log α decreases with τ
 
-    def sigma_tilde(self, tau) -> np.ndarray:
+    def sigma_tilde(self, tau: npt.ArrayLike) -> np.ndarray:
         """σ̃ = σ/α = e^{−λ}, EDM's noise level."""
-        return np.exp(-self.lam(tau))
+        out: np.ndarray = np.exp(-self.lam(tau))
+        return out
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class Grid:
     end: End = End.STEP0
     start_scale: float = 1.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         steps = np.asarray(self.steps, dtype=np.float64)
         if steps.ndim != 1 or steps.size < 1 or (np.diff(steps) >= 0).any():
             raise OptionError("grid", f"steps must be strictly decreasing, got {steps.tolist()}")
@@ -112,8 +116,9 @@ def spaced(schedule: NoiseSchedule, first: float, last: float, points: int, spac
         return np.linspace(np.sqrt(t_first), np.sqrt(t_last), points) ** 2 * N - 1.0
     if spacing is TimeSpacing.TIME_UNIFORM:
         return np.linspace(t_first, t_last, points) * N - 1.0
-    raise OptionError("spacing", f"{spacing} is no spacing between two steps (time_uniform, time_quadratic, logsnr, "
-                                 "karras)")
+    raise OptionError(
+        "spacing", f"{spacing} is no spacing between two steps (time_uniform, time_quadratic, logsnr, karras)"
+    )
 
 
 def edm_grid(schedule: NoiseSchedule, points: int) -> Grid:
@@ -128,13 +133,20 @@ def edm_grid(schedule: NoiseSchedule, points: int) -> Grid:
     sigmas = (high ** (1 / KARRAS_RHO) + index * (low ** (1 / KARRAS_RHO) - high ** (1 / KARRAS_RHO))) ** KARRAS_RHO
     steps = np.abs(sigmas[:, None] - levels[None, :]).argmin(axis=1).astype(np.float64)
     if (np.diff(steps) >= 0).any():
-        raise OptionError("steps", f"{points} noise levels round to repeated steps of this "
-                                   f"{schedule.num_timesteps}-step process; EDM's grid needs fewer network calls here")
+        raise OptionError(
+            "steps",
+            f"{points} noise levels round to repeated steps of this "
+            f"{schedule.num_timesteps}-step process; EDM's grid needs fewer network calls here",
+        )
     return Grid(steps, End.CLEAN, start_scale=float(schedule.alpha_sigma(steps[0])[1]))
 
 
-def time_grid(schedule: NoiseSchedule, points: int, spacing: str | TimeSpacing = TimeSpacing.TIME_UNIFORM,
-              end: str | End = End.STEP0) -> Grid:
+def time_grid(
+    schedule: NoiseSchedule,
+    points: int,
+    spacing: str | TimeSpacing = TimeSpacing.TIME_UNIFORM,
+    end: str | End = End.STEP0,
+) -> Grid:
     """``points`` steps from τ = N − 1 (t_T = 1) down to τ = 0 (t_0 = 1/N), spaced as DPM-Solver's code does in
     its continuous t = (τ + 1) / N (EDM's in σ̃); a ``clean`` end adds the move to σ = 0 after the last one.
     ``edm`` is EDM's own grid (``edm_grid``)."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -13,12 +14,19 @@ from .images import to_uint8_numpy
 from .sampling import sample
 
 
+class Progress(Protocol):
+    """A progress bar's ``update`` (tqdm's, or ``ddpm.progress``'s)."""
+
+    def update(self, n: int = 1) -> Any: ...
+
+
 def image_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def per_image_noise(seed: int, indices: range, shape: tuple[int, ...], device: str | torch.device
-                    ) -> Callable[[], torch.Tensor]:
+def per_image_noise(
+    seed: int, indices: range, shape: tuple[int, ...], device: str | torch.device
+) -> Callable[[], torch.Tensor]:
     """A noise function drawing each image's noise from its own generator (seeded by its index)."""
     generators = [torch.Generator().manual_seed(image_seed(seed, i)) for i in indices]
 
@@ -29,9 +37,19 @@ def per_image_noise(seed: int, indices: range, shape: tuple[int, ...], device: s
 
 
 @torch.no_grad()
-def generate(diffusion: GaussianDiffusion, model: Model, shape: tuple[int, int, int], *, seed: int, start: int,
-             count: int, batch_size: int, device: str | torch.device, progress=None,
-             **sampler_options) -> np.ndarray:
+def generate(
+    diffusion: GaussianDiffusion,
+    model: Model,
+    shape: tuple[int, int, int],
+    *,
+    seed: int,
+    start: int,
+    count: int,
+    batch_size: int,
+    device: str | torch.device,
+    progress: Progress | None = None,
+    **sampler_options: Any,
+) -> np.ndarray:
     """Images start..start+count−1 as uint8 N×H×W×C, in batches of ``batch_size``; ``sampler_options`` choose the
     sampler (``sampling.sample``'s keywords). ``progress``, if given, is updated with each batch's size."""
     out = []

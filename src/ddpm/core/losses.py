@@ -9,7 +9,7 @@ import torch
 from .options import DecoderCDF
 
 
-def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
     """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) elementwise, in nats.
 
     Written as ½(expm1(δ) − δ + (mean1 − mean2)² e^−logvar2) with δ = logvar1 − logvar2: exact 0 for equal
@@ -24,8 +24,9 @@ def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 
-def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
-                                        cdf: DecoderCDF = DecoderCDF.EXACT) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, cdf: DecoderCDF = DecoderCDF.EXACT
+) -> torch.Tensor:
     """DDPM eq. 13: log p(x0 | x1) per dimension for data on 256 bins in [-1, 1], each bin 2/255 wide.
 
     The edge bins extend to ±∞, so the 256 probabilities sum to 1. ``log_scale`` is log σ (half the log variance).
@@ -38,9 +39,15 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     if cdf is DecoderCDF.TANH:
         cdf_upper, cdf_lower = approx_standard_normal_cdf(upper), approx_standard_normal_cdf(lower)
         floor = 1e-12
-        return torch.where(x < -0.999, torch.log(cdf_upper.clamp(min=floor)),
-                           torch.where(x > 0.999, torch.log((1.0 - cdf_lower).clamp(min=floor)),
-                                       torch.log((cdf_upper - cdf_lower).clamp(min=floor))))
+        return torch.where(
+            x < -0.999,
+            torch.log(cdf_upper.clamp(min=floor)),
+            torch.where(
+                x > 0.999,
+                torch.log((1.0 - cdf_lower).clamp(min=floor)),
+                torch.log((cdf_upper - cdf_lower).clamp(min=floor)),
+            ),
+        )
     log_cdf_upper = torch.special.log_ndtr(upper)  # log Φ(upper): the x = -1 bin
     log_sf_lower = torch.special.log_ndtr(-lower)  # log (1 − Φ(lower)): the x = +1 bin
     # Interior bins: Φ(upper) − Φ(lower), computed on the side of the mean where it does not cancel.

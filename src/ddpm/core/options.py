@@ -6,8 +6,9 @@ without importing the math, and the stages that never touch the math (prepare, f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum, StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 
 class OptionError(ValueError):
@@ -21,7 +22,7 @@ class OptionError(ValueError):
 E = TypeVar("E", bound=Enum)
 
 
-def parse_enum(enum_cls: type[E], value, key: str) -> E:
+def parse_enum(enum_cls: type[E], value: Any, key: str) -> E:
     """``enum_cls(value)``, or an OptionError naming ``key`` and the allowed values."""
     try:
         return enum_cls(value)
@@ -70,8 +71,9 @@ class LossType(StrEnum):
 def check_variance_trainable(var_type: VarType, loss_type: LossType) -> None:
     """A learned variance gets its gradient only from the variational bound (iDDPM §3.1)."""
     if var_type.learned and not loss_type.bound:
-        raise OptionError("variance", f"{var_type.value!r} gets no gradient from objective 'simple'; "
-                                      "use 'hybrid', 'vlb' or 'kl'")
+        raise OptionError(
+            "variance", f"{var_type.value!r} gets no gradient from objective 'simple'; use 'hybrid', 'vlb' or 'kl'"
+        )
 
 
 class DecoderCDF(StrEnum):
@@ -101,14 +103,20 @@ class Sampler(StrEnum):
     HEUN = "heun"  # EDM's Heun step (Algorithm 1, deterministic)
 
 
-ODE_SOLVERS = (Sampler.DPM_SOLVER_PP_2M, Sampler.DPM_SOLVER_2, Sampler.DPM_SOLVER_3, Sampler.UNIPC_2,
-               Sampler.UNIPC_3, Sampler.HEUN)  # ``solvers.ode_sample``: sample.steps is their budget of calls
+ODE_SOLVERS = (
+    Sampler.DPM_SOLVER_PP_2M,
+    Sampler.DPM_SOLVER_2,
+    Sampler.DPM_SOLVER_3,
+    Sampler.UNIPC_2,
+    Sampler.UNIPC_3,
+    Sampler.HEUN,
+)  # ``solvers.ode_sample``: sample.steps is their budget of calls
 
 
 class TimeSpacing(StrEnum):
     """How a solver's grid divides [0, T − 1] (DPM-Solver §3.3 and its code's ``skip_type``; EDM eq. 5)."""
 
-    AUTO = "auto"  # each method's authors' choice (``ddpm.core.solvers.solver_conventions``)
+    AUTO = "auto"  # each method's authors' choice (``solver_conventions``)
     TIME_UNIFORM = "time_uniform"  # uniform in t (DPM-Solver's recommendation for high-resolution images)
     LOGSNR = "logsnr"  # uniform in λ (DPM-Solver's recommendation for low-resolution images such as CIFAR-10)
     TIME_QUADRATIC = "time_quadratic"  # uniform in √t (DDIM's quadratic skip, continuous)
@@ -128,8 +136,9 @@ class End(StrEnum):
 HIGH_RESOLUTION = 128  # DPM-Solver's advice: λ-uniform grids below this many pixels a side, t-uniform from it on
 
 
-def solver_conventions(sampler: str | Sampler, spacing: str | TimeSpacing, end: str | End,
-                       resolution: int) -> tuple[TimeSpacing, End]:
+def solver_conventions(
+    sampler: str | Sampler, spacing: str | TimeSpacing, end: str | End, resolution: int
+) -> tuple[TimeSpacing, End]:
     """The grid spacing and end a sampler takes: explicit values as given; ``auto`` each method's authors' choice.
     EDM's Heun: its own discretization (``edm``), ending at σ = 0. DPM-Solver, DPM-Solver++ and UniPC: uniform in
     λ for images under 128 pixels a side and in t from 128 on (DPM-Solver's advice for low- and high-resolution
@@ -138,8 +147,13 @@ def solver_conventions(sampler: str | Sampler, spacing: str | TimeSpacing, end: 
     spacing, end = parse_enum(TimeSpacing, spacing, "spacing"), parse_enum(End, end, "end")
     heun = sampler is Sampler.HEUN
     if spacing is TimeSpacing.AUTO:
-        spacing = TimeSpacing.EDM if heun else \
-            TimeSpacing.LOGSNR if resolution < HIGH_RESOLUTION else TimeSpacing.TIME_UNIFORM
+        spacing = (
+            TimeSpacing.EDM
+            if heun
+            else TimeSpacing.LOGSNR
+            if resolution < HIGH_RESOLUTION
+            else TimeSpacing.TIME_UNIFORM
+        )
     if end is End.AUTO:
         end = End.CLEAN if spacing is TimeSpacing.EDM else End.STEP0
     if spacing is TimeSpacing.EDM and not heun:
@@ -177,23 +191,35 @@ class QKVLayout(StrEnum):
     HEADS = "heads"  # (heads, 3, d): q, k, v of head 0, then of head 1, ... (iDDPM's QKVAttention)
 
 
-def check_unet_geometry(ch: int, ch_mult, resolution: int, attn_resolutions, num_heads: int,
-                        num_groups: int = 32) -> None:
+def check_unet_geometry(
+    ch: int,
+    ch_mult: Sequence[int],
+    resolution: int,
+    attn_resolutions: Sequence[int],
+    num_heads: int,
+    num_groups: int = 32,
+) -> None:
     """The U-Net's shape rules (``ddpm.core.unet``): its levels halve the resolution evenly, every level's width
     splits into the GroupNorm groups, attention sits only at resolutions the network reaches, and its heads split
     each attention width (the middle block always attends)."""
     levels = len(ch_mult)
     if resolution % 2 ** (levels - 1):
-        raise OptionError("ch_mult", f"{levels} levels halve the resolution {levels - 1} times; resolution "
-                                     f"{resolution} is not divisible by {2 ** (levels - 1)}")
+        raise OptionError(
+            "ch_mult",
+            f"{levels} levels halve the resolution {levels - 1} times; resolution "
+            f"{resolution} is not divisible by {2 ** (levels - 1)}",
+        )
     widths = sorted({ch * m for m in ch_mult})
     if any(w % num_groups for w in widths):
         raise OptionError("ch", f"every level width {widths} must be divisible by {num_groups} groups")
     reached = [resolution // 2**i for i in range(levels)]
     unreached = [r for r in attn_resolutions if r not in reached]
     if unreached:
-        raise OptionError("attn_resolutions", f"{unreached[0]} is not a resolution the U-Net reaches (it runs at "
-                                              f"{reached}); attention there would silently not be built")
+        raise OptionError(
+            "attn_resolutions",
+            f"{unreached[0]} is not a resolution the U-Net reaches (it runs at "
+            f"{reached}); attention there would silently not be built",
+        )
     attended = {ch * ch_mult[-1]} | {ch * m for m, r in zip(ch_mult, reached, strict=True) if r in attn_resolutions}
     for width in sorted(attended):
         if width % num_heads:
@@ -211,7 +237,7 @@ SIGMA_HAT = "sigma_hat"  # DDIM Table 1's σ̂ row: ancestral sampling of the re
 Eta = float | str  # DDIM η in [0, 1], or SIGMA_HAT
 
 
-def check_eta(value) -> Eta:
+def check_eta(value: Any) -> Eta:
     """DDIM's η as a float in [0, 1] (numbers written as text too), or ``"sigma_hat"``."""
     if value == SIGMA_HAT:
         return SIGMA_HAT

@@ -22,8 +22,9 @@ def linear_betas(num_timesteps: int) -> np.ndarray:
     scale = 1000.0 / num_timesteps
     if scale * 0.02 >= 1.0:
         raise OptionError(
-            "timesteps", f"the linear schedule scaled to T={num_timesteps} reaches β = {scale * 0.02:g} (ᾱ_T = 0); "
-            "use T > 20 or the cosine schedule"
+            "timesteps",
+            f"the linear schedule scaled to T={num_timesteps} reaches β = {scale * 0.02:g} (ᾱ_T = 0); "
+            "use T > 20 or the cosine schedule",
         )
     return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
 
@@ -36,8 +37,8 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
 
     t = np.arange(num_timesteps + 1, dtype=np.float64)
     alphas_cumprod = f(t) / f(np.zeros(1))
-    betas = 1.0 - alphas_cumprod[1:] / alphas_cumprod[:-1]
-    return np.minimum(betas, max_beta)
+    betas: np.ndarray = np.minimum(1.0 - alphas_cumprod[1:] / alphas_cumprod[:-1], max_beta)
+    return betas
 
 
 def get_beta_schedule(name: str | Schedule, num_timesteps: int) -> np.ndarray:

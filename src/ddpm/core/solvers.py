@@ -56,9 +56,17 @@ class _Walk:
         return as_tensor(self.alpha[t] / self.alpha[s], x) * x - as_tensor(self.sigma[t] * np.expm1(h), x) * eps
 
 
-def dpm_solver_multistep(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, grid: Grid, *,
-                         order: int = 2, lower_order_final: bool = True, lower_order_below: int = LOWER_ORDER_BELOW,
-                         clip_denoised: bool = False) -> tuple[torch.Tensor, int]:
+def dpm_solver_multistep(
+    diffusion: GaussianDiffusion,
+    model: Model,
+    x_T: torch.Tensor,
+    grid: Grid,
+    *,
+    order: int = 2,
+    lower_order_final: bool = True,
+    lower_order_below: int = LOWER_ORDER_BELOW,
+    clip_denoised: bool = False,
+) -> tuple[torch.Tensor, int]:
     """DPM-Solver++(1M/2M) (DPM-Solver++ Algorithm 2, data prediction): each move from s to t with h = λ_t − λ_s,
 
         x_t = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) (D0 + D1/2),  D0 = x̂0(s),  D1 = (x̂0(s) − x̂0(s')) h / (λ_s − λ_{s'}),
@@ -81,8 +89,10 @@ def dpm_solver_multistep(diffusion: GaussianDiffusion, model: Model, x_T: torch.
         last_move = i == walk.moves - 1
         if order == 2 and previous is not None and not (few and last_move):
             update = x0 + (x0 - previous) * (h / (2.0 * (walk.lam[i] - walk.lam[i - 1])))
-        x = as_tensor(walk.sigma[i + 1] / walk.sigma[i], x) * x \
+        x = (
+            as_tensor(walk.sigma[i + 1] / walk.sigma[i], x) * x
             - as_tensor(walk.alpha[i + 1] * np.expm1(-h), x) * update
+        )
         previous = x0
     return x, evaluate.calls
 
@@ -98,8 +108,9 @@ def singlestep_orders(nfe: int, order: int) -> list[int]:
     return [order] * (nfe // order) + [1] * (nfe % order)
 
 
-def singlestep_grid(schedule: NoiseSchedule, orders: Sequence[int], spacing: str | TimeSpacing,
-                    end: str | End = End.STEP0) -> Grid:
+def singlestep_grid(
+    schedule: NoiseSchedule, orders: Sequence[int], spacing: str | TimeSpacing, end: str | End = End.STEP0
+) -> Grid:
     """The grid of a singlestep solver making moves of ``orders``, as the authors' code builds it: the moves' ends
     uniform over the moves (``logsnr``, ``karras``) or, otherwise, at the moves' boundaries in the grid with one
     step per call; a move of order k from s to t calls the network at k points spaced the same way from s to t
@@ -122,9 +133,16 @@ def singlestep_grid(schedule: NoiseSchedule, orders: Sequence[int], spacing: str
     return Grid(np.array([*points, ends[-1]]), end)
 
 
-def dpm_solver_singlestep(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, grid: Grid,
-                          orders: Sequence[int], *, solver_type: str | SolverType = SolverType.DPMSOLVER,
-                          clip_denoised: bool = False) -> tuple[torch.Tensor, int]:
+def dpm_solver_singlestep(
+    diffusion: GaussianDiffusion,
+    model: Model,
+    x_T: torch.Tensor,
+    grid: Grid,
+    orders: Sequence[int],
+    *,
+    solver_type: str | SolverType = SolverType.DPMSOLVER,
+    clip_denoised: bool = False,
+) -> tuple[torch.Tensor, int]:
     """DPM-Solver-1/2/3 (DPM-Solver Algorithms 1 and 2, noise prediction): moves of ``orders``, a move of order k
     taking the next k grid steps as s and its intermediates s1 (, s2), ending at the grid step after them. With
     h = λ_t − λ_s and r_i = (λ_{s_i} − λ_s)/h, u1 the first-order move to s1, D_i = ε(u_i, s_i) − ε(x_s, s):
@@ -158,8 +176,10 @@ def dpm_solver_singlestep(diffusion: GaussianDiffusion, model: Model, x_T: torch
             x_t = x_t - as_tensor(walk.sigma[t] / r1 * (np.expm1(h) / h - 1.0), x) * d1
         elif k == 3:
             r2 = (walk.lam[i + 2] - walk.lam[i]) / h
-            u2 = walk.first_order_eps(x, i, i + 2, eps) - as_tensor(
-                walk.sigma[i + 2] * r2 / r1 * (np.expm1(r2 * h) / (r2 * h) - 1.0), x) * d1
+            u2 = (
+                walk.first_order_eps(x, i, i + 2, eps)
+                - as_tensor(walk.sigma[i + 2] * r2 / r1 * (np.expm1(r2 * h) / (r2 * h) - 1.0), x) * d1
+            )
             _, e2 = evaluate(u2, float(walk.steps[i + 2]))
             d2 = e2 - eps
             phi2 = np.expm1(h) / h - 1.0
@@ -167,8 +187,11 @@ def dpm_solver_singlestep(diffusion: GaussianDiffusion, model: Model, x_T: torch
                 x_t = x_t - as_tensor(walk.sigma[t] / r2 * phi2, x) * d2
             else:
                 slope, curve = (r2 * d1 / r1 - r1 * d2 / r2) / (r2 - r1), 2.0 * (d2 / r2 - d1 / r1) / (r2 - r1)
-                x_t = x_t - as_tensor(walk.sigma[t] * phi2, x) * slope - \
-                    as_tensor(walk.sigma[t] * (phi2 / h - 0.5), x) * curve
+                x_t = (
+                    x_t
+                    - as_tensor(walk.sigma[t] * phi2, x) * slope
+                    - as_tensor(walk.sigma[t] * (phi2 / h - 0.5), x) * curve
+                )
         x, i = x_t, t
     return x, evaluate.calls
 
@@ -190,8 +213,9 @@ def _unipc_coefficients(rks: np.ndarray, hh: float, order: int, corrector: bool)
     return np.linalg.solve(R[:-1, :-1], np.array(b[:-1]))
 
 
-def _unipc_move(walk: _Walk, x: torch.Tensor, s: int, outputs: list[torch.Tensor], order: int,
-                new: torch.Tensor | None = None) -> torch.Tensor:
+def _unipc_move(
+    walk: _Walk, x: torch.Tensor, s: int, outputs: list[torch.Tensor], order: int, new: torch.Tensor | None = None
+) -> torch.Tensor:
     """UniP (``new`` None) or UniC (``new`` = x̂0 at the move's end) of ``order`` from grid step s to s + 1, data
     prediction, B(h) = e^{−h} − 1: x_t = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) (x̂0_s + Σ ρ_k D_k)."""
     t = s + 1
@@ -209,8 +233,16 @@ def _unipc_move(walk: _Walk, x: torch.Tensor, s: int, outputs: list[torch.Tensor
     return x_t - as_tensor(walk.alpha[t] * np.expm1(-h), x) * residual
 
 
-def unipc(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, grid: Grid, *, order: int = 3,
-          lower_order_final: bool = True, clip_denoised: bool = False) -> tuple[torch.Tensor, int]:
+def unipc(
+    diffusion: GaussianDiffusion,
+    model: Model,
+    x_T: torch.Tensor,
+    grid: Grid,
+    *,
+    order: int = 3,
+    lower_order_final: bool = True,
+    clip_denoised: bool = False,
+) -> tuple[torch.Tensor, int]:
     """UniPC-p, B(h) = e^{−h} − 1 ("bh2"), data prediction (UniPC Algorithms 1–2): each move is predicted by UniP of
     order p from the last p calls; the call at its end then corrects it by UniC (order p + 1) and is reused for the
     next move, so there is one call per grid step and none after the last move, which stays uncorrected. The order
@@ -234,8 +266,9 @@ def unipc(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, grid: G
     return x, evaluate.calls
 
 
-def heun(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, grid: Grid, *,
-         clip_denoised: bool = False) -> tuple[torch.Tensor, int]:
+def heun(
+    diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, grid: Grid, *, clip_denoised: bool = False
+) -> tuple[torch.Tensor, int]:
     """EDM's deterministic sampler (EDM Algorithm 1, S_churn = 0) on the process's own schedule: in x̃ = x/α and
     σ̃ = σ/α the flow is dx̃/dσ̃ = ε(x, σ̃), and each move is a Heun step (two calls); the move to σ = 0 of a clean
     end is an Euler step, x̂0 of the last call. An Euler move here is a DDIM step."""
@@ -263,8 +296,14 @@ def calls_spent(sampler: Sampler, nfe: int, end: str | End) -> int:
     return nfe
 
 
-def solver_grid(diffusion: GaussianDiffusion, sampler: Sampler, nfe: int, spacing: str | TimeSpacing,
-                end: str | End, clip_lambda: float | None = DPM_SOLVER_CLIP_LAMBDA) -> tuple[Grid, list[int]]:
+def solver_grid(
+    diffusion: GaussianDiffusion,
+    sampler: Sampler,
+    nfe: int,
+    spacing: str | TimeSpacing,
+    end: str | End,
+    clip_lambda: float | None = DPM_SOLVER_CLIP_LAMBDA,
+) -> tuple[Grid, list[int]]:
     """The grid (and, for DPM-Solver singlestep, the orders) that spends ``calls_spent(sampler, nfe, end)``
     calls: one per grid step for the multistep methods, two per Heun move. The DPM-Solver family's grids span
     the steps whose λ is at least ``clip_lambda`` (its authors' code; None: all steps)."""
@@ -285,9 +324,17 @@ def solver_grid(diffusion: GaussianDiffusion, sampler: Sampler, nfe: int, spacin
     return time_grid(schedule, moves_to_grid_steps + 1, spacing, end), []
 
 
-def ode_sample(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, sampler: str | Sampler, nfe: int, *,
-               spacing: str | TimeSpacing = TimeSpacing.AUTO, end: str | End = End.AUTO,
-               clip_denoised: bool = False) -> tuple[torch.Tensor, int]:
+def ode_sample(
+    diffusion: GaussianDiffusion,
+    model: Model,
+    x_T: torch.Tensor,
+    sampler: str | Sampler,
+    nfe: int,
+    *,
+    spacing: str | TimeSpacing = TimeSpacing.AUTO,
+    end: str | End = End.AUTO,
+    clip_denoised: bool = False,
+) -> tuple[torch.Tensor, int]:
     """x_T carried to x_0 by one of ``ODE_SOLVERS`` in at most ``nfe`` network calls; returns (x, calls). ``auto``
     spacing and end are the method's authors' (``solver_conventions``, by the images' size)."""
     sampler = parse_enum(Sampler, sampler, "sampler")
@@ -295,12 +342,13 @@ def ode_sample(diffusion: GaussianDiffusion, model: Model, x_T: torch.Tensor, sa
         raise OptionError("sampler", f"{sampler} is not an ODE solver: one of {', '.join(ODE_SOLVERS)}")
     spacing, end = solver_conventions(sampler, spacing, end, x_T.shape[-1])
     grid, orders = solver_grid(diffusion, sampler, nfe, spacing, end)
-    clip = {"clip_denoised": clip_denoised}
+    clip = clip_denoised
     with torch.no_grad():
         if sampler is Sampler.DPM_SOLVER_PP_2M:
-            return dpm_solver_multistep(diffusion, model, x_T, grid, order=2, **clip)
+            return dpm_solver_multistep(diffusion, model, x_T, grid, order=2, clip_denoised=clip)
         if sampler in (Sampler.DPM_SOLVER_2, Sampler.DPM_SOLVER_3):
-            return dpm_solver_singlestep(diffusion, model, x_T, grid, orders, **clip)
+            return dpm_solver_singlestep(diffusion, model, x_T, grid, orders, clip_denoised=clip)
         if sampler in (Sampler.UNIPC_2, Sampler.UNIPC_3):
-            return unipc(diffusion, model, x_T, grid, order=2 if sampler is Sampler.UNIPC_2 else 3, **clip)
-        return heun(diffusion, model, x_T, grid, **clip)
+            order = 2 if sampler is Sampler.UNIPC_2 else 3
+            return unipc(diffusion, model, x_T, grid, order=order, clip_denoised=clip)
+        return heun(diffusion, model, x_T, grid, clip_denoised=clip)

@@ -18,8 +18,8 @@ def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list
         spec = section_counts.strip()
         if spec.startswith("ddim"):
             wanted = int(spec[len("ddim") :])
-            for stride in range(1, num_timesteps + 1):
-                kept = list(range(0, num_timesteps, stride))
+            for every in range(1, num_timesteps + 1):
+                kept = list(range(0, num_timesteps, every))
                 if len(kept) == wanted:
                     return kept
             raise OptionError("respacing", f"no integer stride gives exactly {wanted} of {num_timesteps} steps")
@@ -39,7 +39,7 @@ def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list
         if count < 1 or count > size:
             raise OptionError("respacing", f"cannot keep {count} steps of a section of {size}")
         # iDDPM's code: a float position advanced by the fractional stride, rounded half to even at each step.
-        stride = 1 if count == 1 else (size - 1) / (count - 1)
+        stride: float = 1 if count == 1 else (size - 1) / (count - 1)
         position = 0.0
         for _ in range(count):
             kept.append(start + round(position))
@@ -71,4 +71,4 @@ def ddim_timesteps(num_timesteps: int, steps: int, skip: str | Skip = Skip.UNIFO
         seq = np.floor(np.arange(steps) * num_timesteps / steps).astype(np.int64)
     else:
         seq = np.floor(np.linspace(0.0, np.sqrt(num_timesteps * 0.8), steps) ** 2).astype(np.int64)
-    return seq.tolist()
+    return [int(i) for i in seq]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ class UNetConfig:
     time_scale: float = 1.0  # the network sees t · time_scale: 1 (DDPM), 1000 / T (iDDPM's rescale_timesteps)
     qkv_layout: QKVLayout = QKVLayout.QKV
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name, enum in (("downsample_padding", Padding), ("time_embedding", Embedding), ("qkv_layout", QKVLayout)):
             try:
                 object.__setattr__(self, name, enum(getattr(self, name)))
@@ -56,8 +57,9 @@ class UNetConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout: must be in [0, 1), got {self.dropout}")
         try:
-            check_unet_geometry(self.ch, self.ch_mult, self.resolution, self.attn_resolutions, self.num_heads,
-                                self.num_groups)
+            check_unet_geometry(
+                self.ch, self.ch_mult, self.resolution, self.attn_resolutions, self.num_heads, self.num_groups
+            )
         except OptionError as err:
             raise ValueError(f"model.{err}") from None
 
@@ -81,7 +83,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, kind: Embedding = Embedding.DD
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
-def _zero(module: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _zero(module: M) -> M:
     for p in module.parameters():
         nn.init.zeros_(p)
     return module
@@ -93,8 +98,9 @@ class Downsample(nn.Module):
         self.same = padding is Padding.SAME
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0 if self.same else 1)
 
-    def forward(self, x, temb=None):
-        return self.conv(F.pad(x, (0, 1, 0, 1)) if self.same else x)
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        out: torch.Tensor = self.conv(F.pad(x, (0, 1, 0, 1)) if self.same else x)
+        return out
 
 
 class Upsample(nn.Module):
@@ -102,14 +108,25 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, x, temb=None):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        out: torch.Tensor = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return out
 
 
 class ResBlock(nn.Module):
     """GN → SiLU → conv → (+ time) → GN → SiLU → dropout → conv, with a 1×1 shortcut when widths differ."""
 
-    def __init__(self, c_in, c_out, temb_dim, dropout, num_groups, eps, scale_shift_norm=False, resample=None):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        temb_dim: int,
+        dropout: float,
+        num_groups: int,
+        eps: float,
+        scale_shift_norm: bool = False,
+        resample: str | None = None,
+    ):
         super().__init__()
         self.norm1 = nn.GroupNorm(num_groups, c_in, eps=eps)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
@@ -121,14 +138,14 @@ class ResBlock(nn.Module):
         self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.resample = resample  # "up" | "down" | None (BigGAN-style residual resampling)
 
-    def _resample(self, x):
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
         if self.resample == "up":
             return F.interpolate(x, scale_factor=2.0, mode="nearest")
         if self.resample == "down":
             return F.avg_pool2d(x, 2)
         return x
 
-    def forward(self, x, temb):
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         h = F.silu(self.norm1(x))
         h = self.conv1(self._resample(h))
         x = self._resample(x)
@@ -139,13 +156,14 @@ class ResBlock(nn.Module):
         else:
             h = self.norm2(h + emb)
         h = self.conv2(self.dropout(F.silu(h)))
-        return self.shortcut(x) + h
+        out: torch.Tensor = self.shortcut(x) + h
+        return out
 
 
 class AttnBlock(nn.Module):
     """Self-attention over spatial positions (DDPM App. B), multi-head as in iDDPM; SDPA kernel."""
 
-    def __init__(self, channels, num_heads, num_groups, eps, layout: QKVLayout = QKVLayout.QKV):
+    def __init__(self, channels: int, num_heads: int, num_groups: int, eps: float, layout: QKVLayout = QKVLayout.QKV):
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"model.num_heads: {num_heads} does not divide the attention width {channels}")
@@ -155,7 +173,7 @@ class AttnBlock(nn.Module):
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = _zero(nn.Conv2d(channels, channels, 1))
 
-    def forward(self, x, temb=None):
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         b, c, hgt, wid = x.shape
         d = c // self.num_heads
         # Tokens-last layout: the 1×1 convolutions as matmuls, and q, k, v as strided views SDPA's fused CPU and
@@ -179,10 +197,10 @@ class UNet(nn.Module):
         temb_dim = 4 * ch
         self.temb = nn.Sequential(nn.Linear(ch, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
 
-        def res(c_in, c_out, resample=None):
+        def res(c_in: int, c_out: int, resample: str | None = None) -> ResBlock:
             return ResBlock(c_in, c_out, temb_dim, cfg.dropout, groups, cfg.norm_eps, cfg.scale_shift_norm, resample)
 
-        def attn(c):
+        def attn(c: int) -> AttnBlock:
             return AttnBlock(c, cfg.num_heads, groups, cfg.norm_eps, cfg.qkv_layout)
 
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
@@ -190,7 +208,7 @@ class UNet(nn.Module):
         skips, c, resolution = [ch], ch, cfg.resolution
         for level, mult in enumerate(cfg.ch_mult):
             for _ in range(cfg.num_res_blocks):
-                layers = [res(c, ch * mult)]
+                layers: list[nn.Module] = [res(c, ch * mult)]
                 c = ch * mult
                 if resolution in cfg.attn_resolutions:
                     layers.append(attn(c))
@@ -218,8 +236,8 @@ class UNet(nn.Module):
         # Activation checkpointing (a training option, not architecture): recompute each block in backward.
         self.gradient_checkpointing = False
 
-    def _run(self, layers, h, temb):
-        for layer in layers:
+    def _run(self, layers: nn.Module, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        for layer in cast(nn.ModuleList, layers):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 h = checkpoint(layer, h, temb, use_reentrant=False)
             else:
@@ -236,7 +254,8 @@ class UNet(nn.Module):
         h = self._run(self.mid, hs[-1], temb)
         for layers in self.up:
             h = self._run(layers, torch.cat([h, hs.pop()], dim=1), temb)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out: torch.Tensor = self.conv_out(F.silu(self.norm_out(h)))
+        return out
 
 
 def count_parameters(model: nn.Module) -> int:

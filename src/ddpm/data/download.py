@@ -10,11 +10,21 @@ from pathlib import Path
 
 from ddpm.storage.files import file_digest
 
-OFFLINE_HINT = "without internet, set data.source to a local copy of the file"
+OFFLINE_HINT = (
+    "offline, set data.source to a local copy of the file, or use the built-in tiny profile (-S profile=tiny)"
+)
 
 
-def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0, *, algorithm: str = "md5",
-          key: str = "data.url", hint: str = OFFLINE_HINT) -> Path:
+def fetch(
+    url: str,
+    dest: Path,
+    checksum: str,
+    timeout: float = 30.0,
+    *,
+    algorithm: str = "md5",
+    key: str = "data.url",
+    hint: str = OFFLINE_HINT,
+) -> Path:
     """Download ``url`` to ``dest`` (resuming a previous ``.part``) and verify its ``algorithm`` digest.
 
     A complete file with the wrong digest is an error naming ``key``'s checksum; its bytes stay in ``.part`` (never

@@ -59,8 +59,11 @@ def decode_sample(sample: dict) -> tuple[torch.Tensor, int, str]:
 
 
 def _collate(batch):
-    return (torch.stack([img for img, _, _ in batch]), torch.tensor([label for _, label, _ in batch]),
-            [key for _, _, key in batch])
+    return (
+        torch.stack([img for img, _, _ in batch]),
+        torch.tensor([label for _, label, _ in batch]),
+        [key for _, _, key in batch],
+    )
 
 
 def rank_shards(shards: list, rank: int, world_size: int) -> list:
@@ -73,8 +76,16 @@ def rank_shards(shards: list, rank: int, world_size: int) -> list:
     return shards[rank::world_size]
 
 
-def train_stream(shard_dir: Path, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 random_flip: bool = True, shuffle_buffer: int = 5000, check: ShardCheck = ShardCheck.BEFORE):
+def train_stream(
+    shard_dir: Path,
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    random_flip: bool = True,
+    shuffle_buffer: int = 5000,
+    check: ShardCheck = ShardCheck.BEFORE,
+):
     """Infinite batches ``(x, labels, keys)`` with x float in [-1, 1], from this rank's own shards, resampled.
 
     Ranks read disjoint shards (split here, by rank), so the loader must not also go through
@@ -103,8 +114,9 @@ def train_stream(shard_dir: Path, batch_size: int, seed: int, rank: int = 0, wor
         yield x, labels, keys
 
 
-def iter_batches(shard_dir: Path, split: str, batch_size: int, limit: int | None = None,
-                 check: ShardCheck = ShardCheck.BEFORE):
+def iter_batches(
+    shard_dir: Path, split: str, batch_size: int, limit: int | None = None, check: ShardCheck = ShardCheck.BEFORE
+):
     """Ordered uint8 N×C×H×W batches over ``split`` (at most ``limit`` images).
 
     Every shard the pass will read is verified (size and sha256) when this is called, so a corrupt one stops the

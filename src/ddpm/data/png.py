@@ -31,9 +31,9 @@ def _chunks(data: bytes):
         end = pos + 12 + length
         if end > size:
             raise ValueError(f"PNG is truncated inside chunk {kind.decode('latin-1')!r}")
-        if zlib.crc32(data[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+        if zlib.crc32(data[pos + 4 : end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
             raise ValueError(f"PNG chunk {kind.decode('latin-1')!r} fails its CRC (changed bytes)")
-        yield kind, data[pos + 8:end - 4]
+        yield kind, data[pos + 8 : end - 4]
         if kind == b"IEND":
             if end != size:
                 raise ValueError(f"PNG has {size - end} bytes after IEND")
@@ -51,11 +51,15 @@ def decode_png(data: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
             header = struct.unpack(">IIBBBBB", payload)
         elif kind == b"IDAT":
             idat.append(payload)
+    if header is None:
+        raise ValueError("PNG has no chunks")
     width, height, depth, colour, compression, filtering, interlace = header
     mode = MODES.get(colour) if (depth, compression, filtering, interlace) == (8, 0, 0, 0) else None
     if mode is None:
-        raise ValueError(f"PNG is not 8-bit non-interlaced grey/RGB(A) (bit depth {depth}, colour type {colour}, "
-                         f"interlace {interlace}); shards hold what prepare writes")
+        raise ValueError(
+            f"PNG is not 8-bit non-interlaced grey/RGB(A) (bit depth {depth}, colour type {colour}, "
+            f"interlace {interlace}); shards hold what prepare writes"
+        )
     if (height, width, len(mode)) != tuple(shape):
         raise ValueError(f"PNG is {height}×{width}×{len(mode)}, the manifest says {shape[0]}×{shape[1]}×{shape[2]}")
     if not idat:

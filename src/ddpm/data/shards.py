@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import webdataset as wds
@@ -38,7 +39,8 @@ def encode_png(img: np.ndarray) -> bytes:
 
 def _write_split(samples: Iterable, out_dir: Path, split: str, shard_size: int) -> dict:
     """Write one split as ``{split}-%06d.tar`` shards with fixed member order, mtimes and owners."""
-    shards, writer, count, in_shard, shape = [], None, 0, 0, None
+    shards: list[dict[str, Any]] = []
+    writer, count, in_shard, shape = None, 0, 0, None
     try:
         for key, img, label in samples:
             if shape is None:
@@ -68,8 +70,9 @@ def _write_split(samples: Iterable, out_dir: Path, split: str, shard_size: int) 
     return {"count": count, "shape": shape, "shards": shards}
 
 
-def write_dataset(splits: dict[str, Iterable], out_dir: Path, shard_size: int, meta: dict,
-                  skipped: dict[str, list[str]] | None = None) -> dict:
+def write_dataset(
+    splits: dict[str, Iterable], out_dir: Path, shard_size: int, meta: dict, skipped: dict[str, list[str]] | None = None
+) -> dict:
     """Write every split and the manifest into a temp folder beside ``out_dir``, then swap it in.
 
     ``skipped`` (filled by the sources while the splits are consumed) goes into the manifest as counts and keys.
@@ -104,10 +107,15 @@ def shard_files(shard_dir: Path, split: str) -> list[ShardFile]:
     files = []
     for shard in entry["shards"]:
         if not {"bytes", "sha256"} <= shard.keys():
-            raise ValueError(f"shards: {Path(shard_dir) / MANIFEST} records no size and sha256 for {shard['name']} "
-                             f"(an older prepare); {REPAIR}")
-        files.append(ShardFile(Path(shard_dir) / shard["name"], shard["count"], shard["bytes"], shard["sha256"],
-                               tuple(entry["shape"])))
+            raise ValueError(
+                f"shards: {Path(shard_dir) / MANIFEST} records no size and sha256 for {shard['name']} "
+                f"(an older prepare); {REPAIR}"
+            )
+        files.append(
+            ShardFile(
+                Path(shard_dir) / shard["name"], shard["count"], shard["bytes"], shard["sha256"], tuple(entry["shape"])
+            )
+        )
     return files
 
 
@@ -125,5 +133,9 @@ def split_identity(shard_dir: Path, split: str) -> dict:
     manifest = read_manifest(shard_dir)
     entry = manifest["splits"][split]
     digest = hashlib.sha256("".join(s["sha256"] for s in entry["shards"]).encode()).hexdigest()[:16]
-    return {"name": f"{manifest.get('dataset', 'data')}-{entry['shape'][0]}px-{split}", "digest": digest,
-            "images": str(entry["count"]), "source": str(manifest.get("source_fingerprint", ""))}
+    return {
+        "name": f"{manifest.get('dataset', 'data')}-{entry['shape'][0]}px-{split}",
+        "digest": digest,
+        "images": str(entry["count"]),
+        "source": str(manifest.get("source_fingerprint", "")),
+    }

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle  # noqa: S403 - only for the official CIFAR-10 batches, read with a restricted unpickler
 import re
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -24,7 +27,6 @@ from ddpm.config import Dataset, Params
 from ddpm.storage.files import file_digest
 
 from .download import fetch
-from .shards import write_dataset
 
 SPLITS = ("train", "test")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -61,7 +63,7 @@ def center_crop_resize(img: np.ndarray, resolution: int) -> np.ndarray:
         return img
     gray = img.shape[2] == 1
     pil = Image.fromarray(img[..., 0] if gray else img, "L" if gray else "RGB")
-    out = np.asarray(pil.resize((resolution, resolution), Image.BICUBIC))
+    out = np.asarray(pil.resize((resolution, resolution), Image.Resampling.BICUBIC))
     return out[..., None] if out.ndim == 2 else out
 
 
@@ -91,8 +93,13 @@ def digits(split: str, test_size: int) -> Iterator[RawSample]:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """CIFAR-10's batches are dicts of bytes, lists and numpy arrays; refuse any other global."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -100,14 +107,19 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
+def _name(tar: tarfile.TarFile) -> str:
+    """The archive's file name, for messages."""
+    return os.fsdecode(tar.name or "<archive>")
+
+
 def _safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     """Regular files of an archive, refusing links and names that would escape it (absolute or with ..)."""
     members = []
     for m in tar.getmembers():
         if m.issym() or m.islnk():
-            raise ValueError(f"data.source: {tar.name}: member {m.name!r} is a link; refusing the archive")
+            raise ValueError(f"data.source: {_name(tar)}: member {m.name!r} is a link; refusing the archive")
         if m.name.startswith("/") or ".." in Path(m.name).parts:
-            raise ValueError(f"data.source: {tar.name}: member {m.name!r} escapes the archive; refusing it")
+            raise ValueError(f"data.source: {_name(tar)}: member {m.name!r} escapes the archive; refusing it")
         if m.isfile():
             members.append(m)
     return sorted(members, key=lambda m: m.name)
@@ -133,13 +145,13 @@ def _cifar_pickle(tar: tarfile.TarFile, members: list[tarfile.TarInfo], split: s
     by_name = {Path(m.name).name: m for m in members}
     for name in names:
         if name not in by_name:
-            raise ValueError(f"data.source: {tar.name} lacks cifar-10-batches-py/{name}")
+            raise ValueError(f"data.source: {_name(tar)} lacks cifar-10-batches-py/{name}")
         try:
-            batch = _NumpyOnlyUnpickler(tar.extractfile(by_name[name]), encoding="bytes").load()
+            batch = _NumpyOnlyUnpickler(_open_member(tar, by_name[name]), encoding="bytes").load()
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             labels = batch[b"labels"]
         except (pickle.UnpicklingError, EOFError, ValueError, KeyError, tarfile.TarError) as err:
-            raise ValueError(f"data.source: {tar.name}: {by_name[name].name}: {err}") from None
+            raise ValueError(f"data.source: {_name(tar)}: {by_name[name].name}: {err}") from None
         for j, (img, label) in enumerate(zip(data, labels, strict=True)):
             yield f"{name}_{j:05d}", img, int(label), f"{name}[{j}]"
 
@@ -147,19 +159,28 @@ def _cifar_pickle(tar: tarfile.TarFile, members: list[tarfile.TarInfo], split: s
 def _cifar_folders(tar: tarfile.TarFile, members: list[tarfile.TarInfo], split: str) -> Iterator[RawSample]:
     chosen = [m for m in members if Path(m.name).parts[-3:-2] == (split,)]
     if not chosen:
-        raise ValueError(f"data.source: {tar.name} has no {split}/<class>/ images")
+        raise ValueError(f"data.source: {_name(tar)} has no {split}/<class>/ images")
     for m in chosen:
         cls = Path(m.name).parent.name
         if cls not in CIFAR10_CLASSES:
-            raise ValueError(f"data.source: {m.name} in {tar.name} is in unknown class folder {cls!r}")
+            raise ValueError(f"data.source: {m.name} in {_name(tar)} is in unknown class folder {cls!r}")
         yield f"{cls}_{_safe_key(Path(m.name).stem)}", _read_member(tar, m), CIFAR10_CLASSES.index(cls), m.name
+
+
+def _open_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> IO[bytes]:
+    f = tar.extractfile(m)
+    if f is None:  # not a regular file: _safe_members keeps only those
+        raise ValueError(f"data.source: {_name(tar)}: {m.name} is not a file")
+    return f
 
 
 def _read_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
     try:
-        return tar.extractfile(m).read()
+        return _open_member(tar, m).read()
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise ValueError(f"data.source: {tar.name}: cannot read {m.name} ({err}); the archive is truncated?") from None
+        raise ValueError(
+            f"data.source: {_name(tar)}: cannot read {m.name} ({err}); the archive is truncated?"
+        ) from None
 
 
 def cifar10_path(params: Params) -> Path:
@@ -229,33 +250,35 @@ def image_tree(split: str, params: Params, class_folders: bool) -> Iterator[RawS
     if not params.data.source or not path.exists():
         raise FileNotFoundError(f"data.source: image folder or tar {path} not found")
     archive: tarfile.TarFile | zipfile.ZipFile | None = None
+    entries: list[tuple[str, Callable[[], bytes]]]  # (name, how to read its bytes)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        entries = [(p.relative_to(path).as_posix(), p) for p in files]
+        entries = [(p.relative_to(path).as_posix(), p.read_bytes) for p in files]
     elif zipfile.is_zipfile(path):
-        archive = zipfile.ZipFile(path)
-        entries = [(m.filename, m) for m in _safe_zip_members(archive)
-                   if Path(m.filename).suffix.lower() in IMAGE_SUFFIXES]
+        archive = zf = zipfile.ZipFile(path)
+        entries = [
+            (m.filename, partial(zf.read, m))
+            for m in _safe_zip_members(zf)
+            if Path(m.filename).suffix.lower() in IMAGE_SUFFIXES
+        ]
     else:
         try:
-            archive = tarfile.open(path)
+            archive = tar = tarfile.open(path)
         except (tarfile.TarError, OSError) as err:
             raise ValueError(f"data.source: {path} is neither a folder nor a readable tar ({err})") from None
-        entries = [(m.name, m) for m in _safe_members(archive) if Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
+        entries = [
+            (m.name, partial(_read_member, tar, m))
+            for m in _safe_members(tar)
+            if Path(m.name).suffix.lower() in IMAGE_SUFFIXES
+        ]
     if not entries:
         raise ValueError(f"data.source: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
     classes = sorted({Path(name).parts[0] for name, _ in entries if len(Path(name).parts) > 1})
     try:
         for i in _holdout(len(entries), params.data.test_size, split):
-            name, ref = entries[i]
+            name, read = entries[i]
             label = classes.index(Path(name).parts[0]) if class_folders and len(Path(name).parts) > 1 else 0
-            if isinstance(archive, zipfile.ZipFile):
-                data = archive.read(ref)
-            elif archive is not None:
-                data = _read_member(archive, ref)
-            else:
-                data = ref.read_bytes()
-            yield _safe_key(str(Path(name).with_suffix(""))), data, label, name
+            yield _safe_key(str(Path(name).with_suffix(""))), read(), label, name
     finally:
         if archive is not None:
             archive.close()
@@ -308,7 +331,7 @@ def source_fingerprint(params: Params) -> str:
         import sklearn
 
         return f"sklearn-digits:{sklearn.__version__}"
-    path = cifar10_path(params) if params.dataset is Dataset.CIFAR10 else Path(params.data.source)
+    path = cifar10_path(params) if params.dataset is Dataset.CIFAR10 else Path(params.data.source or "")
     if path.is_dir():
         digest = hashlib.sha256()
         for p in sorted(path.rglob("*")):
@@ -316,13 +339,3 @@ def source_fingerprint(params: Params) -> str:
                 digest.update(f"{p.relative_to(path).as_posix()}\0{p.stat().st_size}\n".encode())
         return f"{path.name}/:files:sha256:{digest.hexdigest()}"
     return f"{path.name}:{path.stat().st_size}:sha256:{file_digest(path)}"
-
-
-def write_shards(params: Params, out_dir: Path) -> dict:
-    """Every split of the configured source as deterministic shards in ``out_dir``; returns the manifest."""
-    check_source(params)
-    meta = {"dataset": params.dataset.value, "resolution": params.data.resolution,
-            "source_fingerprint": source_fingerprint(params)}
-    skipped: dict[str, list[str]] = {}
-    return write_dataset({s: iter_split(params, s, skipped) for s in SPLITS}, out_dir, params.data.shard_size, meta,
-                         skipped)

@@ -39,8 +39,10 @@ def check_size(shard: ShardFile, size: int | None = None) -> None:
         except FileNotFoundError:
             raise ValueError(f"shard {shard.path} is missing; {REPAIR}") from None
     if size != shard.size:
-        raise ValueError(f"shard {shard.path} is corrupt: {size:,} bytes, the manifest says {shard.size:,} "
-                         f"(truncated or overwritten); {REPAIR}")
+        raise ValueError(
+            f"shard {shard.path} is corrupt: {size:,} bytes, the manifest says {shard.size:,} "
+            f"(truncated or overwritten); {REPAIR}"
+        )
 
 
 def _check_digest(shard: ShardFile, actual: str) -> None:
@@ -71,8 +73,9 @@ def _parse(f, shard: ShardFile, hashed: bool) -> Iterator[tuple[str, bytes]]:
         if header.count(0) == BLOCK:
             return
         if not hashed and not _header_checksum_ok(header):
-            raise ValueError(f"shard {shard.path} is corrupt: the tar header after member {name!r} fails its "
-                             f"checksum; {REPAIR}")
+            raise ValueError(
+                f"shard {shard.path} is corrupt: the tar header after member {name!r} fails its checksum; {REPAIR}"
+            )
         name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
         prefix = header[345:500].split(b"\0", 1)[0]
         if prefix:
@@ -87,8 +90,11 @@ def _parse(f, shard: ShardFile, hashed: bool) -> Iterator[tuple[str, bytes]]:
         f.read((-size) % BLOCK)
         kind = header[156:157]
         if kind == b"x":
-            records = dict(r.split(" ", 1)[1].split("=", 1) for r in data.decode("utf-8", "replace").splitlines()
-                           if " " in r and "=" in r)
+            records = dict(
+                r.split(" ", 1)[1].split("=", 1)
+                for r in data.decode("utf-8", "replace").splitlines()
+                if " " in r and "=" in r
+            )
             pax_path = records.get("path", pax_path)
         elif kind in (b"0", b"\0"):
             yield (pax_path or name), data

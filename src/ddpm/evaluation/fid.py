@@ -24,12 +24,12 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from ddpm.config import Params
-from ddpm.parallel import ONE_PROCESS, Shard
+from ddpm.parallel import ONE_PROCESS, WorkShare
 from ddpm.progress import Counted, tracked
 from ddpm.storage.files import atomic_file, file_digest
 
+from .fid_reference import EXTRACTOR_NAME
 from .isc_weights import Unavailable, isc_weights_path
-from .names import EXTRACTOR_NAME
 
 FEATURE = "2048"
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
@@ -119,17 +119,22 @@ def full_float32():
 
 
 @torch.no_grad()
-def inception_features(batches: Iterable[torch.Tensor], device: str | torch.device, shard: Shard = ONE_PROCESS,
-                       desc: str | None = "inception") -> np.ndarray:
+def inception_features(
+    batches: Iterable[torch.Tensor],
+    device: str | torch.device,
+    share: WorkShare = ONE_PROCESS,
+    desc: str | None = "inception",
+) -> np.ndarray:
     """Pool3 features (float64, N×2048) of uint8 image batches, on every rank; rank r computes batches r, r + W, …
     (so the features do not depend on the number of processes). Progress shows as ``desc`` (None: none) on the
     first rank, with an ETA where ``batches`` tells its number of ``images``."""
     extractor = feature_extractor(str(device))
-    seen = tracked(batches, desc, getattr(batches, "images", None), "img", size=len,
-                   enabled=shard.is_main and desc is not None)
+    seen = tracked(
+        batches, desc, getattr(batches, "images", None), "img", size=len, enabled=share.is_main and desc is not None
+    )
     with full_float32():
-        mine = {i: extractor(b.to(device))[0].float().cpu() for i, b in shard.mine(seen)}
-    feats = shard.gather(mine)
+        mine = {i: extractor(b.to(device))[0].float().cpu() for i, b in share.mine(seen)}
+    feats = share.gather(mine)
     if not feats:
         raise ValueError("FID input: no images")
     return torch.cat(feats).double().numpy()
@@ -149,8 +154,9 @@ def frechet_distance(stats_a: dict, stats_b: dict) -> float:
     return float(fid_statistics_to_metric(a, b, verbose=False)["frechet_inception_distance"])
 
 
-def kid_precision_recall(samples: np.ndarray, reference: np.ndarray, subset_size: int = 1000,
-                         seed: int = 0) -> dict[str, float]:
+def kid_precision_recall(
+    samples: np.ndarray, reference: np.ndarray, subset_size: int = 1000, seed: int = 0
+) -> dict[str, float]:
     """KID (MMD² with the cubic polynomial kernel, mean ± std over 100 subsets) and precision / recall
     (k = 3 nearest-neighbour balls) of sample features against reference features, computed by torch-fidelity."""
     n = min(len(samples), len(reference), subset_size)
@@ -159,23 +165,30 @@ def kid_precision_recall(samples: np.ndarray, reference: np.ndarray, subset_size
     a, b = torch.from_numpy(np.asarray(samples, np.float64)), torch.from_numpy(np.asarray(reference, np.float64))
     kid = kid_features_to_metric(a, b, kid_subset_size=n, rng_seed=seed, verbose=False)
     prc = prc_features_to_metric(a.float(), b.float(), save_cpu_ram=True, verbose=False)
-    return {"kid": float(kid["kernel_inception_distance_mean"]), "kid_std": float(kid["kernel_inception_distance_std"]),
-            "precision": float(prc["precision"]), "recall": float(prc["recall"])}
+    return {
+        "kid": float(kid["kernel_inception_distance_mean"]),
+        "kid_std": float(kid["kernel_inception_distance_std"]),
+        "precision": float(prc["precision"]),
+        "recall": float(prc["recall"]),
+    }
 
 
 def save_statistics(path: Path, stats: dict, features: np.ndarray | None = None, **meta) -> None:
     """Write statistics (and optionally raw features, for KID and precision/recall) atomically."""
     extra = {} if features is None else {"features": np.asarray(features, np.float32)}
     with atomic_file(path) as tmp:
-        np.savez(tmp, mu=stats["mu"], sigma=stats["sigma"], **extra, **{k: np.asarray(v) for k, v in meta.items()})
+        arrays = extra | {k: np.asarray(v) for k, v in meta.items()}
+        np.savez(tmp, mu=stats["mu"], sigma=stats["sigma"], **arrays)
 
 
 def load_features(path: Path) -> np.ndarray:
     """The raw reference features stored beside the statistics."""
     with np.load(path, allow_pickle=False) as data:
         if "features" not in data:
-            raise ValueError(f"FID reference statistics: {path} holds no features (made by an older version); "
-                             "rerun the fid_ref stage")
+            raise ValueError(
+                f"FID reference statistics: {path} holds no features (made by an older version); "
+                "rerun the fid_ref stage"
+            )
         return data["features"]
 
 
@@ -186,8 +199,9 @@ def load_statistics(path: Path) -> dict[str, np.ndarray]:
         return {"mu": data["mu"], "sigma": data["sigma"], "count": int(data["count"]) if "count" in data else -1}
 
 
-def inception_score(images: torch.Tensor, weights: Path, device: str | torch.device, batch_size: int = 64
-                    ) -> dict[str, float]:
+def inception_score(
+    images: torch.Tensor, weights: Path, device: str | torch.device, batch_size: int = 64
+) -> dict[str, float]:
     """IS (mean, std over 10 splits) with torch-fidelity's Inception and local weights (on the current CUDA device
     when ``device`` is one, else the CPU: torch-fidelity's choice of two)."""
 
@@ -200,16 +214,26 @@ def inception_score(images: torch.Tensor, weights: Path, device: str | torch.dev
             return img.expand(3, -1, -1) if img.shape[0] == 1 else img
 
     out = torch_fidelity.calculate_metrics(
-        input1=_Images(), isc=True, cuda=torch.device(device).type == "cuda", batch_size=batch_size, verbose=False,
-        feature_extractor_weights_path=str(weights), save_cpu_ram=True,
+        input1=_Images(),
+        isc=True,
+        cuda=torch.device(device).type == "cuda",
+        batch_size=batch_size,
+        verbose=False,
+        feature_extractor_weights_path=str(weights),
+        save_cpu_ram=True,
     )
     return {"isc": float(out["inception_score_mean"]), "isc_std": float(out["inception_score_std"])}
 
 
 def to_uint8_rgb_batches(images: np.ndarray, batch_size: int) -> Counted:
     """N×H×W×C uint8 array → N×C×H×W uint8 tensors in batches."""
-    return Counted((torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size].transpose(0, 3, 1, 2)))
-                    for i in range(0, images.shape[0], batch_size)), images.shape[0])
+    return Counted(
+        (
+            torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size].transpose(0, 3, 1, 2)))
+            for i in range(0, images.shape[0], batch_size)
+        ),
+        images.shape[0],
+    )
 
 
 def fid_of_features(features: np.ndarray, references: dict[str, Path]) -> dict[str, float]:
@@ -218,27 +242,39 @@ def fid_of_features(features: np.ndarray, references: dict[str, Path]) -> dict[s
     return {name: frechet_distance(stats, load_statistics(path)) for name, path in references.items()}
 
 
-def fid_of_images(images: np.ndarray, references: dict[str, Path], batch_size: int, device: str | torch.device,
-                  shard: Shard = ONE_PROCESS) -> tuple[dict[str, float], np.ndarray]:
+def fid_of_images(
+    images: np.ndarray,
+    references: dict[str, Path],
+    batch_size: int,
+    device: str | torch.device,
+    share: WorkShare = ONE_PROCESS,
+) -> tuple[dict[str, float], np.ndarray]:
     """FID of uint8 N×H×W×C images against each reference statistics file; also returns the images' features."""
-    features = inception_features(to_uint8_rgb_batches(images, batch_size), device, shard, desc="inception samples")
+    features = inception_features(to_uint8_rgb_batches(images, batch_size), device, share, desc="inception samples")
     return fid_of_features(features, references), features
 
 
-def image_scores(images: np.ndarray, references: dict[str, Path], params: Params, device: str | torch.device,
-                 shard: Shard = ONE_PROCESS) -> dict[str, float]:
+def image_scores(
+    images: np.ndarray,
+    references: dict[str, Path],
+    params: Params,
+    device: str | torch.device,
+    share: WorkShare = ONE_PROCESS,
+) -> dict[str, float]:
     """As ``params.evaluate`` asks: ``fid_<split>`` against each reference, KID and precision/recall against the
     training split's stored features (the FID reference of DDPM and iDDPM), and IS where its weights exist (IS on
     rank 0 only; the features are split over the processes)."""
-    cfg, metrics = params.evaluate, {"num_samples": int(len(images))}
+    cfg = params.evaluate
+    metrics: dict[str, float] = {"num_samples": int(len(images))}
     if cfg.fid:
         start = time.perf_counter()
-        fids, features = fid_of_images(images, references, params.fid.batch_size, device, shard)
+        fids, features = fid_of_images(images, references, params.fid.batch_size, device, share)
         metrics |= {f"fid_{split}": value for split, value in fids.items()}
         metrics["fid_seconds"] = time.perf_counter() - start
-        metrics |= kid_precision_recall(features, load_features(references["train"]), params.fid.kid_subset_size,
-                                        params.seed)
-    if cfg.isc and shard.is_main:  # torch-fidelity's own loop: one process
+        metrics |= kid_precision_recall(
+            features, load_features(references["train"]), params.fid.kid_subset_size, params.seed
+        )
+    if cfg.isc and share.is_main:  # torch-fidelity's own loop: one process
         try:
             weights = isc_weights_path(cfg.isc_weights)
         except Unavailable as err:
@@ -248,14 +284,27 @@ def image_scores(images: np.ndarray, references: dict[str, Path], params: Params
     return metrics
 
 
-def write_reference(path: Path, batches: Iterable[torch.Tensor], *, feature_images: int, split: str,
-                    device: str | torch.device, shard: Shard = ONE_PROCESS) -> int:
+def write_reference(
+    path: Path,
+    batches: Iterable[torch.Tensor],
+    *,
+    feature_images: int,
+    split: str,
+    device: str | torch.device,
+    share: WorkShare = ONE_PROCESS,
+) -> int:
     """The Inception statistics of uint8 image batches, and their first ``feature_images`` features (for KID and
     precision/recall), as a reference file (written by rank 0); returns the number of images."""
-    features = inception_features(batches, device, shard, desc=f"inception {split}")
-    if shard.is_main:
-        save_statistics(path, statistics(features), features[:feature_images], count=features.shape[0],
-                        extractor=EXTRACTOR_NAME, split=split)
+    features = inception_features(batches, device, share, desc=f"inception {split}")
+    if share.is_main:
+        save_statistics(
+            path,
+            statistics(features),
+            features[:feature_images],
+            count=features.shape[0],
+            extractor=EXTRACTOR_NAME,
+            split=split,
+        )
     return features.shape[0]
 
 

@@ -10,10 +10,10 @@ import numpy as np
 
 from ddpm.config import Params
 from ddpm.core.generation import generate
-from ddpm.core.options import ODE_SOLVERS, Eta, Sampler, check_eta
-from ddpm.core.solvers import calls_spent, solver_conventions
+from ddpm.core.options import ODE_SOLVERS, Eta, Sampler, check_eta, solver_conventions
+from ddpm.core.solvers import calls_spent
 from ddpm.factory import Inference, load_for_inference
-from ddpm.parallel import ONE_PROCESS, Shard
+from ddpm.parallel import ONE_PROCESS, WorkShare
 from ddpm.progress import progress
 
 from .fid import fid_of_features, inception_features, to_uint8_rgb_batches, verified_weights_path
@@ -60,40 +60,65 @@ def cell_network(params: Params, model: Path, device) -> Inference:
     return load_for_inference(params, model, device, precision=params.sample.precision, compile=params.sample.compile)
 
 
-def _fid_of_samples(inference: Inference, params: Params, n: int, label: str, reference: Path, shard: Shard,
-                    **sampler_options) -> dict:
+def _fid_of_samples(
+    inference: Inference, params: Params, n: int, label: str, reference: Path, share: WorkShare, **sampler_options
+) -> dict:
     """``n`` samples (image i drawn from seed (params.seed, i)) and their FID against the training split's
     reference. They are made in chunks of ``sample.batch_size``; rank r makes chunks r, r + W, … and their
     Inception features, so the FID does not depend on the number of processes."""
     size, device = params.sample.batch_size, inference.device
     sampling, features = 0.0, {}
-    mine = list(shard.mine(range(0, n, size)))
-    bar = progress(label, sum(min(size, n - first) for _, first in mine), "img", enabled=shard.is_main)
+    mine = list(share.mine(range(0, n, size)))
+    bar = progress(label, sum(min(size, n - first) for _, first in mine), "img", enabled=share.is_main)
     for i, first in mine:
         start = time.perf_counter()
-        images = generate(inference.diffusion, inference.model, inference.shape, seed=params.seed, start=first,
-                          count=min(size, n - first), batch_size=size, device=device, **sampler_options)
+        images = generate(
+            inference.diffusion,
+            inference.model,
+            inference.shape,
+            seed=params.seed,
+            start=first,
+            count=min(size, n - first),
+            batch_size=size,
+            device=device,
+            **sampler_options,
+        )
         sampling += time.perf_counter() - start
         chunk = inception_features(to_uint8_rgb_batches(images, params.fid.batch_size), device, desc=None)
         features[i] = chunk.astype(np.float32)  # the extractor's own precision: exact in transit
         bar.update(len(images))
     bar.close()
-    all_features = np.concatenate(shard.gather(features)).astype(np.float64)
-    return {"fid": fid_of_features(all_features, {"train": reference})["train"],
-            "num_samples": int(len(all_features)), "sampling_seconds": sampling}
+    all_features = np.concatenate(share.gather(features)).astype(np.float64)
+    return {
+        "fid": fid_of_features(all_features, {"train": reference})["train"],
+        "num_samples": int(len(all_features)),
+        "sampling_seconds": sampling,
+    }
 
 
-def ddim_cell(inference: Inference, params: Params, steps: int, eta: Eta, reference: Path,
-              shard: Shard = ONE_PROCESS) -> dict:
+def ddim_cell(
+    inference: Inference, params: Params, steps: int, eta: Eta, reference: Path, share: WorkShare = ONE_PROCESS
+) -> dict:
     """DDIM Table 1's cell (S, η): ``ddim_table.num_samples`` DDIM samples and their FID."""
     table = params.ddim_table
     return {"steps": steps, "eta": eta} | _fid_of_samples(
-        inference, params, table.num_samples, f"ddim S={steps} η={eta}", reference, shard, sampler=Sampler.DDIM,
-        steps=steps, eta=eta, skip=table.skip, clip_denoised=table.clip_denoised)
+        inference,
+        params,
+        table.num_samples,
+        f"ddim S={steps} η={eta}",
+        reference,
+        share,
+        sampler=Sampler.DDIM,
+        steps=steps,
+        eta=eta,
+        skip=table.skip,
+        clip_denoised=table.clip_denoised,
+    )
 
 
-def solver_cell(inference: Inference, params: Params, sampler: Sampler, nfe: int, reference: Path,
-                shard: Shard = ONE_PROCESS) -> dict:
+def solver_cell(
+    inference: Inference, params: Params, sampler: Sampler, nfe: int, reference: Path, share: WorkShare = ONE_PROCESS
+) -> dict:
     """The FID-vs-NFE cell (sampler, NFE): ``solver_table.num_samples`` samples drawn with ``nfe`` network calls
     each (DDIM: η = 0 on ``ddim_table.skip``; ancestral: respaced to NFE steps) and their FID."""
     table = params.solver_table
@@ -106,4 +131,5 @@ def solver_cell(inference: Inference, params: Params, sampler: Sampler, nfe: int
     elif sampler is Sampler.DDIM:
         options |= {"eta": 0.0, "skip": params.ddim_table.skip}
     return cell | _fid_of_samples(
-        inference, params, table.num_samples, f"{sampler} NFE={nfe}", reference, shard, **options)
+        inference, params, table.num_samples, f"{sampler} NFE={nfe}", reference, share, **options
+    )

@@ -4,22 +4,24 @@ checked (torch-fidelity unpickles the file: a file with any other hash is refuse
 
 ``evaluate.isc_weights``: ``auto`` (the cache, fetched when missing), a path (that file, never fetched) or null
 (the cache only). Offline, IS is reported unavailable with the one command that fetches the file:
-
-    python -m ddpm.evaluation.isc_weights
+``ddpm isc-weights``.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ddpm.data.download import fetch
+from ddpm.processes import ddpm_command
 
 FILE = "weights-inception-2015-12-05-6726825d.pth"
 URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{FILE}"  # torch-fidelity's own
 SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"  # 95,628,359 bytes
 AUTO = "auto"
-FETCH_COMMAND = "python -m ddpm.evaluation.isc_weights"
+UNAVAILABLE = (
+    "unavailable: torch-fidelity's Inception weights are not here and were not fetched; fetch them "
+    "with `ddpm isc-weights` (or set evaluate.isc_weights to a copy)"
+)  # what the report says then
 
 
 class Unavailable(Exception):
@@ -42,11 +44,19 @@ def isc_weights_path(setting: str | None, url: str = URL, sha256: str = SHA256) 
     if path.is_file():
         return _checked(path, sha256)
     if setting is None:
-        raise Unavailable(f"{path} is not here and evaluate.isc_weights is null (never fetched); fetch it with "
-                          f"`{FETCH_COMMAND}`")
+        raise Unavailable(
+            f"{path} is not here and evaluate.isc_weights is null (never fetched); fetch it with "
+            f"`{ddpm_command('isc-weights')}`"
+        )
     try:
-        return fetch(url, path, sha256, algorithm="sha256", key="evaluate.isc_weights",
-                     hint=f"offline, fetch it elsewhere with `{FETCH_COMMAND}` and copy it to {path}")
+        return fetch(
+            url,
+            path,
+            sha256,
+            algorithm="sha256",
+            key="evaluate.isc_weights",
+            hint=f"offline, fetch it elsewhere with `{ddpm_command('isc-weights')}` and copy it to {path}",
+        )
     except FileNotFoundError as err:
         raise Unavailable(str(err).removeprefix("evaluate.isc_weights: ")) from None
 
@@ -58,13 +68,8 @@ def _checked(path: Path, sha256: str) -> Path:
         raise ValueError(f"evaluate.isc_weights: {path} not found")
     digest = file_digest(path)
     if digest != sha256:
-        raise ValueError(f"evaluate.isc_weights: {path} is not torch-fidelity's {FILE} (sha256 {digest[:16]}…, "
-                         f"expected {sha256[:16]}…); refusing to unpickle it")
+        raise ValueError(
+            f"evaluate.isc_weights: {path} is not torch-fidelity's {FILE} (sha256 {digest[:16]}…, "
+            f"expected {sha256[:16]}…); refusing to unpickle it"
+        )
     return path
-
-
-if __name__ == "__main__":
-    try:
-        print(f"IS weights: {isc_weights_path(AUTO)}")
-    except (Unavailable, ValueError) as err:
-        sys.exit(f"error: {err}")

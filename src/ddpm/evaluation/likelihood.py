@@ -13,12 +13,18 @@ import torch
 from ddpm.core.diffusion import GaussianDiffusion, Model
 from ddpm.core.generation import per_image_noise
 from ddpm.core.images import to_model_range
-from ddpm.parallel import ONE_PROCESS, Shard
+from ddpm.parallel import ONE_PROCESS, WorkShare
 from ddpm.progress import tracked
 
 
-def nll_bpd(diffusion: GaussianDiffusion, model: Model, batches: Iterable[torch.Tensor], seed: int,
-            device: str | torch.device, shard: Shard = ONE_PROCESS) -> dict:
+def nll_bpd(
+    diffusion: GaussianDiffusion,
+    model: Model,
+    batches: Iterable[torch.Tensor],
+    seed: int,
+    device: str | torch.device,
+    share: WorkShare = ONE_PROCESS,
+) -> dict:
     """Full-T variational bound in bits/dim over uint8 N×C×H×W batches (``calc_bpd_loop`` per batch).
 
     Image i draws every step's ε from its own generator seeded by (seed, i), and rank r evaluates batches
@@ -27,15 +33,16 @@ def nll_bpd(diffusion: GaussianDiffusion, model: Model, batches: Iterable[torch.
     ``xstart_mse`` (on [-1, 1]).
     """
     mine, first = {}, 0
-    seen = tracked(batches, "nll", getattr(batches, "images", None), "img", size=len, enabled=shard.is_main)
+    seen = tracked(batches, "nll", getattr(batches, "images", None), "img", size=len, enabled=share.is_main)
     for i, images in enumerate(seen):
-        if shard.owns(i):
+        if share.owns(i):
             noise_fn = per_image_noise(seed, range(first, first + images.shape[0]), tuple(images.shape[1:]), device)
-            out = diffusion.calc_bpd_loop(model, to_model_range(images).to(device), clip_denoised=True,
-                                          noise_fn=noise_fn)
+            out = diffusion.calc_bpd_loop(
+                model, to_model_range(images).to(device), clip_denoised=True, noise_fn=noise_fn
+            )
             mine[i] = {k: out[k].cpu() for k in ("total_bpd", "prior_bpd", "vb", "xstart_mse")}
         first += images.shape[0]
-    parts = shard.gather(mine)
+    parts = share.gather(mine)
     if not parts:
         raise ValueError("nll: no images to evaluate")
 
@@ -62,28 +69,47 @@ def rate_distortion(prior_bpd: float, vb: np.ndarray, xstart_mse: np.ndarray) ->
     T = len(vb)
     rows, rate = [], prior_bpd
     for i in reversed(range(T)):  # index i is the papers' step t = i + 1
-        rows.append({"t": i + 1, "rate_bpd": rate, "distortion_rmse": float(np.sqrt(xstart_mse[i]) * 127.5),
-                     "term_bpd": float(vb[i])})
+        rows.append(
+            {
+                "t": i + 1,
+                "rate_bpd": rate,
+                "distortion_rmse": float(np.sqrt(xstart_mse[i]) * 127.5),
+                "term_bpd": float(vb[i]),
+            }
+        )
         rate += float(vb[i])
     rows.append({"t": 0, "rate_bpd": rate, "distortion_rmse": 0.0, "term_bpd": 0.0})
     return rows
 
 
-def likelihood_scores(diffusion: GaussianDiffusion, model: Model, batches: Iterable[torch.Tensor], seed: int,
-                      device: str | torch.device, shard: Shard = ONE_PROCESS) -> tuple[dict[str, float], list[dict]]:
+def likelihood_scores(
+    diffusion: GaussianDiffusion,
+    model: Model,
+    batches: Iterable[torch.Tensor],
+    seed: int,
+    device: str | torch.device,
+    share: WorkShare = ONE_PROCESS,
+) -> tuple[dict[str, float], list[dict]]:
     """The test NLL's metrics (``nll_bpd``, ``prior_bpd``, ``nll_images``, ``nll_seconds``) and the
     rate–distortion rows."""
     start = time.perf_counter()
-    nll = nll_bpd(diffusion, model, batches, seed, device, shard)
-    metrics = {"nll_bpd": nll["total_bpd"], "prior_bpd": nll["prior_bpd"], "nll_images": nll["count"],
-               "nll_seconds": time.perf_counter() - start}
+    nll = nll_bpd(diffusion, model, batches, seed, device, share)
+    metrics = {
+        "nll_bpd": nll["total_bpd"],
+        "prior_bpd": nll["prior_bpd"],
+        "nll_images": nll["count"],
+        "nll_seconds": time.perf_counter() - start,
+    }
     return metrics, rate_distortion(nll["prior_bpd"], nll["vb"], nll["xstart_mse"])
 
 
 def rate_distortion_series(rows: list[dict]) -> dict[str, list[float]]:
     """The rate–distortion rows as step-indexed series; ``nll_term_bpd`` is L_{t−1} in the order t = T..1."""
-    return {"rd_rate_bpd": [r["rate_bpd"] for r in rows], "rd_distortion_rmse": [r["distortion_rmse"] for r in rows],
-            "nll_term_bpd": [r["term_bpd"] for r in rows[:-1]]}
+    return {
+        "rd_rate_bpd": [r["rate_bpd"] for r in rows],
+        "rd_distortion_rmse": [r["distortion_rmse"] for r in rows],
+        "nll_term_bpd": [r["term_bpd"] for r in rows[:-1]],
+    }
 
 
 def read_rate_distortion(path: Path) -> list[dict[str, float]]:

@@ -4,22 +4,76 @@ Markdown and CSV rows; nothing here talks to DVC or MLflow."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ddpm.core.options import Sampler
 
-# DDPM (Ho et al. 2020) Table 2, unconditional CIFAR10; Table 1 adds NLL test (train) for the two ε rows with L.
-# Keys: (mean_type, objective, variance); "—": the paper reports no value (training unstable / not run).
-DDPM_TABLE2 = [
-    ("μ̃ prediction (baseline)", "L, learned diagonal Σ", ("mu", "kl", "learned"), "7.28 ± 0.10", "23.69", "—"),
-    ("μ̃ prediction (baseline)", "L, fixed isotropic Σ", ("mu", "kl", "fixed_large"), "8.06 ± 0.09", "13.22", "—"),
-    ("μ̃ prediction (baseline)", "‖μ̃ − μ̃θ‖²", ("mu", "simple", "fixed_large"), "—", "—", "—"),
-    ("ε prediction (ours)", "L, learned diagonal Σ", ("eps", "kl", "learned"), "—", "—", "—"),
-    ("ε prediction (ours)", "L, fixed isotropic Σ", ("eps", "kl", "fixed_large"), "7.67 ± 0.13", "13.51",
-     "≤ 3.70 (3.69)"),
-    ("ε prediction (ours)", "‖ε̃ − εθ‖² (L_simple)", ("eps", "simple", "fixed_large"), "9.46 ± 0.11", "3.17",
-     "≤ 3.75 (3.72)"),
-]
+
+@dataclass(frozen=True)
+class TableRow:
+    """A row of a paper's grid table: its leading cells, the params its runs have (dotted keys: queued with
+    ``dvc exp run -S`` and matched against the evaluated runs), the published values, and params set when the
+    row is queued that runs need not match."""
+
+    cells: tuple[str, ...]
+    params: dict[str, str]
+    paper: tuple[str, ...] = ()
+    queue_only: dict[str, str] = field(default_factory=dict)
+
+
+def _ddpm_row(prediction: str, objective: str, mean: str, obj: str, var: str, *paper: str) -> TableRow:
+    # a μ̃-predicting model gives no probability-flow ODE: its FID-vs-NFE cells use the ancestral sampler
+    queue_only = {"solver_table.samplers": "[ancestral]"} if mean == "mu" else {}
+    params = {"schedule": "linear", "mean_type": mean, "objective": obj, "variance": var}
+    return TableRow((prediction, objective), params, paper, queue_only)
+
+
+# DDPM (Ho et al. 2020) Table 2, unconditional CIFAR10, DDPM's linear schedule: IS, FID; Table 1 adds NLL test
+# (train) for the two ε rows with L. "—": the paper reports no value (training unstable / not run).
+DDPM_ROWS = (
+    _ddpm_row("μ̃ prediction (baseline)", "L, learned diagonal Σ", "mu", "kl", "learned", "7.28 ± 0.10", "23.69", "—"),
+    _ddpm_row(
+        "μ̃ prediction (baseline)", "L, fixed isotropic Σ", "mu", "kl", "fixed_large", "8.06 ± 0.09", "13.22", "—"
+    ),
+    _ddpm_row("μ̃ prediction (baseline)", "‖μ̃ − μ̃θ‖²", "mu", "simple", "fixed_large", "—", "—", "—"),
+    _ddpm_row("ε prediction (ours)", "L, learned diagonal Σ", "eps", "kl", "learned", "—", "—", "—"),
+    _ddpm_row(
+        "ε prediction (ours)",
+        "L, fixed isotropic Σ",
+        "eps",
+        "kl",
+        "fixed_large",
+        "7.67 ± 0.13",
+        "13.51",
+        "≤ 3.70 (3.69)",
+    ),
+    _ddpm_row(
+        "ε prediction (ours)",
+        "‖ε̃ − εθ‖² (L_simple)",
+        "eps",
+        "simple",
+        "fixed_large",
+        "9.46 ± 0.11",
+        "3.17",
+        "≤ 3.75 (3.72)",
+    ),
+)
+
+# iDDPM (Nichol & Dhariwal 2021) §3's ablation: {linear, cosine} × {L_simple, L_hybrid, L_vlb}; L_hybrid and L_vlb
+# learn the variance (learned_range), L_simple keeps σ² = β.
+IDDPM_ROWS = tuple(
+    TableRow(
+        (schedule, f"L_{obj}"),
+        {
+            "schedule": schedule,
+            "mean_type": "eps",
+            "objective": obj,
+            "variance": "fixed_large" if obj == "simple" else "learned_range",
+        },
+    )
+    for schedule in ("linear", "cosine")
+    for obj in ("simple", "hybrid", "vlb")
+)
 
 # DDIM (Song et al. 2020) Table 1, CIFAR10 FID for S = 10, 20, 50, 100, 1000.
 DDIM_STEPS = (10, 20, 50, 100, 1000)
@@ -30,9 +84,6 @@ DDIM_TABLE1 = {
     1.0: (41.07, 18.36, 8.01, 5.78, 4.73),
     "sigma_hat": (367.43, 133.37, 32.72, 9.99, 3.17),
 }
-
-IDDPM_SCHEDULES = ("linear", "cosine")
-IDDPM_OBJECTIVES = ("simple", "hybrid", "vlb")
 
 
 @dataclass
@@ -49,8 +100,14 @@ class Record:
 # What runs must share for their numbers to sit in one table (or compete for the registry's best_fid alias): FIDs
 # over other sample counts or references, or of other training lengths, do not compare.
 COMPARABLE = ("dataset", "data.resolution", "timesteps", "train.steps", "sample.num_samples", "fid_reference")
-COMPARABLE_NAMES = {"dataset": "dataset", "data.resolution": "resolution", "timesteps": "T",
-                    "train.steps": "training steps", "sample.num_samples": "samples", "fid_reference": "FID reference"}
+COMPARABLE_NAMES = {
+    "dataset": "dataset",
+    "data.resolution": "resolution",
+    "timesteps": "T",
+    "train.steps": "training steps",
+    "sample.num_samples": "samples",
+    "fid_reference": "FID reference",
+}
 
 
 def comparison_key(params: dict) -> dict[str, str | None]:
@@ -71,8 +128,13 @@ def _num(value, digits: int = 2) -> str:
 
 # Paper-scale CIFAR-10 profiles (trained or the authors' released weights): their numbers may sit beside the
 # published ones. Any other profile is reduced (fewer steps, a smaller network, T, samples).
-PAPER_PROFILES = {"cifar10_ddpm", "iddpm_cifar10", "released_ddpm_cifar10", "released_iddpm_cifar10_hybrid",
-                  "released_iddpm_cifar10_vlb"}
+PAPER_PROFILES = {
+    "cifar10_ddpm",
+    "iddpm_cifar10",
+    "released_ddpm_cifar10",
+    "released_iddpm_cifar10_hybrid",
+    "released_iddpm_cifar10_vlb",
+}
 
 
 @dataclass
@@ -98,16 +160,21 @@ def _scale(rec: Record | None) -> str:
 
 def also_ran(rows: list[tuple[str, Row]]) -> str:
     """A line per row that more than one comparable run matched: the older runs, with their FIDs."""
-    lines = [f"- {name}: also ran " + ", ".join(f"{r.label} (FID {_num(r.metrics.get('fid_train'))})"
-                                               for r in row.also_ran) for name, row in rows if row.also_ran]
+    lines = [
+        f"- {name}: also ran " + ", ".join(f"{r.label} (FID {_num(r.metrics.get('fid_train'))})" for r in row.also_ran)
+        for name, row in rows
+        if row.also_ran
+    ]
     return ("\nThe newest comparable run fills each row; older ones:\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def comparison_sentence(key: dict[str, str | None]) -> str:
     """What the rows share with the run the tables are built for, as a sentence."""
     parts = [f"{COMPARABLE_NAMES[k]} {v[:12]}" for k, v in key.items() if v is not None]
-    return ("Rows come only from runs that share " + ", ".join(parts) + " with it; runs of other lengths, sample "
-            "counts or references are left out.\n")
+    return (
+        "Rows come only from runs that share " + ", ".join(parts) + " with it; runs of other lengths, sample "
+        "counts or references are left out.\n"
+    )
 
 
 def comparability(params: dict) -> str:
@@ -116,8 +183,10 @@ def comparability(params: dict) -> str:
     if params.get("dataset") != "cifar10":
         notes.append(f"these runs are {params.get('dataset')}, the published numbers CIFAR-10")
     if params.get("profile") not in PAPER_PROFILES:
-        notes.append(f"profile {params.get('profile')} is reduced (T = {params.get('timesteps')}, a smaller network, "
-                     "fewer steps and samples)")
+        notes.append(
+            f"profile {params.get('profile')} is reduced (T = {params.get('timesteps')}, a smaller network, "
+            "fewer steps and samples)"
+        )
     if not notes:
         return "Runs and published numbers share dataset and scale; small sample counts still bias FID upwards.\n"
     return "**Not comparable to the published numbers**: " + "; ".join(notes) + ".\n"
@@ -130,23 +199,40 @@ def _is_text(m: dict) -> str:
 
 
 def ddpm_table(records: list[Record], key: dict) -> tuple[str, list[dict]]:
-    """DDPM Tables 1–2: IS, FID (vs train) and NLL test for each parameterisation and objective, each row from
-    the newest run comparable with ``key`` (``COMPARABLE``) with DDPM's linear schedule and that row's prediction,
-    objective and variance."""
-    lines = ["| prediction | objective | IS (ours) | IS (paper) | FID (ours) | FID (paper) | NLL test bits/dim (ours) "
-             "| NLL test (train) (paper) | steps | samples | run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """DDPM Tables 1–2: IS, FID (vs train) and NLL test for each parameterisation and objective, each row
+    (``DDPM_ROWS``) from the newest run comparable with ``key`` (``COMPARABLE``) with that row's params."""
+    lines = [
+        "| prediction | objective | IS (ours) | IS (paper) | FID (ours) | FID (paper) | NLL test bits/dim (ours) "
+        "| NLL test (train) (paper) | steps | samples | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     rows, found = [], []
-    for pred, objective, (mean, obj, var), is_paper, fid_paper, nll_paper in DDPM_TABLE2:
-        row = _row(records, key, schedule="linear", mean_type=mean, objective=obj, variance=var)
+    for table_row in DDPM_ROWS:
+        (pred, objective), (is_paper, fid_paper, nll_paper) = table_row.cells, table_row.paper
+        row = _row(records, key, **table_row.params)
         rec = row.best
         m = rec.metrics if rec else {}
         ours_is = _is_text(m) if rec else "not run"
-        lines.append(f"| {pred} | {objective} | {ours_is} | {is_paper} | {_num(m.get('fid_train'))} | {fid_paper} "
-                     f"| {_num(m.get('nll_bpd'), 3)} | {nll_paper} | {_scale(rec)} | {rec.label if rec else '—'} |")
-        rows.append({"prediction": mean, "objective": obj, "variance": var, "fid": m.get("fid_train"),
-                     "fid_paper": fid_paper, "nll_bpd": m.get("nll_bpd"), "nll_paper": nll_paper,
-                     "isc": m.get("isc"), "isc_paper": is_paper, "train_steps": rec.params.get("train.steps") if rec
-                     else None, "num_samples": m.get("num_samples"), "run": rec.label if rec else None})
+        lines.append(
+            f"| {pred} | {objective} | {ours_is} | {is_paper} | {_num(m.get('fid_train'))} | {fid_paper} "
+            f"| {_num(m.get('nll_bpd'), 3)} | {nll_paper} | {_scale(rec)} | {rec.label if rec else '—'} |"
+        )
+        rows.append(
+            {
+                "prediction": table_row.params["mean_type"],
+                "objective": table_row.params["objective"],
+                "variance": table_row.params["variance"],
+                "fid": m.get("fid_train"),
+                "fid_paper": fid_paper,
+                "nll_bpd": m.get("nll_bpd"),
+                "nll_paper": nll_paper,
+                "isc": m.get("isc"),
+                "isc_paper": is_paper,
+                "train_steps": rec.params.get("train.steps") if rec else None,
+                "num_samples": m.get("num_samples"),
+                "run": rec.label if rec else None,
+            }
+        )
         found.append((f"{pred}, {objective}", row))
     return "\n".join(lines) + "\n" + also_ran(found), rows
 
@@ -174,10 +260,16 @@ def fid_vs_nfe_table(solver_cells: list[dict], ddim_cells: list[dict]) -> tuple[
     """FID against NFE: a row per sampler, a column per NFE. DDIM's row is DDIM Table 1's η = 0 row (S = NFE),
     with the paper's numbers in brackets; no paper reports the other samplers on DDPM's model. A cell whose
     sampler spent fewer calls than its NFE says so."""
-    fids = {("ddim", int(c["steps"])): (c["fid"], int(c["steps"])) for c in ddim_cells
-            if c.get("fid") is not None and c["eta"] == 0.0}
-    fids |= {(c["sampler"], int(c["nfe"])): (c["fid"], int(c.get("network_calls", c["nfe"]))) for c in solver_cells
-             if c.get("fid") is not None}
+    fids = {
+        ("ddim", int(c["steps"])): (c["fid"], int(c["steps"]))
+        for c in ddim_cells
+        if c.get("fid") is not None and c["eta"] == 0.0
+    }
+    fids |= {
+        (c["sampler"], int(c["nfe"])): (c["fid"], int(c.get("network_calls", c["nfe"])))
+        for c in solver_cells
+        if c.get("fid") is not None
+    }
     order = [str(s) for s in Sampler]  # ancestral, ddim, then the solvers as the Sampler enum lists them
     samplers = sorted({s for s, _ in fids}, key=order.index)
     nfes = sorted({n for _, n in fids})
@@ -196,32 +288,83 @@ def fid_vs_nfe_table(solver_cells: list[dict], ddim_cells: list[dict]) -> tuple[
     return "\n".join(lines) + "\n", rows
 
 
+DIVERGED_MSE = 1.0  # pixels lie in [0, 1]: a larger reconstruction MSE means the decode left the image range
+PAPER_SAMPLES = 50_000  # the papers' FID sample count
+
+
+def diverged_caveat(rows: list[dict]) -> str:
+    """In words, for DDIM Table 2's rows whose encode → decode diverged (empty when none did)."""
+    bad = [str(r["steps"]) for r in rows if r["mse"] > DIVERGED_MSE]
+    if not bad:
+        return ""
+    return (
+        f"S = {', '.join(bad)} diverged: the η = 0 encode → decode left the pixel range (MSE > 1). DDIM's inversion "
+        "is ill-conditioned there for this network and schedule; the figure's row shows noise, not a reconstruction."
+    )
+
+
+def mse_text(mse: float) -> str:
+    """A reconstruction MSE as the tables print it: four decimals, or marked when it diverged."""
+    return f"{mse:.4f}" if mse <= DIVERGED_MSE else f"{mse:.4g} (diverged)"
+
+
+def sample_count_caveat(n: int) -> str:
+    """What an FID from ``n`` samples can say, in words (empty at the papers' 50,000)."""
+    if n >= PAPER_SAMPLES:
+        return ""
+    if n < 1000:
+        return (
+            f"Only {n} samples per FID: small-sample bias dominates (tens to hundreds of FID points), so these numbers "
+            "catch regressions but cannot rank samplers or settings; the papers use 50,000."
+        )
+    return f"FIDs from {n:,} samples are biased upward against the papers' 50,000-sample values; compare equal counts."
+
+
 def reconstruction_table(rows: list[dict]) -> str:
-    """DDIM Table 2: reconstruction MSE (pixels in [0, 1]) of encode → decode with S steps, η = 0."""
+    """DDIM Table 2: reconstruction MSE (pixels in [0, 1]) of encode → decode with S steps, η = 0, and a caveat
+    under it for any S that diverged."""
     steps = [r["steps"] for r in rows]
-    return ("| S | " + " | ".join(str(s) for s in steps) + " |\n" + "|---" * (len(steps) + 1) + "|\n"
-            + "| MSE | " + " | ".join(f"{r['mse']:.4f}" for r in rows) + " |\n")
+    caveat = diverged_caveat(rows)
+    return (
+        "| S | "
+        + " | ".join(str(s) for s in steps)
+        + " |\n"
+        + "|---" * (len(steps) + 1)
+        + "|\n"
+        + "| MSE | "
+        + " | ".join(mse_text(r["mse"]) for r in rows)
+        + " |\n"
+        + (f"\n{caveat}\n" if caveat else "")
+    )
 
 
 def iddpm_table(records: list[Record], key: dict) -> tuple[str, list[dict]]:
     """iDDPM's schedule × objective ablation: NLL test and FID for linear/cosine × L_simple/L_hybrid/L_vlb, each
-    row from the newest run comparable with ``key`` with that schedule and objective.
-
-    L_hybrid and L_vlb learn the variance (learned_range), L_simple keeps σ² = β, as in the paper.
-    """
-    lines = ["| schedule | objective | NLL test bits/dim | FID | steps | samples | run |",
-             "|---|---|---|---|---|---|---|"]
+    row (``IDDPM_ROWS``) from the newest run comparable with ``key`` with that row's params."""
+    lines = [
+        "| schedule | objective | NLL test bits/dim | FID | steps | samples | run |",
+        "|---|---|---|---|---|---|---|",
+    ]
     rows, found = [], []
-    for schedule in IDDPM_SCHEDULES:
-        for obj in IDDPM_OBJECTIVES:
-            variance = "fixed_large" if obj == "simple" else "learned_range"
-            row = _row(records, key, schedule=schedule, objective=obj, variance=variance, mean_type="eps")
-            rec = row.best
-            m = rec.metrics if rec else {}
-            lines.append(f"| {schedule} | L_{obj} | {_num(m.get('nll_bpd'), 3)} | {_num(m.get('fid_train'))} | "
-                         f"{_scale(rec)} | {rec.label if rec else 'not run'} |")
-            rows.append({"schedule": schedule, "objective": obj, "nll_bpd": m.get("nll_bpd"),
-                         "fid": m.get("fid_train"), "train_steps": rec.params.get("train.steps") if rec else None,
-                         "num_samples": m.get("num_samples"), "run": rec.label if rec else None})
-            found.append((f"{schedule}, L_{obj}", row))
+    for table_row in IDDPM_ROWS:
+        schedule, objective = table_row.cells
+        row = _row(records, key, **table_row.params)
+        rec = row.best
+        m = rec.metrics if rec else {}
+        lines.append(
+            f"| {schedule} | {objective} | {_num(m.get('nll_bpd'), 3)} | {_num(m.get('fid_train'))} | "
+            f"{_scale(rec)} | {rec.label if rec else 'not run'} |"
+        )
+        rows.append(
+            {
+                "schedule": schedule,
+                "objective": table_row.params["objective"],
+                "nll_bpd": m.get("nll_bpd"),
+                "fid": m.get("fid_train"),
+                "train_steps": rec.params.get("train.steps") if rec else None,
+                "num_samples": m.get("num_samples"),
+                "run": rec.label if rec else None,
+            }
+        )
+        found.append((f"{schedule}, {objective}", row))
     return "\n".join(lines) + "\n" + also_ran(found), rows

@@ -3,6 +3,7 @@ numbers, as Markdown and CSV rows. Inputs are plain values; nothing here reads f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from ddpm.config import Params, flatten
 from ddpm.core.options import ODE_SOLVERS, solver_conventions
 
 from . import paper_tables
-from .names import ISC_UNAVAILABLE, reference_digest
+from .fid_reference import reference_digest
+from .isc_weights import UNAVAILABLE as ISC_UNAVAILABLE
 
 
 def _fmt(value) -> str:
@@ -21,14 +23,20 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _caveat(num_samples: int) -> str:
+    text = paper_tables.sample_count_caveat(num_samples)
+    return f"\n{text}\n" if text else ""
+
+
 def results_table(params: Params, train: dict, evaluation: dict) -> str:
     sampler = params.sample.sampler.value
     if sampler == "ddim":
         eta = params.sample.eta if isinstance(params.sample.eta, str) else f"{params.sample.eta:g}"
         sampler += f" S={params.sample.steps or params.timesteps} {params.sample.skip.value} η={eta}"
     elif params.sample.sampler in ODE_SOLVERS:
-        spacing, end = solver_conventions(params.sample.sampler, params.sample.solver_spacing, params.sample.solver_end,
-                                          params.data.resolution)
+        spacing, end = solver_conventions(
+            params.sample.sampler, params.sample.solver_spacing, params.sample.solver_end, params.data.resolution
+        )
         sampler += f" NFE={params.sample.steps} {spacing.value} {end.value}"
     elif params.sample.respacing or params.sample.steps:
         sampler += f" respaced {params.sample.respacing or params.sample.steps}"
@@ -40,13 +48,22 @@ def results_table(params: Params, train: dict, evaluation: dict) -> str:
         ("profile", params.profile),
         ("dataset", params.dataset.value),
         ("schedule / T", f"{params.schedule.value} / {params.timesteps}"),
-        ("objective / mean / variance", f"{params.objective.value} / {params.mean_type.value} / "
-                                        f"{params.variance.value}"),
+        (
+            "objective / mean / variance",
+            f"{params.objective.value} / {params.mean_type.value} / {params.variance.value}",
+        ),
         ("parameters", f"{train.get('parameters', 0) / 1e6:.2f}M"),
-        *([("weights", f"imported: {train['imported_from']} ({train['layout']} layout, {train['weights']})")]
-          if "imported_from" in train else
-          [("train steps", _fmt(train.get("steps"))),
-           (f"final train loss (L_{params.objective.value}, {params.schedule.value})", _fmt(train.get("final_loss")))]),
+        *(
+            [("weights", f"imported: {train['imported_from']} ({train['layout']} layout, {train['weights']})")]
+            if "imported_from" in train
+            else [
+                ("train steps", _fmt(train.get("steps"))),
+                (
+                    f"final train loss (L_{params.objective.value}, {params.schedule.value})",
+                    _fmt(train.get("final_loss")),
+                ),
+            ]
+        ),
         ("sampler", sampler),
         ("samples", _fmt(evaluation.get("num_samples"))),
         ("FID (vs train / test)", f"{_fmt(evaluation.get('fid_train'))} / {_fmt(evaluation.get('fid_test'))}"),
@@ -59,16 +76,26 @@ def results_table(params: Params, train: dict, evaluation: dict) -> str:
     width = max(len(k) for k, _ in rows)
     lines = ["| " + "quantity".ljust(width) + " | value |", "|" + "-" * (width + 2) + "|-------|"]
     lines += [f"| {k.ljust(width)} | {v} |" for k, v in rows]
-    return "\n".join(lines) + ("\n\nTrain losses compare only between runs with the same objective and schedule "
-                               "(each schedule weights the steps differently).\n")
+    return "\n".join(lines) + (
+        "\n\nTrain losses compare only between runs with the same objective and schedule "
+        "(each schedule weights the steps differently).\n" + _caveat(int(evaluation.get("num_samples") or 0))
+    )
 
 
 # metrics/summary.json, the columns of `dvc exp show` and the metrics of the MLflow parent run: (source, key, name).
 # The names differ from the detail files' keys, so DVC shows them unqualified (not "metrics/summary.json:fid_train").
-HEADLINE = (("evaluate", "fid_train", "FID_train"), ("evaluate", "fid_test", "FID_test"),
-            ("evaluate", "nll_bpd", "NLL_bpd"), ("evaluate", "kid", "KID"), ("evaluate", "precision", "Prec"),
-            ("evaluate", "recall", "Rec"), ("evaluate", "isc", "IS"), ("evaluate", "num_samples", "samples"),
-            ("train", "steps", "train_steps"), ("train", "images_per_second", "img_per_s"))
+HEADLINE = (
+    ("evaluate", "fid_train", "FID_train"),
+    ("evaluate", "fid_test", "FID_test"),
+    ("evaluate", "nll_bpd", "NLL_bpd"),
+    ("evaluate", "kid", "KID"),
+    ("evaluate", "precision", "Prec"),
+    ("evaluate", "recall", "Rec"),
+    ("evaluate", "isc", "IS"),
+    ("evaluate", "num_samples", "samples"),
+    ("train", "steps", "train_steps"),
+    ("train", "images_per_second", "img_per_s"),
+)
 
 
 def headline(train: dict, evaluation: dict) -> dict[str, float]:
@@ -87,9 +114,17 @@ class Report:
     comparison: dict[str, str | None]  # what runs share with this one to compare (paper_tables.comparison_key)
 
 
-def build_report(params: Params, train: dict, evaluation: dict, reconstruction: list[dict], cells: list[dict],
-                 records: list[paper_tables.Record], note: str = "", solver_cells: list[dict] = (),
-                 fid_reference: Path | None = None) -> Report:
+def build_report(
+    params: Params,
+    train: dict,
+    evaluation: dict,
+    reconstruction: list[dict],
+    cells: list[dict],
+    records: list[paper_tables.Record],
+    note: str = "",
+    solver_cells: Sequence[dict] = (),
+    fid_reference: Path | None = None,
+) -> Report:
     """The run's results and the papers' tables. ``records`` are earlier evaluated runs (oldest first; this run is
     added last), ``cells`` the DDIM Table 1 cells, ``solver_cells`` the FID-vs-NFE cells, ``note`` a line to print
     above the tables, ``fid_reference`` the FID reference statistics this run was scored against: the tables'
@@ -112,22 +147,34 @@ def build_report(params: Params, train: dict, evaluation: dict, reconstruction: 
         f"# The papers' tables ({params.dataset.value}, profile {params.profile})\n\n{note}"
         + paper_tables.comparability(flat)
         + "\nEach row of DDPM's and iDDPM's tables comes from the newest evaluated run in MLflow whose schedule, "
-          "objective, prediction and variance match the row (DDPM's rows: the linear schedule). "
+        "objective, prediction and variance match the row (DDPM's rows: the linear schedule). "
         + paper_tables.comparison_sentence(key)
         + "DDIM's tables and FID against NFE come from this run "
-          f"({_fmt(train.get('steps'))} training steps).\n\n"
-        "## DDPM Tables 1–2: IS, FID (vs train), NLL\n\n" + ddpm_md
+        f"({_fmt(train.get('steps'))} training steps).\n\n"
+        "## DDPM Tables 1–2: IS, FID (vs train), NLL\n\n"
+        + ddpm_md
         + f"\n## DDIM Table 1: FID, ours ({max(c['num_samples'] for c in cells)} samples per cell) with the paper's in "
-          "brackets\n\n" + ddim_md
+        "brackets\n\n"
+        + ddim_md
+        + _caveat(max(c["num_samples"] for c in cells))
         + f"\n## FID against network calls (NFE), ours ({params.solver_table.num_samples} samples per cell; DDIM's "
-          "η = 0 row is Table 1's) with the paper's DDIM in brackets\n\n"
-        + (f"{nfe_md}\n![FID against NFE](fid_vs_nfe.png)\n" if nfe_rows else "No cells: list samplers in "
-           "solver_table.samplers or η = 0 in ddim_table.etas.\n")
-        + "\n## DDIM Table 2: reconstruction MSE\n\n" + recon_md
-        + "\n## iDDPM: schedule × objective (published values: iDDPM Tables 1–2, not bundled)\n\n" + iddpm_md
+        "η = 0 row is Table 1's) with the paper's DDIM in brackets\n\n"
+        + (
+            f"{nfe_md}{_caveat(params.solver_table.num_samples)}\n![FID against NFE](fid_vs_nfe.png)\n"
+            if nfe_rows
+            else "No cells: list samplers in solver_table.samplers or η = 0 in ddim_table.etas.\n"
+        )
+        + "\n## DDIM Table 2: reconstruction MSE\n\n"
+        + recon_md
+        + "\n## iDDPM: schedule × objective (published values: iDDPM Tables 1–2, not bundled)\n\n"
+        + iddpm_md
     )
-    csv_rows = {"ddpm_table.csv": ddpm_rows, "ddim_table1.csv": ddim_rows, "ddim_table2.csv": reconstruction,
-                "iddpm_table.csv": iddpm_rows}
+    csv_rows = {
+        "ddpm_table.csv": ddpm_rows,
+        "ddim_table1.csv": ddim_rows,
+        "ddim_table2.csv": reconstruction,
+        "iddpm_table.csv": iddpm_rows,
+    }
     if nfe_rows:
         csv_rows["fid_vs_nfe.csv"] = nfe_rows
     return Report(results_md, tables_md, csv_rows, nfe_rows, headline(train, evaluation), key)

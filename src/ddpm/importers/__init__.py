@@ -34,8 +34,10 @@ def import_checkpoint(path: str | Path, cfg: UNetConfig, layout: str | Layout | 
         try:
             layout = Layout(layout)
         except ValueError:
-            raise CheckpointError(f"model.import_from.format: unknown value {layout!r}; allowed: auto, "
-                                  f"{', '.join(m.value for m in Layout)}") from None
+            raise CheckpointError(
+                f"model.import_from.format: unknown value {layout!r}; allowed: auto, "
+                f"{', '.join(m.value for m in Layout)}"
+            ) from None
     if layout is Layout.DIFFUSERS and raw.config is not None:
         expected = diffusers_conventions(raw.config, name)
     else:

@@ -27,8 +27,9 @@ def _load_pickle(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any refusal or parse failure: not a plain tensor file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: refused: not a file of plain tensors that torch.load(weights_only=True) "
-                              f"reads ({first[:200]})") from None
+        raise CheckpointError(
+            f"{path}: refused: not a file of plain tensors that torch.load(weights_only=True) reads ({first[:200]})"
+        ) from None
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -83,10 +84,17 @@ def read_diffusers_folder(folder: Path) -> RawCheckpoint:
     if weights is None:
         raise CheckpointError(f"{unet}: no diffusion_pytorch_model.safetensors or .bin beside config.json")
     state = _load_safetensors(weights) if weights.suffix == ".safetensors" else _load_pickle(weights)
-    scheduler = _first(folder / "scheduler_config.json", folder / "scheduler" / "scheduler_config.json",
-                       unet.parent / "scheduler" / "scheduler_config.json")
-    return RawCheckpoint(_tensors(state, weights, "the file"), f"the weights of {weights.name}",
-                         _read_json(config), _read_json(scheduler) if scheduler else None)
+    scheduler = _first(
+        folder / "scheduler_config.json",
+        folder / "scheduler" / "scheduler_config.json",
+        unet.parent / "scheduler" / "scheduler_config.json",
+    )
+    return RawCheckpoint(
+        _tensors(state, weights, "the file"),
+        f"the weights of {weights.name}",
+        _read_json(config),
+        _read_json(scheduler) if scheduler else None,
+    )
 
 
 def read_checkpoint(path: str | Path) -> RawCheckpoint:
@@ -106,6 +114,8 @@ def detect_layout(state: dict[str, torch.Tensor], path: str | Path) -> Layout:
     found = [layout for layout, key in SIGNATURES.items() if key in state]
     if len(found) != 1:
         shown = ", ".join(list(state)[:3])
-        raise CheckpointError(f"{path}: cannot tell the layout from its keys ({shown}, ...); set "
-                              f"model.import_from.format to one of {', '.join(m.value for m in Layout)}")
+        raise CheckpointError(
+            f"{path}: cannot tell the layout from its keys ({shown}, ...); set "
+            f"model.import_from.format to one of {', '.join(m.value for m in Layout)}"
+        )
     return found[0]

@@ -35,34 +35,85 @@ SIGNATURES = {
 
 # The conventions each codebase trained with (its U-Net options), checked against the profile on import.
 CONVENTIONS = {
-    Layout.DDPM: {"norm_eps": 1e-6, "downsample_padding": Padding.SAME, "time_embedding": Embedding.DDPM,
-                  "time_scale": 1.0, "num_heads": 1, "scale_shift_norm": False, "resblock_updown": False},
-    Layout.IDDPM: {"norm_eps": 1e-5, "downsample_padding": Padding.SYMMETRIC, "time_embedding": Embedding.IDDPM,
-                   "qkv_layout": QKVLayout.HEADS, "resblock_updown": False},
+    Layout.DDPM: {
+        "norm_eps": 1e-6,
+        "downsample_padding": Padding.SAME,
+        "time_embedding": Embedding.DDPM,
+        "time_scale": 1.0,
+        "num_heads": 1,
+        "scale_shift_norm": False,
+        "resblock_updown": False,
+    },
+    Layout.IDDPM: {
+        "norm_eps": 1e-5,
+        "downsample_padding": Padding.SYMMETRIC,
+        "time_embedding": Embedding.IDDPM,
+        "qkv_layout": QKVLayout.HEADS,
+        "resblock_updown": False,
+    },
     # The rest is read from the folder's config.json (``diffusers_conventions``).
-    Layout.DIFFUSERS: {"time_scale": 1.0, "scale_shift_norm": False, "resblock_updown": False,
-                       "qkv_layout": QKVLayout.QKV},
+    Layout.DIFFUSERS: {
+        "time_scale": 1.0,
+        "scale_shift_norm": False,
+        "resblock_updown": False,
+        "qkv_layout": QKVLayout.QKV,
+    },
 }
 
 RES_PARTS = {  # the project's ResBlock parameters → each layout's names
-    Layout.DDPM: {"norm1": "norm1", "conv1": "conv1", "temb_proj": "temb_proj", "norm2": "norm2", "conv2": "conv2",
-                  "shortcut": "nin_shortcut"},
-    Layout.IDDPM: {"norm1": "in_layers.0", "conv1": "in_layers.2", "temb_proj": "emb_layers.1",
-                   "norm2": "out_layers.0", "conv2": "out_layers.3", "shortcut": "skip_connection"},
-    Layout.DIFFUSERS: {"norm1": "norm1", "conv1": "conv1", "temb_proj": "time_emb_proj", "norm2": "norm2",
-                       "conv2": "conv2", "shortcut": "conv_shortcut"},
+    Layout.DDPM: {
+        "norm1": "norm1",
+        "conv1": "conv1",
+        "temb_proj": "temb_proj",
+        "norm2": "norm2",
+        "conv2": "conv2",
+        "shortcut": "nin_shortcut",
+    },
+    Layout.IDDPM: {
+        "norm1": "in_layers.0",
+        "conv1": "in_layers.2",
+        "temb_proj": "emb_layers.1",
+        "norm2": "out_layers.0",
+        "conv2": "out_layers.3",
+        "shortcut": "skip_connection",
+    },
+    Layout.DIFFUSERS: {
+        "norm1": "norm1",
+        "conv1": "conv1",
+        "temb_proj": "time_emb_proj",
+        "norm2": "norm2",
+        "conv2": "conv2",
+        "shortcut": "conv_shortcut",
+    },
 }
 FIXED = {  # the blocks outside the levels
-    Layout.DDPM: {"conv_in": "conv_in", "temb.0": "temb.dense.0", "temb.2": "temb.dense.1", "norm_out": "norm_out",
-                  "conv_out": "conv_out"},
-    Layout.IDDPM: {"conv_in": "input_blocks.0.0", "temb.0": "time_embed.0", "temb.2": "time_embed.2",
-                   "norm_out": "out.0", "conv_out": "out.2"},
-    Layout.DIFFUSERS: {"conv_in": "conv_in", "temb.0": "time_embedding.linear_1",
-                       "temb.2": "time_embedding.linear_2", "norm_out": "conv_norm_out", "conv_out": "conv_out"},
+    Layout.DDPM: {
+        "conv_in": "conv_in",
+        "temb.0": "temb.dense.0",
+        "temb.2": "temb.dense.1",
+        "norm_out": "norm_out",
+        "conv_out": "conv_out",
+    },
+    Layout.IDDPM: {
+        "conv_in": "input_blocks.0.0",
+        "temb.0": "time_embed.0",
+        "temb.2": "time_embed.2",
+        "norm_out": "out.0",
+        "conv_out": "out.2",
+    },
+    Layout.DIFFUSERS: {
+        "conv_in": "conv_in",
+        "temb.0": "time_embedding.linear_1",
+        "temb.2": "time_embedding.linear_2",
+        "norm_out": "conv_norm_out",
+        "conv_out": "conv_out",
+    },
 }
 # diffusers' attention before 0.14 (the google/ddpm-* uploads) and after.
-DIFFUSERS_ATTENTION = ({"norm": "group_norm", "q": "query", "k": "key", "v": "value", "proj": "proj_attn"},
-                       {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj": "to_out.0"})
+DIFFUSERS_ATTENTION = (
+    {"norm": "group_norm", "q": "query", "k": "key", "v": "value", "proj": "proj_attn"},
+    {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj": "to_out.0"},
+)
 
 
 def blocks(cfg: UNetConfig) -> Iterator[tuple[str, str, int, int]]:
@@ -98,14 +149,26 @@ def blocks(cfg: UNetConfig) -> Iterator[tuple[str, str, int, int]]:
 # Each layout's name of a block of kind ``kind`` at ``level`` (``rev``: the level counted from the bottom, as diffusers
 # numbers its up blocks), index ``j`` within it. iDDPM numbers its blocks as the project does: ``_iddpm_prefix``.
 BLOCK_NAMES = {
-    Layout.DDPM: {"res_down": "down.{level}.block.{j}", "attn_down": "down.{level}.attn.{j}",
-                  "downsample": "down.{level}.downsample", "res_mid": "mid.block_{j1}", "attn_mid": "mid.attn_1",
-                  "res_up": "up.{level}.block.{j}", "attn_up": "up.{level}.attn.{j}",
-                  "upsample": "up.{level}.upsample"},
-    Layout.DIFFUSERS: {"res_down": "down_blocks.{level}.resnets.{j}", "attn_down": "down_blocks.{level}.attentions.{j}",
-                       "downsample": "down_blocks.{level}.downsamplers.0", "res_mid": "mid_block.resnets.{j}",
-                       "attn_mid": "mid_block.attentions.0", "res_up": "up_blocks.{rev}.resnets.{j}",
-                       "attn_up": "up_blocks.{rev}.attentions.{j}", "upsample": "up_blocks.{rev}.upsamplers.0"},
+    Layout.DDPM: {
+        "res_down": "down.{level}.block.{j}",
+        "attn_down": "down.{level}.attn.{j}",
+        "downsample": "down.{level}.downsample",
+        "res_mid": "mid.block_{j1}",
+        "attn_mid": "mid.attn_1",
+        "res_up": "up.{level}.block.{j}",
+        "attn_up": "up.{level}.attn.{j}",
+        "upsample": "up.{level}.upsample",
+    },
+    Layout.DIFFUSERS: {
+        "res_down": "down_blocks.{level}.resnets.{j}",
+        "attn_down": "down_blocks.{level}.attentions.{j}",
+        "downsample": "down_blocks.{level}.downsamplers.0",
+        "res_mid": "mid_block.resnets.{j}",
+        "attn_mid": "mid_block.attentions.0",
+        "res_up": "up_blocks.{rev}.resnets.{j}",
+        "attn_up": "up_blocks.{rev}.attentions.{j}",
+        "upsample": "up_blocks.{rev}.upsamplers.0",
+    },
 }
 
 
@@ -141,8 +204,11 @@ def sources(layout: Layout, cfg: UNetConfig, attention: dict | None = None) -> d
             out[f"{ours}.{p}"] = ([f"{theirs}.{p}"], _as_is)
     levels = len(cfg.ch_mult)
     for prefix, kind, level, j in blocks(cfg):
-        base = (_iddpm_prefix(prefix) if layout is Layout.IDDPM
-                else BLOCK_NAMES[layout][kind].format(level=level, rev=levels - 1 - level, j=j, j1=j + 1))
+        base = (
+            _iddpm_prefix(prefix)
+            if layout is Layout.IDDPM
+            else BLOCK_NAMES[layout][kind].format(level=level, rev=levels - 1 - level, j=j, j1=j + 1)
+        )
         for p in ("weight", "bias"):
             if kind in ("downsample", "upsample"):
                 conv = f"{base}.op" if layout is Layout.IDDPM and kind == "downsample" else f"{base}.conv"
@@ -155,8 +221,11 @@ def sources(layout: Layout, cfg: UNetConfig, attention: dict | None = None) -> d
                     out[f"{prefix}.{ours}.{p}"] = ([f"{base}.{ours}.{p}"], _as_is)
                 out[f"{prefix}.proj.{p}"] = ([f"{base}.proj_out.{p}"], _as_is)
             else:
-                names = attention or ({"norm": "norm", "q": "q", "k": "k", "v": "v", "proj": "proj_out"}
-                                      if layout is Layout.DDPM else DIFFUSERS_ATTENTION[1])
+                names = attention or (
+                    {"norm": "norm", "q": "q", "k": "k", "v": "v", "proj": "proj_out"}
+                    if layout is Layout.DDPM
+                    else DIFFUSERS_ATTENTION[1]
+                )
                 out[f"{prefix}.norm.{p}"] = ([f"{base}.{names['norm']}.{p}"], _as_is)
                 out[f"{prefix}.qkv.{p}"] = ([f"{base}.{names[x]}.{p}" for x in "qkv"], _stacked)
                 out[f"{prefix}.proj.{p}"] = ([f"{base}.{names['proj']}.{p}"], _as_is)
@@ -169,8 +238,9 @@ def convert(state: dict[str, torch.Tensor], layout: Layout, cfg: UNetConfig, nam
         wanted = {k: v.shape for k, v in UNet(cfg).state_dict().items()}
     attention = None
     if layout is Layout.DIFFUSERS:
-        attention = next((a for a in DIFFUSERS_ATTENTION if any(f".{a['q']}.weight" in k for k in state)),
-                         DIFFUSERS_ATTENTION[1])
+        attention = next(
+            (a for a in DIFFUSERS_ATTENTION if any(f".{a['q']}.weight" in k for k in state)), DIFFUSERS_ATTENTION[1]
+        )
     plan = sources(layout, cfg, attention)  # shortcuts included; the network has one only where widths differ
     assert set(wanted) <= set(plan), "the layout map misses parameters"  # a bug here, not in the file
     plan = {k: plan[k] for k in wanted}
@@ -211,14 +281,24 @@ def check_conventions(layout: Layout, cfg: UNetConfig, name: str, expected: dict
 # diffusers' UNet2DModel config keys that change the function, with diffusers' default (what an absent key means)
 # and the one value this U-Net reproduces.
 _DIFFUSERS_FIXED = {
-    "center_input_sample": (False, False), "time_embedding_type": ("positional", "positional"),
-    "resnet_time_scale_shift": ("default", "default"), "mid_block_scale_factor": (1, 1), "act_fn": ("silu", "silu"),
-    "norm_num_groups": (32, 32), "attn_norm_num_groups": (None, None), "add_attention": (True, True),
-    "mid_block_type": ("UNetMidBlock2D", "UNetMidBlock2D"), "downsample_type": ("conv", "conv"),
-    "upsample_type": ("conv", "conv"), "class_embed_type": (None, None), "num_class_embeds": (None, None),
+    "center_input_sample": (False, False),
+    "time_embedding_type": ("positional", "positional"),
+    "resnet_time_scale_shift": ("default", "default"),
+    "mid_block_scale_factor": (1, 1),
+    "act_fn": ("silu", "silu"),
+    "norm_num_groups": (32, 32),
+    "attn_norm_num_groups": (None, None),
+    "add_attention": (True, True),
+    "mid_block_type": ("UNetMidBlock2D", "UNetMidBlock2D"),
+    "downsample_type": ("conv", "conv"),
+    "upsample_type": ("conv", "conv"),
+    "class_embed_type": (None, None),
+    "num_class_embeds": (None, None),
 }
-_DIFFUSERS_BLOCKS = {"down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
-                     "up_block_types": ("UpBlock2D", "AttnUpBlock2D")}
+_DIFFUSERS_BLOCKS = {
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("UpBlock2D", "AttnUpBlock2D"),
+}
 _DIFFUSERS_CHANNELS = (224, 448, 672, 896)  # diffusers' defaults of block_out_channels and down_block_types
 _DIFFUSERS_DOWN = ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D")
 
@@ -226,12 +306,12 @@ _DIFFUSERS_DOWN = ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDow
 def diffusers_conventions(config: dict, name: str) -> dict:
     """The U-Net options a diffusers ``UNet2DModel`` config.json implies (an absent key means diffusers' default);
     a key whose value this U-Net does not reproduce is refused in one line naming it."""
+
     def get(key, default):
         return config.get(key, default)
 
     def refuse(key, what: str):
-        raise CheckpointError(f"{name}: config.json: {key} {get(key, None)!r} is not reproduced by this U-Net "
-                              f"({what})")
+        raise CheckpointError(f"{name}: config.json: {key} {get(key, None)!r} is not reproduced by this U-Net ({what})")
 
     for key, (default, supported) in _DIFFUSERS_FIXED.items():
         value = get(key, default)
@@ -249,14 +329,20 @@ def diffusers_conventions(config: dict, name: str) -> dict:
     elif (flip, shift) == (True, 0):
         embedding = Embedding.IDDPM
     else:
-        raise CheckpointError(f"{name}: config.json: flip_sin_to_cos={flip} with freq_shift={shift} is neither "
-                              "DDPM's embedding (false, 1) nor iDDPM's (true, 0)")
+        raise CheckpointError(
+            f"{name}: config.json: flip_sin_to_cos={flip} with freq_shift={shift} is neither "
+            "DDPM's embedding (false, 1) nor iDDPM's (true, 0)"
+        )
     padding = {0: Padding.SAME, 1: Padding.SYMMETRIC}.get(int(get("downsample_padding", 1)))
     if padding is None:
-        raise CheckpointError(f"{name}: config.json: downsample_padding {get('downsample_padding', 1)!r} is not 0 "
-                              "or 1")
-    return {**CONVENTIONS[Layout.DIFFUSERS], "norm_eps": float(get("norm_eps", 1e-5)),
-            "downsample_padding": padding, "time_embedding": embedding, "num_heads": _diffusers_heads(config, name)}
+        raise CheckpointError(f"{name}: config.json: downsample_padding {get('downsample_padding', 1)!r} is not 0 or 1")
+    return {
+        **CONVENTIONS[Layout.DIFFUSERS],
+        "norm_eps": float(get("norm_eps", 1e-5)),
+        "downsample_padding": padding,
+        "time_embedding": embedding,
+        "num_heads": _diffusers_heads(config, name),
+    }
 
 
 def _diffusers_heads(config: dict, name: str) -> int:
@@ -270,10 +356,14 @@ def _diffusers_heads(config: dict, name: str) -> int:
     if head_dim is None:
         return 1
     if any(w % int(head_dim) for w in widths):
-        raise CheckpointError(f"{name}: config.json: attention_head_dim {head_dim} does not divide the attention "
-                              f"widths {sorted(set(widths))}")
+        raise CheckpointError(
+            f"{name}: config.json: attention_head_dim {head_dim} does not divide the attention "
+            f"widths {sorted(set(widths))}"
+        )
     heads = sorted({w // int(head_dim) for w in widths})
     if len(heads) > 1:
-        raise CheckpointError(f"{name}: config.json: attention_head_dim {head_dim} gives {heads} heads at the "
-                              f"attention widths {sorted(set(widths))}; this U-Net has one head count for all")
+        raise CheckpointError(
+            f"{name}: config.json: attention_head_dim {head_dim} gives {heads} heads at the "
+            f"attention widths {sorted(set(widths))}; this U-Net has one head count for all"
+        )
     return heads[0]

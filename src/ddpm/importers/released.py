@@ -29,11 +29,14 @@ def check_scheduler(scheduler: dict, params: Params, name: str) -> list[str]:
     schedule = _SCHEDULES.get(scheduler.get("beta_schedule", "linear"))
     linear_ends = (float(scheduler.get("beta_start", 1e-4)), float(scheduler.get("beta_end", 0.02)))
     if schedule != params.schedule.value or (schedule == "linear" and linear_ends != (1e-4, 0.02)):
-        raise CheckpointError(f"schedule: {name} was trained with beta_schedule {scheduler.get('beta_schedule')!r} "
-                              f"{linear_ends}, params.yaml has {params.schedule.value!r}")
+        raise CheckpointError(
+            f"schedule: {name} was trained with beta_schedule {scheduler.get('beta_schedule')!r} "
+            f"{linear_ends}, params.yaml has {params.schedule.value!r}"
+        )
     notes = []
     variance = {"fixed_small": VarType.FIXED_SMALL, "fixed_large": VarType.FIXED_LARGE}.get(
-        scheduler.get("variance_type", "fixed_small"))
+        scheduler.get("variance_type", "fixed_small")
+    )
     if variance is not None and variance is not params.variance:
         notes.append(f"the scheduler samples with variance {variance.value}; params.yaml: {params.variance.value}")
     return notes
@@ -42,14 +45,28 @@ def check_scheduler(scheduler: dict, params: Params, name: str) -> list[str]:
 def import_released(params: Params, shard_dir: Path, out: Path) -> dict:
     """Import ``model.import_from`` into the model file ``out``; returns what metrics/train.json records."""
     spec = params.model.import_from
+    if spec is None or spec.path is None:
+        raise ValueError("model.import_from.path: not set; nothing to import")
     channels = read_manifest(shard_dir)["splits"]["train"]["shape"][2]
     imported = import_checkpoint(spec.path, unet_config(params, channels), spec.format.value)
     notes = check_scheduler(imported.scheduler, params, spec.path) if imported.scheduler else []
     source = Path(spec.path)
     digest = file_digest(source) if source.is_file() else ""
-    save_model(imported.model, out, imported_from=str(source), layout=imported.layout.value, sha256=digest,
-               weights=imported.weights)
+    save_model(
+        imported.model,
+        out,
+        imported_from=str(source),
+        layout=imported.layout.value,
+        sha256=digest,
+        weights=imported.weights,
+    )
     for line in [f"imported {source} ({imported.layout.value} layout): took {imported.weights}", *notes]:
         print(f"train: {line}")
-    return {"imported_from": str(source), "layout": imported.layout.value, "weights": imported.weights,
-            "sha256": digest, "parameters": count_parameters(imported.model), "steps": 0}
+    return {
+        "imported_from": str(source),
+        "layout": imported.layout.value,
+        "weights": imported.weights,
+        "sha256": digest,
+        "parameters": count_parameters(imported.model),
+        "steps": 0,
+    }

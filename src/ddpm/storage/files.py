@@ -52,7 +52,7 @@ def _write_failure(err: BaseException, tmp: Path) -> tuple[int, str] | None:
             return err.errno, err.strerror or str(err)
         return None
     if type(err).__name__ == "SafetensorError":  # "Error while serializing: I/O error: No space left on device
-        text = str(err)                            # (os error 28)", or "... message: "..." }" in older releases
+        text = str(err)  # (os error 28)", or "... message: "..." }" in older releases
         found = re.search(r"I/O error: (.+?) \(os error (\d+)\)", text)
         if found:
             return int(found.group(2)), found.group(1)
@@ -158,13 +158,14 @@ def write_json(path: Path, obj) -> None:
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
     """Rows with ``columns`` (default: the first row's keys) as columns; floats with 6 significant digits, None as
-    empty."""
+    empty, a text holding a comma, quote or line break quoted (RFC 4180)."""
     cols = columns or list(rows[0])
 
     def cell(value) -> str:
         if value is None:
             return ""
-        return f"{value:.6g}" if isinstance(value, float) else str(value)
+        text = f"{value:.6g}" if isinstance(value, float) else str(value)
+        return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
 
     lines = [",".join(cols)] + [",".join(cell(r.get(c)) for c in cols) for r in rows]
     write_text(path, "\n".join(lines) + "\n")
@@ -180,4 +181,4 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:
     with atomic_file(path) as tmp:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub: ** could name allow_pickle

@@ -15,8 +15,13 @@ from ddpm.core.unet import UNet, UNetConfig
 from .files import atomic_file
 
 # Options added after the first model files were written, with the values those files were trained with.
-_BEFORE_OPTIONS = {"norm_eps": 1e-5, "downsample_padding": "symmetric", "time_embedding": "ddpm", "time_scale": 1.0,
-                   "qkv_layout": "qkv"}
+_BEFORE_OPTIONS = {
+    "norm_eps": 1e-5,
+    "downsample_padding": "symmetric",
+    "time_embedding": "ddpm",
+    "time_scale": 1.0,
+    "qkv_layout": "qkv",
+}
 
 
 def save_model(model: UNet, path: Path, **meta: str) -> None:

@@ -62,8 +62,18 @@ def list_checkpoints(root: Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
-def save_checkpoint(root: Path, step: int, fingerprint: str, model, ema_model, optimizer, scheduler,
-                    sampler_state: dict, history: list, keep: int) -> Path:
+def save_checkpoint(
+    root: Path,
+    step: int,
+    fingerprint: str,
+    model,
+    ema_model,
+    optimizer,
+    scheduler,
+    sampler_state: dict,
+    history: list,
+    keep: int,
+) -> Path:
     final = Path(root) / f"step-{step:09d}"
     with atomic_folder(final) as tmp:
         for name, module in (("model", model), ("ema", ema_model)):
@@ -73,8 +83,13 @@ def save_checkpoint(root: Path, step: int, fingerprint: str, model, ema_model, o
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         extra = {f"sampler.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in sampler_state.items()}
         save_file(extra or {"empty": torch.zeros(0)}, str(tmp / "state.safetensors"))
-        meta = {"step": step, "fingerprint": fingerprint, "optimizer": opt_meta,
-                "scheduler": scheduler.state_dict(), "history": history}
+        meta = {
+            "step": step,
+            "fingerprint": fingerprint,
+            "optimizer": opt_meta,
+            "scheduler": scheduler.state_dict(),
+            "history": history,
+        }
         (tmp / META).write_text(json.dumps(meta))
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old.path, ignore_errors=True)
@@ -86,8 +101,10 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as err:  # noqa: BLE001 - any parse failure means the file is not what we wrote
-        raise ValueError(f"checkpoint: {path} is not a valid safetensors file ({str(err)[:120]}); refusing it "
-                         "(delete that checkpoint folder to resume from an older one)") from None
+        raise ValueError(
+            f"checkpoint: {path} is not a valid safetensors file ({str(err)[:120]}); refusing it "
+            "(delete that checkpoint folder to resume from an older one)"
+        ) from None
 
 
 def load_checkpoint(path: Path, model, ema_model, optimizer, scheduler) -> dict:
@@ -100,8 +117,12 @@ def load_checkpoint(path: Path, model, ema_model, optimizer, scheduler) -> dict:
     scheduler.load_state_dict(meta["scheduler"])
     extra = _tensors(path / "state.safetensors")
     sampler_state = {k.removeprefix("sampler."): v.numpy() for k, v in extra.items() if k.startswith("sampler.")}
-    return {"step": meta["step"], "sampler_state": sampler_state, "history": meta["history"],
-            "fingerprint": meta["fingerprint"]}
+    return {
+        "step": meta["step"],
+        "sampler_state": sampler_state,
+        "history": meta["history"],
+        "fingerprint": meta["fingerprint"],
+    }
 
 
 def checkpoint_fingerprint(path: Path) -> str:

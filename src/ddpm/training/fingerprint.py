@@ -13,13 +13,33 @@ import json
 
 from ddpm.config import Params, flatten
 
-TRAINING_PARAMS = ("schedule", "timesteps", "objective", "mean_type", "variance", "hybrid_lambda", "decoder_cdf",
-                   "timestep_sampler", "seed", "model", "train")
+TRAINING_PARAMS = (
+    "schedule",
+    "timesteps",
+    "objective",
+    "mean_type",
+    "variance",
+    "hybrid_lambda",
+    "decoder_cdf",
+    "timestep_sampler",
+    "seed",
+    "model",
+    "train",
+)
 # Keys of those sections that change no weight, or only float rounding: a checkpoint made under other values
 # resumes (bit-exactness then holds only if they stay the same).
-RESUMABLE = ("model.import_from", "train.steps", "train.log_every", "train.keep_checkpoints",
-             "train.activation_checkpointing", "train.compile", "train.channels_last", "train.sample_every",
-             "train.sample_images", "train.sample_steps")
+RESUMABLE = (
+    "model.import_from",
+    "train.steps",
+    "train.log_every",
+    "train.keep_checkpoints",
+    "train.activation_checkpointing",
+    "train.compile",
+    "train.channels_last",
+    "train.sample_every",
+    "train.sample_images",
+    "train.sample_steps",
+)
 
 
 def fingerprinted_params(params: Params) -> dict[str, object]:

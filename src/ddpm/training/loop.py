@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,9 +14,7 @@ import torch
 from accelerate import Accelerator
 
 from ddpm.config import Params, Precision
-from ddpm.core.ema import EMA
 from ddpm.core.images import image_grid
-from ddpm.core.timesteps import create_timestep_sampler
 from ddpm.core.unet import count_parameters
 from ddpm.data.loader import train_stream
 from ddpm.data.shards import read_manifest, split_identity
@@ -24,6 +22,8 @@ from ddpm.factory import build_diffusion, build_model
 from ddpm.progress import progress
 from ddpm.storage.files import exclusive_lock
 from ddpm.storage.model_files import save_model
+from ddpm.training.ema import EMA
+from ddpm.training.timesteps import make_timesteps
 
 from .checkpoints import (
     LOCK,
@@ -41,6 +41,7 @@ from .telemetry import Telemetry, ema_sample_grid
 LogFn = Callable[[dict[str, float], int], None]
 ImageLogFn = Callable[[np.ndarray, str, int], None]
 
+
 @dataclass
 class TrainResult:
     steps: int
@@ -54,8 +55,12 @@ class TrainResult:
 
     def metrics(self) -> dict[str, float]:
         """What metrics/train.json holds."""
-        return {"final_loss": self.final_loss, "steps": self.steps, "parameters": self.parameters,
-                "images_per_second": self.images_per_second}
+        return {
+            "final_loss": self.final_loss,
+            "steps": self.steps,
+            "parameters": self.parameters,
+            "images_per_second": self.images_per_second,
+        }
 
 
 def record_losses(accelerator: Accelerator, sampler, t: torch.Tensor, losses: torch.Tensor) -> None:
@@ -86,8 +91,15 @@ def make_accelerator(params: Params) -> Accelerator:
     return Accelerator(mixed_precision=precision.value)
 
 
-def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_root: Path, log: LogFn | None = None,
-          accelerator: Accelerator | None = None, log_image: ImageLogFn | None = None) -> TrainResult:
+def train(
+    params: Params,
+    shard_dir: Path,
+    model_path: Path,
+    checkpoint_root: Path,
+    log: LogFn | None = None,
+    accelerator: Accelerator | None = None,
+    log_image: ImageLogFn | None = None,
+) -> TrainResult:
     """Train the network of ``params`` on the shards and write the EMA weights to ``model_path`` (rank 0).
 
     ``train.batch_size`` is the global batch: each optimizer step averages the loss over that many images,
@@ -102,13 +114,16 @@ def train(params: Params, shard_dir: Path, model_path: Path, checkpoint_root: Pa
     data_digest = split_identity(shard_dir, "train")["digest"]
     fingerprint = training_fingerprint(params, data_digest)
     folder = Path(checkpoint_root) / fingerprint
-    lock = nullcontext()
+    lock: AbstractContextManager[None] = nullcontext()
     if accelerator.is_main_process:
         adopt_flat_checkpoints(checkpoint_root)
 
         def waiting(holder: str) -> None:
-            print(f"train: {holder} is training these params into {folder}; waiting for it, then resuming from its "
-                  "checkpoints", flush=True)
+            print(
+                f"train: {holder} is training these params into {folder}; waiting for it, then resuming from its "
+                "checkpoints",
+                flush=True,
+            )
 
         lock = exclusive_lock(folder / LOCK, on_wait=waiting)
     with lock:
@@ -133,8 +148,16 @@ def fresh_start_note(folder: Path, params: Params) -> str:
     return f"{note}; {other.newest.path} (step {other.newest.step}) is kept, trained with other params: {shown}"
 
 
-def _train(params: Params, shard_dir: Path, model_path: Path, folder: Path, fingerprint: str, log: LogFn | None,
-           accelerator: Accelerator, log_image: ImageLogFn | None) -> TrainResult:
+def _train(
+    params: Params,
+    shard_dir: Path,
+    model_path: Path,
+    folder: Path,
+    fingerprint: str,
+    log: LogFn | None,
+    accelerator: Accelerator,
+    log_image: ImageLogFn | None,
+) -> TrainResult:
     """``train`` inside its run folder ``folder``, whose lock the main process holds."""
     cfg = params.train
     manifest = read_manifest(shard_dir)
@@ -148,7 +171,7 @@ def _train(params: Params, shard_dir: Path, model_path: Path, folder: Path, fing
     rank, device = accelerator.process_index, accelerator.device
     torch.manual_seed(int(np.random.SeedSequence([params.seed]).generate_state(1)[0]))  # same init on every rank
     diffusion = build_diffusion(params)
-    timestep_sampler = create_timestep_sampler(params.timestep_sampler, diffusion.num_timesteps)
+    timesteps = make_timesteps(params.timestep_sampler, diffusion.num_timesteps)
     model = build_model(params, channels)
     ema = EMA(model, cfg.ema_decay)  # float32, contiguous, outside DDP
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -162,7 +185,7 @@ def _train(params: Params, shard_dir: Path, model_path: Path, folder: Path, fing
     if checkpoints:
         state = load_checkpoint(checkpoints[-1].path, model, ema.model, optimizer, scheduler)
         match_layout(optimizer)
-        timestep_sampler.load_state_dict(state["sampler_state"])
+        timesteps.load_state_dict(state["sampler_state"])
         start, history = min(state["step"], cfg.steps), state["history"]
         accelerator.print(f"train: resuming from {checkpoints[-1].path} (step {state['step']})")
     elif accelerator.is_main_process:
@@ -182,8 +205,9 @@ def _train(params: Params, shard_dir: Path, model_path: Path, folder: Path, fing
 
     def log_ema_grid(step: int) -> None:
         if cfg.sample_every and accelerator.is_main_process and log_image:
-            images = ema_sample_grid(diffusion, ema.model, cfg.sample_images, shape, cfg.sample_steps, params.seed,
-                                     device)
+            images = ema_sample_grid(
+                diffusion, ema.model, cfg.sample_images, shape, cfg.sample_steps, params.seed, device
+            )
             log_image(image_grid(images, cfg.sample_images), "ema_samples", step)
 
     if start == 0:
@@ -193,33 +217,48 @@ def _train(params: Params, shard_dir: Path, model_path: Path, folder: Path, fing
             segment = (step - 1) // cfg.checkpoint_every
             torch.manual_seed(segment_seed(params.seed, rank, segment))
             # Each rank resamples shards with its own seed, so the loader is not passed through accelerator.prepare.
-            batches = train_stream(shard_dir, micro, segment_seed(params.seed, rank, segment), rank,
-                                   accelerator.num_processes, cfg.random_flip, cfg.shuffle_buffer,
-                                   params.data.verify)
+            batches = train_stream(
+                shard_dir,
+                micro,
+                segment_seed(params.seed, rank, segment),
+                rank,
+                accelerator.num_processes,
+                cfg.random_flip,
+                cfg.shuffle_buffer,
+                params.data.verify,
+            )
         micro_batches = []
         for _ in range(cfg.grad_accumulation):
             x0 = next(batches)[0].to(device).contiguous(memory_format=memory_format)
-            micro_batches.append(MicroBatch(x0, *timestep_sampler.sample(x0.shape[0], device)))
+            micro_batches.append(MicroBatch(x0, *timesteps.draw(x0.shape[0], device)))
         try:
-            loss, terms_list, grad_norm = optimization_step(accelerator, model, diffusion, optimizer, micro_batches,
-                                                            cfg.grad_clip, step)
+            loss, terms_list, grad_norm = optimization_step(
+                accelerator, model, diffusion, optimizer, micro_batches, cfg.grad_clip, step
+            )
         except FloatingPointError as err:
             raise FloatingPointError(f"{err}; stopping (the last checkpoint in {folder} is kept)") from None
         scheduler.step()
         ema.update(accelerator.unwrap_model(model))
         t_all = torch.cat([mb.t for mb in micro_batches])
         terms = {k: torch.cat([tm[k].detach().float() for tm in terms_list]) for k in terms_list[0]}
-        record_losses(accelerator, timestep_sampler, t_all, terms["loss"])
+        record_losses(accelerator, timesteps, t_all, terms["loss"])
         telemetry.add(loss, terms, t_all)
         if step % cfg.log_every == 0 or step == cfg.steps:
             summary = telemetry.summary(cfg.batch_size)
             loss_value, images_per_second = summary["loss"], summary["images_per_second"]
-            record = {"step": step, "loss": loss_value, "mse": summary["mse"], "grad_norm": float(grad_norm),
-                      "lr": scheduler.get_last_lr()[0], "images_per_second": images_per_second}
+            lr = float(scheduler.get_last_lr()[0])
+            record = {
+                "step": step,
+                "loss": loss_value,
+                "mse": summary["mse"],
+                "grad_norm": float(grad_norm),
+                "lr": lr,
+                "images_per_second": images_per_second,
+            }
             history.append(record)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_second:.0f}")
             if log is not None and accelerator.is_main_process:
-                log(summary | {"grad_norm": float(grad_norm), "lr": record["lr"]}, step)
+                log(summary | {"grad_norm": float(grad_norm), "lr": lr}, step)
             telemetry.reset()
         if cfg.sample_every and step % cfg.sample_every == 0:
             log_ema_grid(step)
@@ -227,8 +266,18 @@ def _train(params: Params, shard_dir: Path, model_path: Path, folder: Path, fing
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(folder, step, fingerprint, accelerator.unwrap_model(model), ema.model,
-                                optimizer, scheduler, timestep_sampler.state_dict(), history, cfg.keep_checkpoints)
+                save_checkpoint(
+                    folder,
+                    step,
+                    fingerprint,
+                    accelerator.unwrap_model(model),
+                    ema.model,
+                    optimizer,
+                    scheduler,
+                    timesteps.state_dict(),
+                    history,
+                    cfg.keep_checkpoints,
+                )
     bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

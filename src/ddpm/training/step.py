@@ -29,9 +29,15 @@ def build_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
-def optimization_step(accelerator: Accelerator, model, diffusion: GaussianDiffusion, optimizer,
-                      micro_batches: list[MicroBatch], grad_clip: float | None, step: int
-                      ) -> tuple[float, list[dict[str, torch.Tensor]], torch.Tensor]:
+def optimization_step(
+    accelerator: Accelerator,
+    model,
+    diffusion: GaussianDiffusion,
+    optimizer,
+    micro_batches: list[MicroBatch],
+    grad_clip: float | None,
+    step: int,
+) -> tuple[float, list[dict[str, torch.Tensor]], torch.Tensor]:
     """Forward and backward every micro-batch (gradients synchronised on the last only), clip, update.
 
     Returns the mean weighted loss over this process's micro-batches, each micro-batch's loss terms, and the
@@ -56,4 +62,3 @@ def optimization_step(accelerator: Accelerator, model, diffusion: GaussianDiffus
         grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     optimizer.step()
     return total / len(micro_batches), terms_list, grad_norm
-

@@ -48,8 +48,9 @@ class Telemetry:
 
 
 @torch.no_grad()
-def ema_sample_grid(diffusion, ema_model, count: int, shape: tuple[int, int, int], steps: int, seed: int,
-                    device) -> np.ndarray:
+def ema_sample_grid(
+    diffusion, ema_model, count: int, shape: tuple[int, int, int], steps: int, seed: int, device
+) -> np.ndarray:
     """``count`` DDIM (η = 0) samples of the EMA weights from the same x_T every time, as a uint8 N×H×W×C batch.
 
     Draws from its own generator, so training's random streams are untouched.

@@ -1,0 +1,136 @@
+"""Running one pipeline stage: claim the workspace, validate params first, fail with one line, log the stage to
+MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from ddpm.config import ParamsError, experiment_name, load_params
+from ddpm.processes import project_root
+from ddpm.storage.files import WriteError
+from ddpm.tracking.tracker import NullRun
+
+from .paths import Paths
+from .workspace import claim_workspace, hold_params
+
+# Errors reported as one line (exit status 1, the message on stderr) rather than a traceback: bad params or
+# inputs, a diverged loss, and failed reads or writes (a full disk, a read-only folder: OSError names the file).
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+class Stopwatch:
+    """``with Stopwatch() as clock: ...`` then ``clock.seconds``."""
+
+    def __enter__(self) -> Stopwatch:
+        self.start, self.seconds = time.perf_counter(), 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def fail(message: str) -> None:
+    """End the process with exit status 1 and ``message`` on stderr. Under ``accelerate launch`` (torchrun) the
+    message also goes to the rank's error file, so the launcher's failure report names it as the root cause."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        try:
+            Path(error_file).write_text(json.dumps({"message": message, "timestamp": int(time.time())}))
+        except OSError:
+            pass  # the message still reaches stderr
+    sys.exit(message)
+
+
+def purpose(body: Callable) -> str:
+    """The first sentence of the docstring of the stage script defining ``body`` ("Stage train: fit the ...")."""
+    doc = " ".join((sys.modules[body.__module__].__doc__ or "").split())
+    return doc.split(". ")[0].rstrip(".")
+
+
+StageBody = Callable[..., None]  # (params, paths, run) or, for a compute stage, (params, paths, run, placement)
+
+
+def stage_main(
+    stage: str, body: StageBody, params_path: str = "params.yaml", *, compute: bool = False, tracked: bool = True
+) -> None:
+    """Validate params, open the MLflow stage run, run ``body(params, paths, run)``; a user error ends the process
+    with exit status 1 and one line ``error: <stage>: <message>`` on stderr.
+
+    A ``compute`` stage also gets its ``Placement`` (device and process group) as a fourth argument, and its run
+    records the device, process count, wall time and peak memory. An untracked stage logs nothing (``NullRun``).
+    The workspace is claimed for the pipeline execution, and its params.yaml held, at the stage's start and end
+    (``workspace``)."""
+    try:
+        claim_workspace(stage)
+        hold_params(Path(params_path), stage)
+    except USER_ERRORS as err:
+        fail(f"error: {stage}: {err}")
+    try:
+        params = load_params(params_path)
+    except USER_ERRORS as err:
+        fail(f"error: {err}")
+    placement = None
+    if compute:  # torch and Accelerate are imported only by the stages that compute (not prepare's or report's)
+        from .placement import Placement
+
+        placement = Placement.start()
+    # Under `accelerate launch` only the first process logs.
+    tracker = _tracker(stage, params, body, compute) if tracked and int(os.environ.get("RANK", "0")) == 0 else NullRun()
+    try:
+        with tracker as run:
+            if placement is None:
+                body(params, Paths(params), run)
+            else:
+                body(params, Paths(params), run, placement)
+                cost = placement.summary()
+                run.set_tags({"ddpm.device": cost.pop("device"), "ddpm.num_processes": str(cost["num_processes"])})
+                run.log_metrics(cost)
+        hold_params(Path(params_path), stage)
+    except ParamsError as err:  # a params value, named as validation names it
+        fail(f"error: {err}")
+    except USER_ERRORS as err:
+        fail(f"error: {stage}: {_one_line(err)}")
+
+
+def _tracker(stage: str, params, body: StageBody, compute: bool):
+    """The stage's MLflow run, kept in a local file while the store is out of reach or damaged."""
+    from ddpm.tracking.runs import StageRun  # imported after validation: a bad params file must not wait for MLflow
+    from ddpm.tracking.spool import ResilientRun
+
+    # A dead tracking server should cost seconds, not MLflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    stage_run = StageRun(
+        stage,
+        params.model_dump(mode="json"),
+        experiment_name(params.dataset.value),
+        purpose=purpose(body),
+        system_metrics=compute,
+    )
+    return ResilientRun(stage_run, project_root() / "mlflow-pending")
+
+
+def _one_line(err: BaseException) -> str:
+    """A user error as one line: an OSError as "<file>: <reason>" rather than "[Errno 28] <reason>: '<file>'"."""
+    if isinstance(err, OSError) and not isinstance(err, WriteError) and err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
+
+
+def exit_now() -> NoReturn:
+    """End a finished stage's process at once (exit status 0): flush logging and the standard streams, then
+    ``os._exit``. Python's own teardown of the torch, MLflow and torchvision modules a stage imports costs 1–2 s
+    per process, eleven times a pipeline run, and has nothing left to do: every output is already renamed into
+    place and the MLflow run is closed (which also stops its system-metrics thread). The stages start no other
+    threads or child processes."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,0 +1,42 @@
+"""The front page and the manual: the README stays short, the MkDocs site builds strictly (every page in the nav,
+no broken link or image), and no user-facing file speaks of how the project was built."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from helpers import ROOT
+
+USER_FACING = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+USER_FACING += [ROOT / "benchmarks" / "RESULTS.md", *sorted((ROOT / "benchmarks" / "results").glob("*.md"))]
+
+
+def test_the_readme_is_a_front_page_whose_links_lead_into_the_manual():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    links = re.findall(r"\]\((docs/[^)#]+)\)", text)
+    assert links and all((ROOT / link).is_file() for link in links), links
+
+
+def test_the_manual_builds_strictly_with_every_page_in_its_nav(tmp_path):
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    nav = {page for entry in config["nav"] for page in entry.values()}
+    assert nav == {p.name for p in (ROOT / "docs").glob("*.md")}
+    mkdocs = Path(sys.executable).parent / "mkdocs"
+    out = subprocess.run(
+        [str(mkdocs), "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_no_user_facing_file_tells_the_history_of_its_making():
+    for path in USER_FACING:
+        text = path.read_text()
+        for pattern in (r"\bissues? \d+", r"\bthis machine\b", r"\bbefore .{0,20}tuning\b"):
+            assert not re.search(pattern, text, re.IGNORECASE), (path.relative_to(ROOT), pattern)

@@ -1,0 +1,34 @@
+"""`dvc plots show/diff` render without a network: the project's HTML template (conf/plots/offline.html, written by
+scripts/vendor_vega.py) inlines the Vega libraries DVC would fetch from a CDN, at the versions DVC asks for."""
+
+import re
+from pathlib import Path
+
+from dvc.config import Config
+from dvc_render.html import render_html
+from dvc_render.vega import VegaRenderer
+from helpers import ROOT
+
+TEMPLATE = ROOT / "conf" / "plots" / "offline.html"
+
+
+def test_dvc_is_configured_with_the_offline_template():
+    config = Config(dvc_dir=str(ROOT / ".dvc"), validate=False)
+    assert (ROOT / ".dvc" / config["plots"]["html_template"]).resolve() == TEMPLATE
+
+
+def test_the_template_inlines_the_versions_dvc_asks_the_cdn_for_with_their_licences():
+    text = TEMPLATE.read_text(encoding="utf8")
+    wanted = dict(re.findall(r"cdn\.jsdelivr\.net/npm/([a-z-]+)@([\d.]+)", VegaRenderer.SCRIPTS))
+    assert set(wanted) == {"vega", "vega-lite", "vega-embed"}
+    for name, version in wanted.items():
+        assert f"<script>/* {name} {version} */" in text, (name, version)
+        assert (ROOT / "conf" / "plots" / "licenses" / f"{name}-LICENSE").read_text().startswith("Copyright (c)")
+    assert "{plot_divs}" in text and "{scripts}" not in text  # no placeholder for DVC's CDN tags
+
+
+def test_a_rendered_page_loads_nothing_from_the_network(tmp_path):
+    renderer = VegaRenderer([{"step": 1, "loss": 0.5, "rev": "a"}], "loss.csv", x="step", y="loss")
+    out = Path(render_html([renderer], tmp_path / "index.html", html_template=str(TEMPLATE)))
+    page = out.read_text(encoding="utf8")
+    assert "vegaEmbed" in page and not re.search(r"<script[^>]+src=", page)
