@@ -1,4 +1,4 @@
-"""Screenshots of the MLflow UI for the README (docs/screenshots/), taken in headless Chromium.
+"""Screenshots of the MLflow UI for the manual (docs/screenshots/, shown in docs/mlflow.md), taken in headless Chromium.
 
 Needs Debian's chromium (`apt-get install chromium`) and Playwright in a separate environment (it is no project
 dependency): `python3 -m venv /tmp/pw && /tmp/pw/bin/pip install playwright`. Then, after `scripts/quickstart.sh`:
@@ -6,10 +6,11 @@ dependency): `python3 -m venv /tmp/pw && /tmp/pw/bin/pip install playwright`. Th
     .venv/bin/mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db --port 5056 &
     /tmp/pw/bin/python scripts/mlflow_screenshots.py http://127.0.0.1:5056 /tmp/shots <DVC experiment> loss
 
-It saves the runs page (the experiment's parent run expanded, headline metrics as columns), the train run's
-charts (filtered by the last argument), and the sample and figures runs' artifacts, 1700×900 each; the README's
-copies are downscaled to 1100 px and quantized to 96 colours.
+It saves the runs page as it opens, the headline view (`ddpm mlflow`'s address), the runs page with the
+experiment's parent run expanded, the train run's charts (filtered by the last argument), and the sample and
+figures runs' artifacts, 1700×900 each; the manual's copies are downscaled to 1100 px and quantized to 96 colours.
 """
+
 import json
 import sys
 import urllib.request
@@ -17,64 +18,69 @@ import urllib.request
 from playwright.sync_api import sync_playwright
 
 base, out, experiment = sys.argv[1], sys.argv[2], sys.argv[3]
-COLUMNS = ["FID_train", "FID_test", "NLL_bpd", "KID", "Prec", "Rec"]
 
 
 def api(path, body):
-    req = urllib.request.Request(f"{base}/ajax-api/2.0/mlflow/{path}", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{base}/ajax-api/2.0/mlflow/{path}", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
     return json.load(urllib.request.urlopen(req))
 
 
-exp_id = json.load(urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name="
-                                          f"ddpm-digits"))["experiment"]["experiment_id"]
-runs = api("runs/search", {"experiment_ids": [exp_id], "max_results": 500,
-                           "filter": f"tags.dvc_stage = 'train' and tags.dvc_experiment = '{experiment}'"})["runs"]
+exp_id = json.load(
+    urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=ddpm-digits")
+)["experiment"]["experiment_id"]
+runs = api(
+    "runs/search",
+    {
+        "experiment_ids": [exp_id],
+        "max_results": 500,
+        "filter": f"tags.dvc_stage = 'train' and tags.dvc_experiment = '{experiment}'",
+    },
+)["runs"]
 train_id = runs[0]["info"]["run_id"]
 
 
 def run_id(stage):
-    found = api("runs/search", {"experiment_ids": [exp_id], "max_results": 5,
-                                "filter": f"tags.dvc_stage = '{stage}' and tags.dvc_experiment = '{experiment}'"})
+    found = api(
+        "runs/search",
+        {
+            "experiment_ids": [exp_id],
+            "max_results": 5,
+            "filter": f"tags.dvc_stage = '{stage}' and tags.dvc_experiment = '{experiment}'",
+        },
+    )
     return found["runs"][0]["info"]["run_id"]
+
+
 with sync_playwright() as p:
     b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
     page = b.new_page(viewport={"width": 1700, "height": 900})
-    page.goto(f"{base}/#/experiments/{exp_id}/runs")
+    page.goto(f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning")  # as MLflow opens it
     page.wait_for_timeout(5000)
-    close = page.locator("button[aria-label='Close']")
-    if close.count():
-        close.first.click()
+    for label in ("Close", "Close assistant"):  # first-visit popups
+        close = page.locator(f"button[aria-label='{label}']")
+        if close.count():
+            close.first.click()
     page.wait_for_timeout(500)
-    page.locator("button:has-text('Columns')").first.click()
-    page.wait_for_timeout(800)
-    search = page.locator("input[placeholder='Search columns']")
-    for name in ["Source", "Models", *COLUMNS]:
-        search.fill(name)
-        page.wait_for_timeout(400)
-        area = search.bounding_box()
-        matches = page.get_by_text(name, exact=True)
-        for i in range(matches.count()):  # the entry in the dropdown (below its search box); metrics before params
-            box = matches.nth(i).bounding_box()
-            if box and box["y"] > area["y"] and area["x"] - 80 < box["x"] < area["x"] + area["width"]:
-                matches.nth(i).click()
-                break
-        page.wait_for_timeout(300)
-    search.fill("")
-    page.keyboard.press("Escape")
-    page.wait_for_timeout(800)
-    box = page.locator(f"text=pipeline-{experiment}").first.bounding_box()
-    page.mouse.click(box["x"] - 28, box["y"] + box["height"] / 2)
+    page.screenshot(path=f"{out}/mlflow_runs_default.png")  # run names carry the setting and the FID
+    page.goto(f"{base}/#/experiments/{exp_id}/runs?viewStateShareKey=headline&workflowType=machine_learning")
+    page.wait_for_timeout(5000)
+    page.screenshot(path=f"{out}/mlflow_runs_headline.png")  # the page `ddpm mlflow` prints
+    page.goto(f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+    page.wait_for_timeout(4000)
+    box = page.locator(f"text={experiment} ·").first.bounding_box()
+    page.mouse.click(box["x"] - 28, box["y"] + box["height"] / 2)  # expand the pipeline run: its stage runs
     page.wait_for_timeout(1500)
     page.screenshot(path=f"{out}/mlflow_runs.png")
-    page.goto(f"{base}/#/experiments/{exp_id}/runs/{train_id}/model-metrics")
+    page.goto(f"{base}/#/experiments/{exp_id}/runs/{train_id}/model-metrics?workflowType=machine_learning")
     page.wait_for_timeout(6000)
     page.locator("input[placeholder='Search metric charts']").fill(sys.argv[4] if len(sys.argv) > 4 else "loss")
     page.mouse.move(5, 890)
     page.wait_for_timeout(3000)
     page.screenshot(path=f"{out}/mlflow_train_run.png")
     for stage, artifact in (("sample", "samples.png"), ("figures", "progressive.png")):
-        page.goto(f"{base}/#/experiments/{exp_id}/runs/{run_id(stage)}/artifacts")
+        page.goto(f"{base}/#/experiments/{exp_id}/runs/{run_id(stage)}/artifacts?workflowType=machine_learning")
         page.wait_for_timeout(4000)
         if stage == "figures":
             folder = page.get_by_text("figures", exact=True)
