@@ -148,7 +148,11 @@ def test_runs_and_model_versions_name_their_setting_and_after_the_report_their_f
     # the parent's row shows its data and its model (the runs list's Dataset and Models columns)
     assert [d.dataset.name for d in parent.inputs.dataset_inputs] == ["digits-8px-test"]
     assert {t.key: t.value for t in parent.inputs.dataset_inputs[0].tags}["mlflow.data.context"] == "evaluation"
+    # (MLflow's runs list puts a model in the Models column of its source run; the train run logged it)
     (output,) = parent.outputs.model_outputs
-    source = client.get_run(client.get_logged_model(output.model_id).source_run_id)
-    assert source.data.tags["dvc_stage"] == "train" and source.data.tags["ddpm.registered_version"] == "1"
+    assert client.get_logged_model(output.model_id).source_run_id == parent.info.run_id
+    assert client.get_model_version(name, "1").run_id == parent.info.run_id
+    (train,) = client.search_runs([parent.info.experiment_id], "tags.dvc_stage = 'train'")
+    assert [o.model_id for o in train.outputs.model_outputs] == [output.model_id]
+    assert train.data.tags["ddpm.registered_version"] == "1"
     assert client.get_model_version(name, "1").description.startswith(f"{label} · FID 55.35. train. DVC")

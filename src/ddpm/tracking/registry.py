@@ -37,10 +37,14 @@ def _requirements() -> list[str]:
     return out
 
 
-def log_ema_model(weights: Path, params_file: Path, dataset: str, sha256: str, description: str) -> tuple[str, str]:
+def log_ema_model(
+    weights: Path, params_file: Path, dataset: str, sha256: str, description: str, source_run_id: str
+) -> tuple[str, str]:
     """Log the weights as an MLflow model of the active run and register it; returns the new version and the
-    logged model's id."""
+    logged model's id. The model's source is ``source_run_id`` (the pipeline's run): MLflow's runs list shows a
+    model in the Models column of its source run, and the version links to that run."""
     name = registered_name(dataset)
+    model = mlflow.initialize_logged_model(name="ema_model", source_run_id=source_run_id)
     with warnings.catch_warnings():  # "add type hints to predict": the input is a plain dict, validated there
         warnings.simplefilter("ignore", UserWarning)
         info = mlflow.pyfunc.log_model(
@@ -51,6 +55,7 @@ def log_ema_model(weights: Path, params_file: Path, dataset: str, sha256: str, d
             pip_requirements=_requirements(),
             registered_model_name=name,
             await_registration_for=0,
+            model_id=model.model_id,
         )
     client = MlflowClient()
     number = str(info.registered_model_version)

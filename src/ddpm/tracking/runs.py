@@ -290,7 +290,8 @@ class StageRun(Tracker):
         from .registry import log_ema_model
 
         label = short_name(self.context.dvc_experiment, self.params)
-        version, model_id = log_ema_model(weights, params_file, dataset, sha256, f"{label}. {self.description}")
-        mlflow.set_tag("ddpm.registered_version", version)
         client, _, parent_id = self.ids()
+        description = f"{label}. {self.description}"
+        version, model_id = log_ema_model(weights, params_file, dataset, sha256, description, parent_id)
+        mlflow.set_tag("ddpm.registered_version", version)
         client.log_outputs(parent_id, models=[LoggedModelOutput(model_id, 0)])  # the runs list's Models column
