@@ -72,15 +72,21 @@ def stage_main(
         hold_params(Path(params_path), stage)
     except USER_ERRORS as err:
         fail(f"error: {stage}: {err}")
+    placement = None
+    if compute and int(os.environ.get("GROUP_RANK", "0")) > 0:
+        # A node that joins node 0's stage reads params.yaml only after the rendezvous: node 0's DVC may still be
+        # writing it (`dvc exp run -S`) when this node starts.
+        placement = _place(stage)
     try:
         params = load_params(params_path)
     except USER_ERRORS as err:
         fail(f"error: {err}")
-    placement = None
     if compute:  # torch and Accelerate are imported only by the stages that compute (not prepare's or report's)
-        from .placement import Placement
-
-        placement = Placement.start()
+        placement = placement or _place(stage)
+        try:
+            placement.agree("params.yaml", Path(params_path).read_bytes())
+        except USER_ERRORS as err:
+            fail(f"error: {stage}: {err}")
     # Under `accelerate launch` only the first process logs.
     tracker = _tracker(stage, params, body, compute) if tracked and int(os.environ.get("RANK", "0")) == 0 else NullRun()
     try:
@@ -97,6 +103,24 @@ def stage_main(
         fail(f"error: {err}")
     except USER_ERRORS as err:
         fail(f"error: {stage}: {_one_line(err)}")
+    except RuntimeError as err:  # a process of the group (another node, say) died: one line, not a traceback
+        lost = placement.lost_peer(err) if placement is not None else None
+        if lost is None:
+            raise
+        fail(f"error: {stage}: {lost}")
+
+
+def _place(stage: str):
+    """The stage's process group (Accelerate); a failed rendezvous ends the process in one line."""
+    from .placement import Placement
+
+    try:
+        return Placement.start()
+    except RuntimeError as err:
+        lost = Placement.lost_peer(err)
+        if lost is None:
+            raise
+        fail(f"error: {stage}: {lost}")
 
 
 def _tracker(stage: str, params, body: StageBody, compute: bool):

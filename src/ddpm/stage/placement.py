@@ -3,16 +3,31 @@ and what the stage cost there (device, processes, wall time, peak memory) for it
 
 from __future__ import annotations
 
+import hashlib
+import re
 import resource
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
 from ddpm.parallel import WorkShare
+
+# What torch.distributed's backends say when another process of the group went away.
+_LOST = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "connectFullMesh failed",
+    "Socket Timeout",
+    "NCCL communicator was aborted",
+    "Watchdog caught collective operation timeout",
+    "Broken pipe",
+)
 
 
 @dataclass
@@ -30,6 +45,37 @@ class Placement:
         if state.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(state.device)
         return cls(state)
+
+    def agree(self, name: str, content: bytes) -> None:
+        """Check that every process of the group read the same ``content`` (e.g. params.yaml: nodes that run
+        different checkouts would train different models under one run)."""
+        if self.state.num_processes == 1:
+            return
+        mine = (hashlib.sha256(content).hexdigest(), socket.gethostname())
+        every: list[tuple[str, str]] = [mine] * self.state.num_processes  # filled by all_gather_object
+        dist.all_gather_object(every, mine)
+        for rank, (digest, host) in enumerate(every):
+            if digest != every[0][0]:
+                raise ValueError(
+                    f"{name} of process {rank} (on {host}) differs from process 0's (on {every[0][1]}); start "
+                    "every node from the same checkout and params"
+                )
+
+    @staticmethod
+    def lost_peer(err: BaseException) -> str | None:
+        """One line for an error that means another process of the group stopped (a node died, was killed or lost
+        its network), naming its address where the backend says it; None for any other error."""
+        text = str(err)
+        if not any(sign in text for sign in _LOST):
+            return None
+        where = re.search(r"\[([\w.:-]+)\]:(\d+)", text)  # the peer's address, as gloo writes it
+        peer = f"the process at {where.group(1)}:{where.group(2)}" if where else "another process of the group"
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", text.strip().splitlines()[0] if text.strip() else type(err).__name__)
+        return (
+            f"lost contact with {peer} (its node or process stopped?): {reason.split('. ')[0][:200]}. Rerun the "
+            "stage on every node: it resumes from what was saved (training's newest checkpoint, finished sample "
+            "chunks)"
+        )
 
     @property
     def device(self) -> torch.device:
