@@ -70,7 +70,7 @@ def _stage_body(params, paths, run):
     run.log_image(np.zeros((4, 4, 3), dtype=np.uint8), "grid", step=2)
 
 
-def _run_stage(tmp_path, monkeypatch, uri):
+def _run_stage(tmp_path, monkeypatch, uri, body=_stage_body):
     import yaml
     from helpers.params import compose_raw
 
@@ -80,7 +80,7 @@ def _run_stage(tmp_path, monkeypatch, uri):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.setenv("DDPM_PIPELINE_RUN", "run-x")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(compose_raw()))
-    stage_main("train", _stage_body, params_path=str(tmp_path / "params.yaml"))
+    stage_main("train", body, params_path=str(tmp_path / "params.yaml"))
     return sorted((tmp_path / "mlflow-pending").glob("*.jsonl"))
 
 
@@ -197,3 +197,45 @@ def test_concurrent_workers_share_one_fresh_sqlite_store(tmp_path):
     for run_id in children["run_id"]:
         assert len(client.get_metric_history(run_id, "rate")) == 1500
         assert [m.step for m in client.get_metric_history(run_id, "loss")] == list(range(25))
+
+
+def test_a_server_killed_mid_stage_spools_the_rest_and_replay_after_its_restart_loses_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    """A shared server (scripts/mlflow-server.sh) that crashes while a stage logs: the stage completes, the rest
+    of its log waits in mlflow-pending/, and once the server is back `ddpm replay` puts it under the same
+    pipeline run."""
+    import json
+
+    from helpers.mlflow_server import MlflowServer
+
+    from ddpm.tracking.spool import replay
+
+    live = MlflowServer(tmp_path / "server").start()
+
+    def body(params, paths, run):
+        run.log_metrics({"loss": 0.5}, step=1)
+        live.stop()  # the server crashes mid-stage
+        run.log_metrics({"loss": 0.25}, step=2)
+        run.log_series({"rate": [1.0, 2.0]})
+
+    pending = _run_stage(tmp_path, monkeypatch, live.uri, body)
+    assert len([x for x in capsys.readouterr().err.splitlines() if x.startswith("warning: MLflow")]) == 1
+    assert [json.loads(line)["op"] for line in pending[0].read_text().splitlines()] == [
+        "start",
+        "log_metrics",
+        "log_series",
+        "end",
+    ]
+    live.start()  # the same store and port
+    run_id = replay(pending[0])
+    client = mlflow.tracking.MlflowClient(live.uri)
+    replayed = client.get_run(run_id)
+    trains = client.search_runs([replayed.info.experiment_id], "tags.dvc_stage = 'train'")
+    (first,) = [r for r in trains if r.info.run_id != run_id]
+    assert [(m.step, m.value) for m in client.get_metric_history(first.info.run_id, "loss")] == [(1, 0.5)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(2, 0.25)]
+    assert [m.value for m in client.get_metric_history(run_id, "rate")] == [1.0, 2.0]
+    parent = first.data.tags["mlflow.parentRunId"]
+    assert replayed.data.tags["mlflow.parentRunId"] == parent and replayed.info.status == "FINISHED"
+    live.stop()

@@ -67,10 +67,12 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     process (a second queue worker) creates it between our lookup and our create, theirs is taken."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
+        # Artifacts of a local store go beside it, at the project root; a server keeps them where it was told to
+        # (`mlflow server --artifacts-destination`), so that every client reads and writes the same ones.
+        local = client.tracking_uri.startswith(("sqlite:", "file:", "/"))
+        location = (project_root() / "mlartifacts").as_uri() if local else None
         try:
-            return client.create_experiment(
-                name, artifact_location=(project_root() / "mlartifacts").as_uri(), tags=EXPERIMENT_TAGS
-            )
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
         except MlflowException as err:
             exp = client.get_experiment_by_name(name)
             if exp is None:

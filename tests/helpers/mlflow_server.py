@@ -1,0 +1,66 @@
+"""A live MLflow tracking server on 127.0.0.1, started by scripts/mlflow-server.sh (SQLite backend, proxied
+artifacts) in a folder of the test's, as a team would run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from . import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """``start()`` / ``stop()`` (SIGKILL, as a crash) the server on one port and store; ``uri`` for clients."""
+
+    def __init__(self, folder: Path, port: int | None = None):
+        self.folder, self.port = Path(folder), port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> MlflowServer:
+        env = dict(
+            os.environ,
+            MLFLOW_BACKEND=f"sqlite:///{self.folder / 'mlflow.db'}",
+            MLFLOW_ARTIFACTS=str(self.folder / "artifacts"),
+            MLFLOW_PORT=str(self.port),
+            MLFLOW=str(Path(sys.executable).parent / "mlflow"),
+        )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - the server's, closed with it
+        self.proc = subprocess.Popen(
+            ["bash", str(ROOT / "scripts" / "mlflow-server.sh")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as res:
+                    if res.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(
+            f"mlflow server not up after {timeout}s: {(self.folder / 'server.log').read_text()[-3000:]}"
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its workers
+            self.proc.wait(timeout=30)
+        self.proc = None
