@@ -65,18 +65,32 @@ class AutocastModel(torch.nn.Module):
             return self.net(x, t).float()
 
 
+class OwnedOutput(torch.nn.Module):
+    """A network whose every output is a tensor of the caller's own. A network compiled with CUDA graphs returns
+    its graph's static output buffer, which the next call overwrites; the multistep and singlestep solvers (Heun,
+    DPM-Solver-2/3, UniPC, DPM-Solver++) keep an earlier call's ε after a later call, so they must hold a copy."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(x, t).clone()
+
+
 def inference_network(
     model: torch.nn.Module, device: torch.device, precision: InferencePrecision, compile: bool
 ) -> torch.nn.Module:
     """The network as sampling and the bound call it: ``torch.compile``d if asked (on CUDA with CUDA graphs: a
-    sampler calls it with one shape per batch), under bf16 autocast or in float32."""
+    sampler calls it with one shape per batch; its outputs copied out of the graph's buffers), under bf16 autocast
+    (outputs converted to new float32 tensors) or in float32."""
     net = model
     if compile:
         mode = "reduce-overhead" if device.type == "cuda" else None
         net = cast(torch.nn.Module, torch.compile(model, mode=mode, dynamic=False))  # an OptimizedModule
     if InferencePrecision(precision) is InferencePrecision.BF16:
-        net = AutocastModel(net)
-    return net
+        return AutocastModel(net)  # .float() of a bf16 output is a new tensor
+    return OwnedOutput(net) if compile else net
 
 
 @dataclass(frozen=True)
