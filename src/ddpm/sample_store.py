@@ -138,7 +138,7 @@ def fill(out_dir: Path, inference: Inference, params: Params, model_path: Path, 
     start = time.perf_counter()
     written = sample_chunks(inference, params.sample, params.seed, out_dir, share)
     seconds = time.perf_counter() - start
-    share.barrier()
+    share.wait_for_all()  # ranks finish up to a chunk apart
     if not share.is_main:
         return None
     manifest = write_manifest(out_dir, params.sample, fingerprint)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import free_port
 from helpers.ranks import launch_two_cpu_ranks
 from helpers.sharding import eval_images, sharded_evaluation
 
@@ -45,3 +46,38 @@ def test_one_and_two_processes_give_identical_nll_features_and_fid(tmp_path):
         assert float(two["fid"]) == pytest.approx(float(one["fid"]), rel=1e-6)
     assert one["count"] == 7 and one["features"].shape == (7, 2048) and one["cell_samples"] == 7
     assert np.isfinite(one["total_bpd"]) and np.isfinite(one["fid"])
+
+
+def _uneven_work(rank: int, port: int, long_wait: bool, out: str) -> None:
+    import datetime
+    import time
+
+    import torch.distributed as dist
+
+    # A default group whose timeout (3 s) stands for NCCL's watchdog; rank 1's share takes twice as long.
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=3)
+    )
+    share = WorkShare(rank, 2)
+    time.sleep(6.0 if rank == 1 else 0.0)
+    try:
+        share.wait_for_all() if long_wait else share.barrier()
+        Path(f"{out}.{rank}").write_text("ok")
+    except RuntimeError as err:
+        Path(f"{out}.{rank}").write_text(f"failed: {err}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("long_wait", [True, False])
+def test_the_wait_for_the_slowest_rank_outlasts_the_default_groups_timeout(tmp_path, long_wait):
+    """Ranks that finish their chunks early wait for the slowest one (sampling: up to a chunk) on a group of
+    their own with a long timeout; the default group's barrier would time out."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "rank")
+    mp.spawn(_uneven_work, args=(free_port(), long_wait, out), nprocs=2, join=True)
+    if long_wait:
+        assert [Path(f"{out}.{r}").read_text() for r in (0, 1)] == ["ok", "ok"]
+    else:
+        assert Path(f"{out}.0").read_text().startswith("failed")

@@ -6,7 +6,6 @@ resumes to the same weights."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ROOT, free_port
 from helpers.params import compose_raw, merged
 
 TINY = {
@@ -47,12 +46,6 @@ def _env(cwd: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _stage(cwd: Path, stage: str, *launcher: str) -> subprocess.CompletedProcess:
     cmd = [*(launcher or [sys.executable]), str(ROOT / "pipeline" / f"{stage}.py")]
     return subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=600)
@@ -61,7 +54,7 @@ def _stage(cwd: Path, stage: str, *launcher: str) -> subprocess.CompletedProcess
 def _start_nodes(cwd: Path) -> list[subprocess.Popen]:
     """Node 0 and node 1 as `srun --ntasks-per-node=1 scripts/slurm/launch-node.sh pipeline/train.py` starts them
     on a two-node allocation (here both on 127.0.0.1)."""
-    port = str(_free_port())
+    port = str(free_port())
     nodes = []
     for node in (0, 1):
         slurm = {"SLURM_NNODES": "2", "SLURM_NODEID": str(node), "SLURM_GPUS_ON_NODE": "1"}
@@ -107,7 +100,7 @@ def one_node(tmp_path_factory):
     prepared = _stage(ws, "prepare")
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     two_ranks = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
-    two_ranks += [str(ROOT / "conf" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(_free_port())]
+    two_ranks += [str(ROOT / "conf" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(free_port())]
     trained = _stage(ws, "train", *two_ranks)
     assert trained.returncode == 0, trained.stderr[-3000:]
     return ws

@@ -1,6 +1,7 @@
 import sqlite3
 
 import mlflow
+from helpers import free_port
 
 from ddpm.tracking.runs import StageRun
 
@@ -53,14 +54,6 @@ def test_more_params_than_one_mlflow_batch_holds(tmp_path, monkeypatch):
     assert len(client.get_run(parent_id).data.params) == 252 and len(client.get_run(run_id).data.params) == 252
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # bound then released: nothing listens there
-
-
 def _stage_body(params, paths, run):
     import numpy as np
 
@@ -91,7 +84,7 @@ def test_unreachable_server_warns_once_keeps_the_log_and_replays_it_later(tmp_pa
     from ddpm.tracking.spool import replay
 
     start = time.monotonic()
-    pending = _run_stage(tmp_path, monkeypatch, f"http://127.0.0.1:{_closed_port()}")
+    pending = _run_stage(tmp_path, monkeypatch, f"http://127.0.0.1:{free_port()}")
     assert time.monotonic() - start < 60  # no minutes of retries
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: MLflow")]
     assert len(warnings) == 1 and " replay " in warnings[0]
