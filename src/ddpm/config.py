@@ -88,7 +88,8 @@ class ShardCheck(StrEnum):
 class Precision(StrEnum):
     """Mixed precision of training (the Accelerator's ``mixed_precision``)."""
 
-    NO = "no"  # float32
+    NO = "no"  # IEEE float32 (also on GPUs, where PyTorch would run convolutions in TF32)
+    TF32 = "tf32"  # float32 with TensorFloat-32 matmuls and convolutions on Ampere+ GPUs (a 10-bit mantissa)
     BF16 = "bf16"  # bfloat16 autocast (CPU and Ampere+ GPUs)
     FP16 = "fp16"  # float16 autocast with loss scaling (CUDA only)
 

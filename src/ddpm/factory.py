@@ -13,6 +13,7 @@ from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.options import InferencePrecision
 from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.unet import UNet, UNetConfig
+from ddpm.precision import IEEE, TF32, set_fp32_precision
 from ddpm.storage.model_files import load_model
 
 
@@ -88,7 +89,9 @@ def inference_network(
     if compile:
         mode = "reduce-overhead" if device.type == "cuda" else None
         net = cast(torch.nn.Module, torch.compile(model, mode=mode, dynamic=False))  # an OptimizedModule
-    if InferencePrecision(precision) is InferencePrecision.BF16:
+    precision = InferencePrecision(precision)
+    set_fp32_precision(TF32 if precision is InferencePrecision.TF32 else IEEE)  # what float32 means on a GPU
+    if precision is InferencePrecision.BF16:
         return AutocastModel(net)  # .float() of a bf16 output is a new tensor
     return OwnedOutput(net) if compile else net
 

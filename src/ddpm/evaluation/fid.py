@@ -25,6 +25,7 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 
 from ddpm.config import Params
 from ddpm.parallel import ONE_PROCESS, WorkShare
+from ddpm.precision import ieee_float32
 from ddpm.progress import Counted, tracked
 from ddpm.storage.files import atomic_file, file_digest
 
@@ -110,12 +111,8 @@ def full_float32():
     """TF32 off for the Inception features: the reference statistics and the TF graph the papers measured with
     are float32; TF32 rounds every convolution's inputs to a 10-bit mantissa, which moves pool3 features by about
     1e-3 relative and FID by more than the digits a table reports."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with ieee_float32():
         yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
 from ddpm.parallel import WorkShare
+from ddpm.precision import IEEE, set_fp32_precision
 
 # What torch.distributed's backends say when another process of the group went away.
 _LOST = (
@@ -42,6 +43,7 @@ class Placement:
         # As Accelerator does: ACCELERATE_USE_CPU=1 makes ranks on CPU a gloo group (PartialState alone ignores it,
         # and each rank would run the whole stage alone).
         state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+        set_fp32_precision(IEEE)  # "fp32" is IEEE float32 unless a param asks for TF32 by name
         if state.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(state.device)
         return cls(state)

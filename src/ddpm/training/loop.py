@@ -19,6 +19,7 @@ from ddpm.core.unet import count_parameters
 from ddpm.data.loader import train_stream
 from ddpm.data.shards import read_manifest, split_identity
 from ddpm.factory import build_diffusion, build_model
+from ddpm.precision import IEEE, TF32, set_fp32_precision
 from ddpm.progress import progress
 from ddpm.storage.files import exclusive_lock
 from ddpm.storage.model_files import save_model
@@ -88,7 +89,8 @@ def make_accelerator(params: Params) -> Accelerator:
     precision = params.train.mixed_precision
     if precision is Precision.FP16 and not torch.cuda.is_available():
         raise ValueError("train.mixed_precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
-    return Accelerator(mixed_precision=precision.value)
+    set_fp32_precision(TF32 if precision is Precision.TF32 else IEEE)  # what float32 means on a GPU
+    return Accelerator(mixed_precision="no" if precision is Precision.TF32 else precision.value)
 
 
 def train(
