@@ -245,3 +245,13 @@ def test_new_sections_are_validated_too(patch, message):
     with pytest.raises(ParamsError) as err:
         validate_params(raw)
     assert str(err.value).startswith(message)
+
+
+def test_every_256px_profile_evaluates_the_bound_in_batches_that_fit_an_80gb_gpu():
+    """~325 MiB (ch 128) and ~420 MiB (ch 192) of fp32 activations per 256² image, measured on CPU: the default
+    500 would need 158-205 GiB; 128 needs at most ~53 GiB."""
+    profiles = sorted(p.stem for p in (ROOT / "conf" / "profile").glob("*.yaml"))
+    big = [p for p in profiles if _compose([f"profile={p}"])["data"]["resolution"] >= 256]
+    assert len(big) == 7
+    for profile in big:
+        assert _compose([f"profile={profile}"])["evaluate"]["nll_batch_size"] <= 128, profile
