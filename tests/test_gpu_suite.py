@@ -35,6 +35,15 @@ def test_the_suite_runs_at_smoke_sizes_on_a_cpu(tmp_path):
         assert f"| {call}" in report and report.split(f"| {call}")[1].split("\n")[0].endswith("| cpu | yes |")
     assert "## Training, batch 4" in report and "| DDIM-5 | fp32 | 4 |" in report and "| DDPM-50 | fp32 | 4 |" in report
     assert "## Full-T NLL (T = 50)" in report and "not measured: no CUDA" in report
+    assert "| fp32 | 2 |" in report.split("## Full-T NLL")[1] and report.rstrip().endswith("budget.")
+    assert "error:" not in report
+
+
+def test_a_spent_budget_skips_what_is_left_and_still_writes_the_file(tmp_path):
+    """The file holds every finished section (rewritten after each), and a section the budget cannot hold says so."""
+    run_suite(tmp_path, "--smoke", "--only", "sample", "nll", "--budget", "0")
+    report = (tmp_path / "gpu_suite-cpu-smoke.md").read_text()
+    assert report.count("skipped: the 0 s budget is spent") == 2 and "--budget 0 --smoke" in report
 
 
 def test_without_cuda_the_full_suite_refuses_in_one_line(tmp_path):
