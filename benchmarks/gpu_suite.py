@@ -300,17 +300,17 @@ def per_step(fn, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def timed_variants(sizes, device, budget: Budget, measure, row, skipped_row) -> list[str]:
-    """``measure(model)`` for each precision variant while the budget allows: a variant is estimated at twice
-    the previous one's time (plus 90 s to compile), the first at 30 s."""
+def timed_variants(sizes, device, budget: Budget, measure, lead, cells) -> list[str]:
+    """A row ``lead(precision) + cells(precision, measure(network))`` for each precision variant while the budget
+    allows: a variant is estimated at twice the previous one's time (plus 90 s to compile), the first at 30 s."""
     rows, estimate = [], 30.0
     for precision, bf16, compile in inference_variants(sizes, device):
         need = estimate + (90.0 if compile else 0.0)
         if not budget.allows(need):
-            rows.append(skipped_row(precision, need))
+            rows.append(f"{lead(precision)} {skipped(need, budget)} | | |")
             continue
         began = time.perf_counter()
-        rows.append(row(precision, measure(network(sizes, device, bf16, compile))))
+        rows.append(lead(precision) + cells(precision, measure(network(sizes, device, bf16, compile))))
         estimate = 2 * (time.perf_counter() - began)
     return rows
 
@@ -335,21 +335,12 @@ def sample_section(sizes: Sizes, device: torch.device, budget: Budget) -> list[s
 
             return per_step(run, k, device)
 
-        def row(precision, seconds, name=name, steps=steps, target=target):
+        def cells(precision, seconds, steps=steps, target=target):
             minutes = seconds * steps * 50_000 / b / 60
             judged = f"≤ {target} ({JUDGED_IN})" if sizes is FULL and precision == JUDGED_IN else "—"
-            return f"| {name} | {precision} | {b} | {seconds:.4f} | {minutes:.1f} | {judged} |"
+            return f" {seconds:.4f} | {minutes:.1f} | {judged} |"
 
-        rows += timed_variants(
-            sizes,
-            device,
-            budget,
-            measure,
-            row,
-            lambda p, need, name=name: (
-                f"| {name} | {p} | {b} | skipped: needs ~{need:.0f} s, {budget.left():.0f} s left | | |"
-            ),
-        )
+        rows += timed_variants(sizes, device, budget, measure, lambda p, name=name: f"| {name} | {p} | {b} |", cells)
     return [
         f"## Sampling through core.generation.generate (per-image noise, as the sample stage; {k} steps timed "
         "after a 2-step warm-up, 50k minutes = seconds per step × steps × 50k / batch)",
@@ -376,19 +367,12 @@ def nll_section(sizes: Sizes, device: torch.device, budget: Budget) -> list[str]
         sync(device)
         return (time.perf_counter() - start) / k
 
-    def row(precision, seconds):
+    def cells(precision, seconds):
         minutes = seconds * sizes.T * 10_000 / b / 60
         judged = f"≤ 10 ({JUDGED_IN})" if sizes is FULL and precision == JUDGED_IN else "—"
-        return f"| {precision} | {b} | {seconds:.4f} | {minutes:.1f} | {judged} |"
+        return f" {seconds:.4f} | {minutes:.1f} | {judged} |"
 
-    rows += timed_variants(
-        sizes,
-        device,
-        budget,
-        measure,
-        row,
-        lambda p, need: f"| {p} | {b} | {skipped(need, budget)} | | |",
-    )
+    rows += timed_variants(sizes, device, budget, measure, lambda p: f"| {p} | {b} |", cells)
     return [f"## Full-T NLL (T = {sizes.T}) through evaluation.likelihood.nll_bpd, {k} terms timed", "", *rows]
 
 
