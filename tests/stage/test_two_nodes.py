@@ -18,7 +18,7 @@ from helpers import ROOT, free_port
 from helpers.params import compose_raw, merged
 
 TINY = {
-    "data": {"shard_size": 800},  # two training shards of the digits: one per process
+    "data": {"shard_size": 800},  # two training shards of the digits
     "model": {"ch": 32, "ch_mult": [1, 2], "attn_resolutions": []},
     "train": {
         "steps": 60,

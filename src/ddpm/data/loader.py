@@ -66,37 +66,27 @@ def _collate(batch):
     )
 
 
-def rank_shards(shards: list, rank: int, world_size: int) -> list:
-    """The disjoint subset of training shards that one process reads."""
-    if len(shards) < world_size:
-        raise ValueError(
-            f"data.shard_size: {len(shards)} training shard(s) cannot be split over {world_size} processes; "
-            f"set data.shard_size so the training split makes at least {world_size} shards and rerun prepare"
-        )
-    return shards[rank::world_size]
-
-
 def train_stream(
     shard_dir: Path,
     batch_size: int,
     seed: int,
-    rank: int = 0,
-    world_size: int = 1,
     random_flip: bool = True,
     shuffle_buffer: int = 5000,
     check: ShardCheck = ShardCheck.BEFORE,
 ):
-    """Infinite batches ``(x, labels, keys)`` with x float in [-1, 1], from this rank's own shards, resampled.
+    """Infinite batches ``(x, labels, keys)`` with x float in [-1, 1], resampled from all training shards.
 
-    Ranks read disjoint shards (split here, by rank), so the loader must not also go through
-    ``accelerator.prepare``; the stream never ends, so every rank yields as many batches as it is asked for.
+    Every rank draws shards uniformly from the whole training split with its own ``seed`` (a rank's share of the
+    data is a random one, as one process's is: any number of shards serves any number of processes, and no shard
+    is drawn more often than another), so the loader must not also go through ``accelerator.prepare``; the
+    stream never ends, so every rank yields as many batches as it is asked for.
     Every training shard's size is checked now (on every rank, so that all stop together), and each shard's
     sha256 each time it is opened (``check``).
     """
     every = shard_files(shard_dir, "train")
     for shard in every:  # all ranks see a truncated or missing shard at once
         check_size(shard)
-    shards = rank_shards(every, rank, world_size)
+    shards = every
     rng = random.Random(seed)
     flip_gen = torch.Generator().manual_seed(seed)
     pipeline = wds.DataPipeline(

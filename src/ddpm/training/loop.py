@@ -218,13 +218,12 @@ def _train(
         if batches is None or (step - 1) % cfg.checkpoint_every == 0:
             segment = (step - 1) // cfg.checkpoint_every
             torch.manual_seed(segment_seed(params.seed, rank, segment))
-            # Each rank resamples shards with its own seed, so the loader is not passed through accelerator.prepare.
+            # Each rank resamples all shards with its own seed, so the loader is not passed through
+            # accelerator.prepare.
             batches = train_stream(
                 shard_dir,
                 micro,
                 segment_seed(params.seed, rank, segment),
-                rank,
-                accelerator.num_processes,
                 cfg.random_flip,
                 cfg.shuffle_buffer,
                 params.data.verify,
