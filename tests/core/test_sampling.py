@@ -154,3 +154,15 @@ def test_noise_is_drawn_where_the_generator_lives_and_placed_on_the_device():
     torch.testing.assert_close(cpu, torch.randn((2, 3), generator=torch.Generator().manual_seed(4)), rtol=0, atol=0)
     moved = standard_normal((2, 3), generator=torch.Generator().manual_seed(4), device="meta")
     assert moved.device.type == "meta" and moved.shape == (2, 3)
+
+
+def test_noise_drawn_ahead_on_a_helper_thread_has_the_bytes_of_noise_drawn_inline():
+    """Each image's noise comes from its own CPU generator in call order, whether it is drawn when asked (CPU) or
+    drawn ahead into pinned memory while the accelerator works (CUDA's default), so samples are the same bytes."""
+    from ddpm.core.generation import image_seed, per_image_noise
+
+    generators = [torch.Generator().manual_seed(image_seed(5, i)) for i in range(10, 17)]
+    expected = [torch.stack([torch.randn(3, 8, 8, generator=g) for g in generators]) for _ in range(4)]
+    for ahead in (False, True):
+        draw = per_image_noise(5, range(10, 17), (3, 8, 8), "cpu", ahead=ahead)
+        assert all(torch.equal(draw(), e) for e in expected), ahead

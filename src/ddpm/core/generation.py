@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,14 +27,32 @@ def image_seed(seed: int, index: int) -> int:
 
 
 def per_image_noise(
-    seed: int, indices: range, shape: tuple[int, ...], device: str | torch.device
+    seed: int, indices: range, shape: tuple[int, ...], device: str | torch.device, ahead: bool | None = None
 ) -> Callable[[], torch.Tensor]:
-    """A noise function drawing each image's noise from its own generator (seeded by its index)."""
+    """A noise function drawing each image's noise from its own CPU generator (seeded by its index), so the bytes
+    are the same on every device. With ``ahead`` (the default on CUDA) the next call's noise is drawn on a helper
+    thread into pinned memory while the accelerator works, and copied without blocking the host."""
     generators = [torch.Generator().manual_seed(image_seed(seed, i)) for i in indices]
+    device = torch.device(device)
+    pinned = device.type == "cuda"
+
+    def draw_cpu() -> torch.Tensor:
+        out = torch.empty((len(generators), *shape), pin_memory=pinned)
+        for row, g in zip(out, generators, strict=True):
+            torch.randn(shape, generator=g, out=row)
+        return out
+
+    if not (device.type == "cuda" if ahead is None else ahead):
+        return lambda: draw_cpu().to(device)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="noise")
+    pending: list[Future[torch.Tensor]] = [pool.submit(draw_cpu)]
 
     def draw() -> torch.Tensor:
-        return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+        noise = pending.pop().result()
+        pending.append(pool.submit(draw_cpu))  # the generators are used by one thread at a time, in call order
+        return noise.to(device, non_blocking=pinned)
 
+    weakref.finalize(draw, pool.shutdown, wait=False, cancel_futures=True)
     return draw
 
 
