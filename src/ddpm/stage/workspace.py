@@ -116,7 +116,7 @@ def _claim(lock_dir: Path, driver: str) -> dict | None:
         holder = writes.get(CLAIMED[0])
         if holder and holder["cmd"].endswith(f"[{driver}]"):
             return None  # this execution claimed it at an earlier stage
-        if holder and alive(identity(int(holder["pid"]))):
+        if holder and _holds(holder):
             return holder
         pid = int(driver.split(":")[0])
         watcher = subprocess.Popen(
@@ -130,6 +130,13 @@ def _claim(lock_dir: Path, driver: str) -> dict | None:
         for name in CLAIMED:
             writes[name] = info
     return None
+
+
+def _holds(holder: dict) -> bool:
+    """Whether a hold in DVC's lock is live: a pipeline's claim while its DVC process runs (whatever became of its
+    watcher: killed with a process group, or copied along with the workspace), DVC's own while its process runs."""
+    driver = holder["cmd"].rsplit("[", 1)[-1].rstrip("]") if holder["cmd"].startswith(OURS) else ""
+    return alive(driver) if ":" in driver else alive(identity(int(holder["pid"])))
 
 
 def _release_when_gone(driver: str, lock_dir: str) -> None:
