@@ -64,3 +64,15 @@ def test_activation_checkpointing_gives_the_same_gradients():
 
     for plain, recomputed in zip(grads(False), grads(True), strict=True):
         torch.testing.assert_close(recomputed, plain)
+
+
+def test_the_time_embedding_stays_in_float32_under_bf16_autocast():
+    """As iDDPM's mixed precision keeps it: under autocast only the rest of the network runs in bfloat16."""
+    from helpers.networks import small_unet
+
+    model = small_unet()
+    seen = []
+    model.temb.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 1, 8, 8), torch.tensor([3, 40]))
+    assert seen == [torch.float32] and out.dtype == torch.bfloat16

@@ -247,7 +247,8 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         t = t.float() * cfg.time_scale if cfg.time_scale != 1.0 else t
-        temb = self.temb(timestep_embedding(t, cfg.ch, cfg.time_embedding).to(x.dtype))
+        with torch.autocast(x.device.type, enabled=False):  # the time embedding in the weights' precision, as iDDPM
+            temb = self.temb(timestep_embedding(t, cfg.ch, cfg.time_embedding).to(next(self.temb.parameters()).dtype))
         hs = [self.conv_in(x)]
         for layers in self.down:
             hs.append(self._run(layers, hs[-1], temb))
