@@ -48,6 +48,7 @@ from ddpm.core.unet import UNet, UNetConfig
 from ddpm.evaluation.likelihood import nll_bpd, rate_distortion
 from ddpm.factory import inference_network, load_for_inference
 from ddpm.parallel import ONE_PROCESS
+from ddpm.precision import set_fp32_precision
 from ddpm.storage.model_files import save_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -407,6 +408,7 @@ def main() -> None:
     if device.type == "cpu" and not args.smoke:
         raise SystemExit("gpu_suite: no CUDA device; run with --smoke for the CPU check of the suite itself")
     budget = Budget(args.budget)
+    set_fp32_precision("ieee")  # fp32 rows in IEEE float32, as the stages run (PyTorch's default convs are TF32)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     suffix = "-smoke" if args.smoke else ""

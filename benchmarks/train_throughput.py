@@ -32,6 +32,7 @@ from accelerate.state import AcceleratorState
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.unet import UNet, UNetConfig, count_parameters
+from ddpm.precision import set_fp32_precision
 from ddpm.training.ema import EMA
 from ddpm.training.step import MicroBatch, build_optimizer, optimization_step
 
@@ -177,7 +178,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        set_fp32_precision("ieee")  # fp32 rows in IEEE float32, as train.mixed_precision: no trains
         name = torch.cuda.get_device_name(device)
     else:
         name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

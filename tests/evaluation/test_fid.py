@@ -100,17 +100,6 @@ def test_statistics_files_keep_features_for_kid_and_say_when_they_lack_them(tmp_
         load_features(tmp_path / "old.npz")
 
 
-def test_inception_features_run_with_tf32_off_and_restore_the_flags():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        with fid.full_float32():
-            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def test_channels_last_on_cpu_gives_the_plain_layouts_features():
     """The extractor feeds the CPU network NHWC tensors (faster there); the features are those of the NCHW input
     up to float32 summation order (measured ≤ 1e-5; pool3 features are O(0.1–1))."""
