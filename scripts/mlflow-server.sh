@@ -15,5 +15,7 @@ artifacts=${MLFLOW_ARTIFACTS:-$HERE/artifacts}
 case "$backend" in sqlite:///*) mkdir -p "$(dirname "${backend#sqlite:///}")" ;; esac
 case "$artifacts" in *://*) ;; *) mkdir -p "$artifacts" ;; esac
 MLFLOW=${MLFLOW:-$(command -v mlflow || echo .venv/bin/mlflow)}
+# MLflow's background job workers serve its GenAI features (about eight processes of ~230 MB): off unless asked.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
 exec "$MLFLOW" server --backend-store-uri "$backend" --serve-artifacts --artifacts-destination "$artifacts" \
   --host "${MLFLOW_HOST:-127.0.0.1}" --port "${MLFLOW_PORT:-5000}" "$@"

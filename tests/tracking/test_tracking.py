@@ -198,13 +198,19 @@ def test_a_server_killed_mid_stage_spools_the_rest_and_replay_after_its_restart_
     """A shared server (scripts/mlflow-server.sh) that crashes while a stage logs: the stage completes, the rest
     of its log waits in mlflow-pending/, and once the server is back `ddpm replay` puts it under the same
     pipeline run."""
-    import json
-
     from helpers.mlflow_server import MlflowServer
 
     from ddpm.tracking.spool import replay
 
     live = MlflowServer(tmp_path / "server").start()
+    try:
+        _crash_and_replay(tmp_path, monkeypatch, capsys, live, replay)
+    finally:
+        live.stop()
+
+
+def _crash_and_replay(tmp_path, monkeypatch, capsys, live, replay):
+    import json
 
     def body(params, paths, run):
         run.log_metrics({"loss": 0.5}, step=1)
@@ -231,4 +237,3 @@ def test_a_server_killed_mid_stage_spools_the_rest_and_replay_after_its_restart_
     assert [m.value for m in client.get_metric_history(run_id, "rate")] == [1.0, 2.0]
     parent = first.data.tags["mlflow.parentRunId"]
     assert replayed.data.tags["mlflow.parentRunId"] == parent and replayed.info.status == "FINISHED"
-    live.stop()
