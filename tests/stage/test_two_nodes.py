@@ -139,8 +139,11 @@ def test_a_dead_node_stops_the_other_in_one_line_and_the_rerun_resumes_to_the_sa
 
 
 def _disagree():
+    from accelerate.state import AcceleratorState
+
     from ddpm.stage.placement import Placement
 
+    AcceleratorState._reset_state(reset_partial_state=True)  # a forked rank: not the parent's single process
     placement = Placement.start()
     placement.agree("params.yaml", b"same")
     placement.agree("params.yaml", f"rank {placement.state.process_index}".encode())
