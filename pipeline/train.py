@@ -13,7 +13,7 @@ def main(params, paths, run, placement):
         metrics = import_released(params, paths.shards, paths.model)
         history = [{"step": 0, "loss": None}]
     else:
-        log_inputs(run, paths.shards, "train", "training")
+        log_inputs(run, paths.shards, "train", "training", url=params.data.shards_url)
         result = train(
             params, paths.shards, paths.model, paths.checkpoints, log=run.log_metrics, log_image=run.log_image
         )

@@ -107,6 +107,15 @@ def _owned(key: str, check: Callable, *args):
         raise ValueError(f"{key}: {err.reason}" if key else err.reason) from None
 
 
+def _shards_url(url: str | None) -> str | None:
+    """A URL of a folder holding manifest.json and the shards: http(s)://, or a scheme fsspec reads (s3://, gs://)."""
+    if url is None:
+        return None
+    if not isinstance(url, str) or "://" not in url or url.split("://", 1)[0].lower() in ("", "file"):
+        raise ValueError(f"{url!r} is not a URL (http(s)://host/folder, or s3://, gs:// through fsspec)")
+    return url
+
+
 class DataParams(_Section):
     source: str | None  # a local copy: file, folder or lmdb (cifar10: the official tarball or class folders)
     download: bool  # cifar10 without source: fetch url, resumable, MD5-checked
@@ -119,6 +128,7 @@ class DataParams(_Section):
     skip_corrupt: bool  # leave out (and count) undecodable images instead of failing
     class_folders: bool  # folder: the first sub-folder names the class
     verify: ShardCheck  # every reader checks each shard it opens against the manifest: before | streaming
+    shards_url: Annotated[str | None, BeforeValidator(_shards_url)]  # train reads the shards from this URL
 
 
 class ImportFormat(StrEnum):

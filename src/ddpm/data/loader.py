@@ -26,7 +26,7 @@ def tar_samples(shards: list[ShardFile], check: ShardCheck):
 
     A lean reader for the USTAR shards that ``prepare`` writes; about twice as fast as tarfile-based reading.
     """
-    by_url = {str(shard.path): shard for shard in shards}
+    by_url = {shard.where: shard for shard in shards}
 
     def samples(source):
         for item in source:
@@ -55,7 +55,7 @@ def decode_sample(sample: dict) -> tuple[torch.Tensor, int, str]:
             raise ValueError(f"class label {label!r} is not a number")
         return decode_png(sample["png"], shard.shape), int(label), key
     except ValueError as err:
-        raise ValueError(f"shard {shard.path}, image {key!r}: {err}; {REPAIR}") from None
+        raise ValueError(f"shard {shard.where}, image {key!r}: {err}; {REPAIR}") from None
 
 
 def _collate(batch):
@@ -73,6 +73,7 @@ def train_stream(
     random_flip: bool = True,
     shuffle_buffer: int = 5000,
     check: ShardCheck = ShardCheck.BEFORE,
+    url: str | None = None,
 ):
     """Infinite batches ``(x, labels, keys)`` with x float in [-1, 1], resampled from all training shards.
 
@@ -81,16 +82,17 @@ def train_stream(
     is drawn more often than another), so the loader must not also go through ``accelerator.prepare``; the
     stream never ends, so every rank yields as many batches as it is asked for.
     Every training shard's size is checked now (on every rank, so that all stop together), and each shard's
-    sha256 each time it is opened (``check``).
+    sha256 each time it is opened (``check``). With ``url`` (``data.shards_url``) the manifest and the shards are
+    read from there.
     """
-    every = shard_files(shard_dir, "train")
+    every = shard_files(shard_dir, "train", url)
     for shard in every:  # all ranks see a truncated or missing shard at once
         check_size(shard)
     shards = every
     rng = random.Random(seed)
     flip_gen = torch.Generator().manual_seed(seed)
     pipeline = wds.DataPipeline(
-        wds.ResampledShards([str(s.path) for s in shards], seed=seed, worker_seed=lambda: 0, deterministic=True),
+        wds.ResampledShards([s.where for s in shards], seed=seed, worker_seed=lambda: 0, deterministic=True),
         tar_samples(shards, check),
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 1000), rng=rng),
         wds.map(decode_sample),
@@ -124,7 +126,7 @@ def iter_batches(
 
 def _ordered(shards: list[ShardFile], batch_size: int, limit: int | None, check: ShardCheck):
     pipeline = wds.DataPipeline(
-        wds.SimpleShardList([str(s.path) for s in shards]),
+        wds.SimpleShardList([s.where for s in shards]),
         tar_samples(shards, check),
         wds.map(decode_sample),
         wds.batched(batch_size, collation_fn=_collate, partial=True),

@@ -16,6 +16,8 @@ from PIL import Image
 
 from ddpm.storage.files import atomic_folder, file_digest
 
+from .remote import join, read_url
+
 MANIFEST = "manifest.json"
 REPAIR = "rerun `dvc repro prepare` (or `dvc pull` if the shards came from a DVC remote)"
 
@@ -29,6 +31,12 @@ class ShardFile:
     size: int  # bytes
     sha256: str
     shape: tuple[int, int, int]  # every image's H, W, C
+    url: str | None = None  # read from here instead of ``path`` (``data.shards_url``)
+
+    @property
+    def where(self) -> str:
+        """Where the reader gets the bytes, as messages name it."""
+        return self.url or str(self.path)
 
 
 def encode_png(img: np.ndarray) -> bytes:
@@ -88,32 +96,52 @@ def write_dataset(
     return manifest
 
 
-def read_manifest(shard_dir: Path) -> dict:
+def read_manifest(shard_dir: Path, url: str | None = None) -> dict:
+    """The manifest in ``shard_dir``; with ``url`` (``data.shards_url``), the one served there, which must equal
+    the local one where there is one (a node without the shards reads only the served one)."""
     path = Path(shard_dir) / MANIFEST
+    if url is not None:
+        served = _parse_manifest(read_url(join(url, MANIFEST)), join(url, MANIFEST))
+        if path.is_file() and _parse_manifest(path.read_bytes(), str(path)) != served:
+            raise ValueError(
+                f"data.shards_url: {join(url, MANIFEST)} differs from {path}; serve the shards that prepare wrote "
+                "(copy the whole folder) or unset data.shards_url"
+            )
+        return served
     if not path.is_file():
         raise FileNotFoundError(f"shards: {path} not found; run the prepare stage")
+    return _parse_manifest(path.read_bytes(), str(path))
+
+
+def _parse_manifest(data: bytes, where: str) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(data)
     except ValueError as err:  # malformed JSON or text
-        raise ValueError(f"shards: {path} is not a readable manifest ({err}); {REPAIR}") from None
+        raise ValueError(f"shards: {where} is not a readable manifest ({err}); {REPAIR}") from None
 
 
-def shard_files(shard_dir: Path, split: str) -> list[ShardFile]:
-    """The shards of ``split`` in order, with the size, sha256 and image shape the manifest records."""
-    manifest = read_manifest(shard_dir)
+def shard_files(shard_dir: Path, split: str, url: str | None = None) -> list[ShardFile]:
+    """The shards of ``split`` in order, with the size, sha256 and image shape the manifest records; with ``url``,
+    read from there (``read_manifest``)."""
+    manifest = read_manifest(shard_dir, url)
     if split not in manifest["splits"]:
-        raise ValueError(f"shards: split {split!r} not in {shard_dir}; have {sorted(manifest['splits'])}")
+        raise ValueError(f"shards: split {split!r} not in {url or shard_dir}; have {sorted(manifest['splits'])}")
     entry = manifest["splits"][split]
     files = []
     for shard in entry["shards"]:
         if not {"bytes", "sha256"} <= shard.keys():
             raise ValueError(
-                f"shards: {Path(shard_dir) / MANIFEST} records no size and sha256 for {shard['name']} "
-                f"(an older prepare); {REPAIR}"
+                f"shards: {join(url, MANIFEST) if url else Path(shard_dir) / MANIFEST} records no size and sha256 "
+                f"for {shard['name']} (an older prepare); {REPAIR}"
             )
         files.append(
             ShardFile(
-                Path(shard_dir) / shard["name"], shard["count"], shard["bytes"], shard["sha256"], tuple(entry["shape"])
+                Path(shard_dir) / shard["name"],
+                shard["count"],
+                shard["bytes"],
+                shard["sha256"],
+                tuple(entry["shape"]),
+                join(url, shard["name"]) if url else None,
             )
         )
     return files
@@ -127,10 +155,10 @@ def manifest_counts(manifest: dict) -> dict[str, int]:
     return counts | {f"{s}_skipped": splits[s]["skipped"]["count"] for s in splits}
 
 
-def split_identity(shard_dir: Path, split: str) -> dict:
+def split_identity(shard_dir: Path, split: str, url: str | None = None) -> dict:
     """What identifies the data a run read: a name (dataset, resolution, split), a digest of the split's shard
     hashes (equal shards, equal digest) and where it came from."""
-    manifest = read_manifest(shard_dir)
+    manifest = read_manifest(shard_dir, url)
     entry = manifest["splits"][split]
     digest = hashlib.sha256("".join(s["sha256"] for s in entry["shards"]).encode()).hexdigest()[:16]
     return {

@@ -113,7 +113,7 @@ def train(
     the same weights as an uninterrupted one. Only the main process logs and writes.
     """
     accelerator = accelerator or make_accelerator(params)
-    data_digest = split_identity(shard_dir, "train")["digest"]
+    data_digest = split_identity(shard_dir, "train", params.data.shards_url)["digest"]
     fingerprint = training_fingerprint(params, data_digest)
     folder = Path(checkpoint_root) / fingerprint
     lock: AbstractContextManager[None] = nullcontext()
@@ -162,7 +162,7 @@ def _train(
 ) -> TrainResult:
     """``train`` inside its run folder ``folder``, whose lock the main process holds."""
     cfg = params.train
-    manifest = read_manifest(shard_dir)
+    manifest = read_manifest(shard_dir, params.data.shards_url)
     channels = manifest["splits"]["train"]["shape"][2]
     if manifest["splits"]["train"]["shape"][0] != params.data.resolution:
         raise ValueError(
@@ -227,6 +227,7 @@ def _train(
                 cfg.random_flip,
                 cfg.shuffle_buffer,
                 params.data.verify,
+                params.data.shards_url,
             )
         micro_batches = []
         for _ in range(cfg.grad_accumulation):
