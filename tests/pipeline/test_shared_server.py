@@ -1,0 +1,60 @@
+"""Two DVC queue workers logging to one shared MLflow server (scripts/mlflow-server.sh, SQLite-backed) at once, in a
+temporary copy of this checkout: every stage run, the trained models and their registry versions reach the server,
+and nothing is written to a local store."""
+
+import time
+
+import mlflow
+import pytest
+from helpers.mlflow_server import MlflowServer
+from helpers.repos import checkout_copy, pipeline_env, sh
+
+from ddpm.tracking.registry import registered_name
+
+pytestmark = pytest.mark.e2e
+TINY = ["-S", "profile=tiny", "-S", "train.steps=20", "-S", "train.checkpoint_every=10", "-S", "train.sample_every=0"]
+LRS = {"lr-a": "0.001", "lr-b": "0.002"}
+
+
+def wait_for_queue(repo, env, names, timeout=900) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [line.split() for line in sh(["dvc", "queue", "status"], repo, env).splitlines()]
+        status = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in names}
+        if len(status) == len(names) and not any(s in ("Queued", "Running") for s in status.values()):
+            return status
+        assert time.monotonic() < deadline, f"queue still busy after {timeout}s: {status}"
+        time.sleep(3)
+
+
+def test_two_queue_workers_log_every_run_and_model_to_one_server(tmp_path):
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        env = pipeline_env() | {"MLFLOW_TRACKING_URI": server.uri}
+        repo = checkout_copy(tmp_path / "repo", env)
+        for name, lr in LRS.items():
+            sh(["dvc", "exp", "run", "--queue", *TINY, "-S", f"train.lr={lr}", "-n", name, "train"], repo, env)
+        sh(["dvc", "queue", "start", "-j", "2"], repo, env)
+        status = wait_for_queue(repo, env, set(LRS))
+        assert status == dict.fromkeys(LRS, "Success"), sh(["dvc", "queue", "logs", "lr-a"], repo, env)[-3000:]
+
+        client = mlflow.tracking.MlflowClient(server.uri)
+        experiment = client.get_experiment_by_name("ddpm-digits")
+        runs = client.search_runs([experiment.experiment_id])
+        by_experiment: dict[str, list] = {}
+        for run in runs:
+            by_experiment.setdefault(run.data.tags.get("dvc_experiment", ""), []).append(run)
+        assert set(by_experiment) == set(LRS)
+        for name, lr in LRS.items():
+            found = by_experiment[name]
+            roles = sorted((r.data.tags["ddpm.role"], r.data.tags.get("dvc_stage", "")) for r in found)
+            assert roles == [("pipeline", ""), ("stage", "prepare"), ("stage", "train")], name
+            assert {r.info.status for r in found} == {"FINISHED"}
+            (train,) = [r for r in found if r.data.tags.get("dvc_stage") == "train"]
+            assert train.data.params["train.lr"] == lr
+        versions = client.search_model_versions(f"name = '{registered_name('digits')}'")
+        assert len(versions) == 2
+        assert len(list((server.folder / "artifacts").rglob("*.safetensors"))) == 2  # stored by the server
+        assert not (repo / "mlflow.db").exists() and not (repo / "mlflow-pending").exists()
+    finally:
+        server.stop()
