@@ -5,7 +5,7 @@
 #   MLFLOW_BACKEND=postgresql://mlflow@db-host/mlflow MLFLOW_ARTIFACTS=s3://bucket/mlflow \
 #     MLFLOW_HOST=0.0.0.0 scripts/mlflow-server.sh
 # then on every machine that runs stages: export MLFLOW_TRACKING_URI=http://<server>:5000 (docs/mlflow.md).
-# A PostgreSQL backend needs the psycopg2 driver in the server's environment (pip install psycopg2-binary).
+# A PostgreSQL backend needs the psycopg driver in the server's environment (pip install 'psycopg[binary]').
 # Extra arguments go to `mlflow server` (e.g. --workers 4).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -1,5 +1,5 @@
-"""A live MLflow tracking server on 127.0.0.1, started by scripts/mlflow-server.sh (SQLite backend, proxied
-artifacts) in a folder of the test's, as a team would run it."""
+"""A live MLflow tracking server on 127.0.0.1, started by scripts/mlflow-server.sh (SQLite backend, or a database
+URL such as PostgreSQL's; proxied artifacts) in a folder of the test's, as a team would run it."""
 
 from __future__ import annotations
 
@@ -17,15 +17,16 @@ from . import ROOT, free_port
 class MlflowServer:
     """``start()`` / ``stop()`` (SIGKILL, as a crash) the server on one port and store; ``uri`` for clients."""
 
-    def __init__(self, folder: Path, port: int | None = None):
+    def __init__(self, folder: Path, port: int | None = None, backend: str | None = None):
         self.folder, self.port = Path(folder), port or free_port()
+        self.backend = backend or f"sqlite:///{self.folder / 'mlflow.db'}"
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180) -> MlflowServer:
         env = dict(
             os.environ,
-            MLFLOW_BACKEND=f"sqlite:///{self.folder / 'mlflow.db'}",
+            MLFLOW_BACKEND=self.backend,
             MLFLOW_ARTIFACTS=str(self.folder / "artifacts"),
             MLFLOW_PORT=str(self.port),
             MLFLOW=str(Path(sys.executable).parent / "mlflow"),
