@@ -125,3 +125,39 @@ def test_fp16_without_a_gpu_is_refused_naming_the_key():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="train.mixed_precision: 'fp16' needs a CUDA GPU"):
         make_accelerator(make_params({"train": {"mixed_precision": "fp16"}}))
+
+
+def test_the_ema_keeps_the_training_layout_and_saves_contiguous_weights(tmp_path, monkeypatch):
+    """The EMA's tensors have the network's strides (channels_last), so its foreach update pairs like with like;
+    the weights it saves are contiguous."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from helpers.datasets import write_shards
+    from safetensors import safe_open
+
+    from ddpm.training.ema import EMA
+    from ddpm.training.loop import train
+
+    p = make_params(
+        {
+            "model": {"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []},
+            "train": {"steps": 2, "batch_size": 8, "checkpoint_every": 2, "sample_every": 0, "channels_last": True},
+        },
+        profile="tiny",
+    )
+    shards = write_shards(p, tmp_path / "digits")
+    pairs: list[bool] = []
+    update = EMA.update
+
+    def recording(self, model):
+        pairs.extend(e.stride() == q.stride() for e, q in zip(self.model.parameters(), model.parameters(), strict=True))
+        update(self, model)
+
+    monkeypatch.setattr(EMA, "update", recording)
+    try:
+        train(p, shards, tmp_path / "ema.safetensors", tmp_path / "ck", accelerator=Accelerator(cpu=True))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert pairs and all(pairs)
+    with safe_open(str(tmp_path / "ema.safetensors"), framework="pt") as f:
+        assert all(f.get_tensor(k).is_contiguous() for k in f.keys())  # noqa: SIM118 - safe_open is no dict

@@ -175,9 +175,12 @@ def _train(
     diffusion = build_diffusion(params)
     timesteps = make_timesteps(params.timestep_sampler, diffusion.num_timesteps)
     model = build_model(params, channels)
-    ema = EMA(model, cfg.ema_decay)  # float32, contiguous, outside DDP
+    ema = EMA(model, cfg.ema_decay)  # float32, outside DDP
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    # The EMA in the network's layout: with equal strides the foreach lerp is one kernel over all tensors, not one
+    # per tensor whose layout differs (saved files are contiguous either way).
     model.to(memory_format=memory_format)
+    ema.model.to(memory_format=memory_format)
     optimizer = build_optimizer(model, cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
