@@ -179,6 +179,7 @@ class TrainParams(_Section):
     activation_checkpointing: bool  # recompute U-Net blocks in backward: less memory, ~30% more compute
     compile: bool  # torch.compile the network
     channels_last: bool  # NHWC memory format (faster convolutions on tensor cores)
+    deterministic: bool  # deterministic GPU kernels: bit-exact resumes on a GPU, slower (training/determinism.py)
     sample_every: NonNegativeInt  # steps between EMA sample grids logged to MLflow (0: none)
     sample_images: PositiveInt  # images in that grid
     sample_steps: PositiveInt  # DDIM (η = 0) steps for that grid

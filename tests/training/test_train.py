@@ -161,3 +161,39 @@ def test_the_ema_keeps_the_training_layout_and_saves_contiguous_weights(tmp_path
     assert pairs and all(pairs)
     with safe_open(str(tmp_path / "ema.safetensors"), framework="pt") as f:
         assert all(f.get_tensor(k).is_contiguous() for k in f.keys())  # noqa: SIM118 - safe_open is no dict
+
+
+def test_deterministic_training_runs_on_cpu_with_the_same_weights_and_restores_the_setting(tmp_path, monkeypatch):
+    """train.deterministic turns PyTorch's deterministic algorithms on for the training only (every kernel the
+    network uses has a deterministic version); on a CPU the weights are those of a default run, and the checkpoint
+    fingerprint ignores the setting (it changes no result beyond float rounding on a GPU)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from helpers.datasets import write_shards
+
+    from ddpm.training.ema import EMA
+    from ddpm.training.fingerprint import training_fingerprint
+    from ddpm.training.loop import train
+
+    def params(deterministic: bool):
+        model = {"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []}
+        loop = {"steps": 2, "batch_size": 8, "checkpoint_every": 2, "sample_every": 0, "deterministic": deterministic}
+        return make_params({"model": model, "train": loop}, profile="tiny")
+
+    assert training_fingerprint(params(True), "d") == training_fingerprint(params(False), "d")
+    shards = write_shards(params(False), tmp_path / "digits")
+    seen: list[bool] = []
+    update = EMA.update
+    monkeypatch.setattr(
+        EMA, "update", lambda self, m: (seen.append(torch.are_deterministic_algorithms_enabled()), update(self, m))
+    )
+    weights = {}
+    for flag in (True, False):
+        out = tmp_path / f"{flag}.safetensors"
+        try:
+            train(params(flag), shards, out, tmp_path / f"ck-{flag}", accelerator=Accelerator(cpu=True))
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+        weights[flag] = out.read_bytes()
+    assert seen == [True, True, False, False] and not torch.are_deterministic_algorithms_enabled()
+    assert weights[True] == weights[False]

@@ -36,6 +36,7 @@ RESUMABLE = (
     "train.activation_checkpointing",
     "train.compile",
     "train.channels_last",
+    "train.deterministic",
     "train.sample_every",
     "train.sample_images",
     "train.sample_steps",

@@ -23,6 +23,7 @@ from ddpm.precision import IEEE, TF32, set_fp32_precision
 from ddpm.progress import progress
 from ddpm.storage.files import exclusive_lock
 from ddpm.storage.model_files import save_model
+from ddpm.training.determinism import deterministic_algorithms
 from ddpm.training.ema import EMA
 from ddpm.training.timesteps import make_timesteps
 
@@ -132,7 +133,8 @@ def train(
         if accelerator.is_main_process:
             open_run(folder, {"fingerprint": fingerprint, "data": data_digest, "params": fingerprinted_params(params)})
         accelerator.wait_for_everyone()
-        return _train(params, shard_dir, model_path, folder, fingerprint, log, accelerator, log_image)
+        with deterministic_algorithms(params.train.deterministic):
+            return _train(params, shard_dir, model_path, folder, fingerprint, log, accelerator, log_image)
 
 
 def fresh_start_note(folder: Path, params: Params) -> str:
