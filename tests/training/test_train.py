@@ -6,8 +6,12 @@ from ddpm.training.telemetry import Telemetry
 
 def test_telemetry_means_and_quartiles_of_t():
     tel = Telemetry(num_timesteps=100)
-    tel.add(2.0, {"loss": torch.tensor([1.0, 3.0]), "mse": torch.tensor([0.5, 1.5])}, torch.tensor([0, 99]))
-    tel.add(4.0, {"loss": torch.tensor([5.0, 7.0]), "mse": torch.tensor([1.0, 1.0])}, torch.tensor([24, 25]))
+    tel.add(
+        torch.tensor(2.0), {"loss": torch.tensor([1.0, 3.0]), "mse": torch.tensor([0.5, 1.5])}, torch.tensor([0, 99])
+    )
+    tel.add(
+        torch.tensor(4.0), {"loss": torch.tensor([5.0, 7.0]), "mse": torch.tensor([1.0, 1.0])}, torch.tensor([24, 25])
+    )
     s = tel.summary(images_per_step=2)
     assert s["loss"] == 3.0 and s["mse"] == 1.0
     assert (s["loss_q0"], s["loss_q1"], s["loss_q3"]) == (3.0, 7.0, 3.0)  # t=0,24 | t=25 | t=99

@@ -12,7 +12,6 @@ import torch
 import webdataset as wds
 
 from ddpm.config import ShardCheck
-from ddpm.core.images import to_model_range
 from ddpm.progress import Counted
 
 from .png import decode_png
@@ -75,7 +74,9 @@ def train_stream(
     check: ShardCheck = ShardCheck.BEFORE,
     url: str | None = None,
 ):
-    """Infinite batches ``(x, labels, keys)`` with x float in [-1, 1], resampled from all training shards.
+    """Infinite batches ``(images, labels, keys)``, resampled from all training shards: images uint8 N×C×H×W,
+    flipped left–right at random (``random_flip``); ``core.images.to_model_range`` makes them the network's input,
+    on the device (a quarter of float32's bytes to copy).
 
     Every rank draws shards uniformly from the whole training split with its own ``seed`` (a rank's share of the
     data is a random one, as one process's is: any number of shards serves any number of processes, and no shard
@@ -99,11 +100,10 @@ def train_stream(
         wds.batched(batch_size, collation_fn=_collate, partial=False),
     )
     for images, labels, keys in pipeline:
-        x = to_model_range(images)
         if random_flip:
-            flip = torch.rand(x.shape[0], generator=flip_gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        yield x, labels, keys
+            flip = torch.rand(images.shape[0], generator=flip_gen) < 0.5
+            images = torch.where(flip[:, None, None, None], images.flip(3), images)
+        yield images, labels, keys
 
 
 def iter_batches(

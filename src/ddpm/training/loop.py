@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 
 from ddpm.config import Params, Precision
-from ddpm.core.images import image_grid
+from ddpm.core.images import image_grid, to_model_range
 from ddpm.core.unet import count_parameters
 from ddpm.data.loader import train_stream
 from ddpm.data.shards import read_manifest, split_identity
@@ -39,6 +39,7 @@ from .checkpoints import (
 from .fingerprint import changed_params, fingerprinted_params, training_fingerprint
 from .step import MicroBatch, build_optimizer, optimization_step
 from .telemetry import Telemetry, ema_sample_grid
+from .transfer import to_device
 
 LogFn = Callable[[dict[str, float], int], None]
 ImageLogFn = Callable[[np.ndarray, str, int], None]
@@ -236,7 +237,7 @@ def _train(
             )
         micro_batches = []
         for _ in range(cfg.grad_accumulation):
-            x0 = next(batches)[0].to(device).contiguous(memory_format=memory_format)
+            x0 = to_model_range(to_device(next(batches)[0], device)).contiguous(memory_format=memory_format)
             micro_batches.append(MicroBatch(x0, *timesteps.draw(x0.shape[0], device)))
         try:
             loss, terms_list, grad_norm = optimization_step(
@@ -248,10 +249,11 @@ def _train(
         ema.update(accelerator.unwrap_model(model))
         t_all = torch.cat([mb.t for mb in micro_batches])
         terms = {k: torch.cat([tm[k].detach().float() for tm in terms_list]) for k in terms_list[0]}
-        record_losses(accelerator, timesteps, t_all, terms["loss"])
+        if timesteps.learns_from_losses:  # the uniform sampler needs no gather every step
+            record_losses(accelerator, timesteps, t_all, terms["loss"])
         telemetry.add(loss, terms, t_all)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            summary = telemetry.summary(cfg.batch_size)
+            summary = telemetry.summary(cfg.batch_size, lambda v: accelerator.reduce(v, "sum"))
             loss_value, images_per_second = summary["loss"], summary["images_per_second"]
             lr = float(scheduler.get_last_lr()[0])
             record = {

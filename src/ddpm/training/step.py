@@ -37,14 +37,16 @@ def optimization_step(
     micro_batches: list[MicroBatch],
     grad_clip: float | None,
     step: int,
-) -> tuple[float, list[dict[str, torch.Tensor]], torch.Tensor]:
+) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]], torch.Tensor]:
     """Forward and backward every micro-batch (gradients synchronised on the last only), clip, update.
 
-    Returns the mean weighted loss over this process's micro-batches, each micro-batch's loss terms, and the
-    gradient norm before clipping. A non-finite loss raises before any parameter changes.
+    Returns the mean weighted loss over this process's micro-batches (a float64 tensor on the device: reading it
+    would wait for the step), each micro-batch's loss terms, and the gradient norm before clipping. A non-finite
+    loss raises before any parameter changes (the one check per micro-batch that waits for the device).
     """
     optimizer.zero_grad(set_to_none=True)
-    total, terms_list = 0.0, []
+    total: torch.Tensor | None = None
+    terms_list = []
     for i, mb in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
         with nullcontext() if last else accelerator.no_sync(model):
@@ -53,7 +55,7 @@ def optimization_step(
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"train: loss is {loss.item()} at step {step}")
             accelerator.backward(loss / len(micro_batches))
-        total += loss.item()
+        total = loss.detach().double() if total is None else total + loss.detach().double()
         terms_list.append(terms)
     if grad_clip:
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
@@ -61,4 +63,5 @@ def optimization_step(
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     optimizer.step()
+    assert total is not None
     return total / len(micro_batches), terms_list, grad_norm

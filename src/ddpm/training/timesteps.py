@@ -11,8 +11,12 @@ import torch
 
 from ddpm.core.options import TimestepSamplerType, parse_enum
 
+from .transfer import to_device
+
 
 class UniformTimesteps:
+    learns_from_losses = False  # whether ``update`` needs every process's (t, loss) after each step
+
     def __init__(self, num_timesteps: int):
         self.num_timesteps = num_timesteps
 
@@ -24,7 +28,7 @@ class UniformTimesteps:
         p = torch.from_numpy(self.probabilities())
         t = torch.multinomial(p, batch_size, replacement=True, generator=generator)
         weights = (1.0 / (self.num_timesteps * p[t])).float()
-        return t.to(device), weights.to(device)
+        return to_device(t, device), to_device(weights, device)
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Record per-example losses; ``t`` and ``losses`` must already hold every process's batch."""
@@ -43,6 +47,8 @@ class LossAwareTimesteps(UniformTimesteps):
     Call ``update`` with the same gathered (t, loss) pairs on every process, so that all processes hold the same
     history and draw from the same p (the training loop gathers them across processes).
     """
+
+    learns_from_losses = True
 
     def __init__(self, num_timesteps: int, history: int = 10, uniform_prob: float = 0.001):
         super().__init__(num_timesteps)
