@@ -6,13 +6,14 @@ dependency): `python3 -m venv /tmp/pw && /tmp/pw/bin/pip install playwright`. Th
     .venv/bin/mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db --port 5056 &
     /tmp/pw/bin/python scripts/mlflow_screenshots.py http://127.0.0.1:5056 /tmp/shots <DVC experiment> loss
 
-It saves the runs page as it opens, the headline view (`ddpm mlflow`'s address), the runs page with the
-experiment's parent run expanded, the train run's charts (filtered by the last argument), and the sample and
+It saves the runs page as it opens, the headline view (`ddpm mlflow`'s address), the runs page filtered to the
+experiment's stage runs, the train run's charts (filtered by the last argument), and the sample and
 figures runs' artifacts, 1700×900 each; the manual's copies are downscaled to 1100 px and quantized to 96 colours.
 """
 
 import json
 import sys
+import urllib.parse
 import urllib.request
 
 from playwright.sync_api import sync_playwright
@@ -67,10 +68,10 @@ with sync_playwright() as p:
     page.goto(f"{base}/#/experiments/{exp_id}/runs?viewStateShareKey=headline&workflowType=machine_learning")
     page.wait_for_timeout(5000)
     page.screenshot(path=f"{out}/mlflow_runs_headline.png")  # the page `ddpm mlflow` prints
-    page.goto(f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
-    page.wait_for_timeout(4000)
-    box = page.locator(f"text={experiment} ·").first.bounding_box()
-    page.mouse.click(box["x"] - 28, box["y"] + box["height"] / 2)  # expand the pipeline run: its stage runs
+    stages = urllib.parse.quote(f"tags.dvc_experiment = '{experiment}' and tags.`ddpm.role` = 'stage'")
+    page.goto(f"{base}/#/experiments/{exp_id}/runs?searchFilter={stages}&workflowType=machine_learning")
+    page.wait_for_timeout(5000)
+    page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # expand the pipeline run
     page.wait_for_timeout(1500)
     page.screenshot(path=f"{out}/mlflow_runs.png")
     page.goto(f"{base}/#/experiments/{exp_id}/runs/{train_id}/model-metrics?workflowType=machine_learning")

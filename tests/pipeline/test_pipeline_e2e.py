@@ -390,3 +390,19 @@ def test_every_compute_stage_records_its_placement_and_cost(project):
     assert len(compute) >= len(STAGES) - 2
     assert (compute["tags.ddpm.device"] == "cpu").all() and (compute["tags.ddpm.num_processes"] == "1").all()
     assert (compute["metrics.wall_seconds"] > 0).all() and (compute["metrics.peak_accelerator_memory_gib"] == 0).all()
+
+
+def test_varying_the_workspace_experiment_as_users_type_it(project):
+    """After the quickstart, `dvc exp run -S schedule=cosine` (no profile named) varies the workspace's tiny
+    experiment, in the workspace rather than the queue; only the check stage is run here, which validates the
+    composed params."""
+    repo, env = project["repo"], project["env"]
+    kept = {name: (repo / name).read_text() for name in ("params.yaml", "dvc.lock")}
+    try:
+        sh(["dvc", "exp", "run", "-S", "schedule=cosine", "--name", "workspace-cosine", "check"], repo, env)
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        expected = compose(["profile=tiny", "schedule=cosine"], repo / "conf")
+        assert params == expected and params["dataset"] == "digits" and params["schedule"] == "cosine"
+    finally:
+        for name, text in kept.items():
+            (repo / name).write_text(text)
