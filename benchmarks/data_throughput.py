@@ -1,7 +1,7 @@
 """Data benchmarks: shard reading (decoded images/s on one core) and prepare's throughput and peak memory.
 
 - read: 32×32 RGB shards (CIFAR-10 from ../shared/data if present, else generated images), one thread, one
-  process: the ordered reader (iter_batches) and the training stream (shuffle, flip, float conversion), with
+  process: the ordered reader (iter_batches) and the training stream (shuffle, flip; uint8 batches), with
   either shard check (data.verify), and the cost of verifying every shard's sha256 per GB.
 - prepare: LSUN-style lmdb sources of growing size (64×48 JPEGs → 32×32 shards), each prepared in a fresh
   process whose peak RSS is read back; streaming means the peak does not grow with the number of images.
@@ -134,7 +134,7 @@ def read_benchmark(tmp: Path) -> tuple[str, list[str]]:
             seen += next(stream)[0].shape[0]
         epoch_s[check] = time.perf_counter() - start
         rows.append(
-            f"| training stream (resample, shuffle 5000, flip, float), verify={check.value} | "
+            f"| training stream (resample, shuffle 5000, flip; uint8), verify={check.value} | "
             f"{seen / epoch_s[check]:,.0f} |"
         )
     files = shard_files(out, "train")
