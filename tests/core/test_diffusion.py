@@ -93,6 +93,16 @@ def test_respaced_alphas_cumprod_equal_original_at_kept_steps():
     assert space_timesteps(1000, "10,10,10")[:3] == [0, 37, 74] and len(space_timesteps(1000, "ddim50")) == 50
 
 
+def test_the_respacing_map_reaches_each_device_once():
+    """Every sampling step maps t to the original process's indices: the map is copied to a device once, not
+    once per step (a host-to-GPU copy per step would make the host wait for the GPU)."""
+    spaced = SpacedDiffusion(GaussianDiffusion(get_beta_schedule("linear", 100)), space_timesteps(100, "ddim10"))
+    first = spaced.model_timesteps(torch.tensor([0, 9]))
+    again = spaced.model_timesteps(torch.tensor([9, 0]))
+    assert first.tolist() == [0, 90] and again.tolist() == [90, 0]
+    assert list(spaced._device_maps) == [torch.device("cpu")]
+
+
 def test_ddim_eta1_over_all_steps_is_ancestral_with_posterior_variance(linear100):
     d = GaussianDiffusion(linear100.betas, var_type="fixed_small")
     model = gaussian_eps_model(d)

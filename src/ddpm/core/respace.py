@@ -34,6 +34,11 @@ class SpacedDiffusion(GaussianDiffusion):
         # Indices into the original process (composes when ``base`` is itself spaced).
         self.timestep_map = np.asarray(getattr(base, "timestep_map", np.arange(base.num_timesteps)))[kept]
         self.original_num_timesteps = getattr(base, "original_num_timesteps", base.num_timesteps)
+        self._device_maps: dict[torch.device, torch.Tensor] = {}
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.timestep_map).to(t.device)[t]
+        """The original process's timesteps of ``t``; the map is copied to each device once, not every step."""
+        mapped = self._device_maps.get(t.device)
+        if mapped is None:
+            mapped = self._device_maps[t.device] = torch.from_numpy(self.timestep_map).to(t.device)
+        return mapped[t]

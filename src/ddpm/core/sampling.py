@@ -49,9 +49,10 @@ def _step_noise(x: torch.Tensor, generator: torch.Generator | None, noise_fn: No
     return standard_normal(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def _steps(diffusion: GaussianDiffusion, n: int, device: Device) -> Iterator[torch.Tensor]:
+def _steps(diffusion: GaussianDiffusion, n: int, device: Device) -> Iterator[tuple[int, torch.Tensor]]:
+    """T−1, …, 0, each as an int and as the batch's t (made on the device: reading t back would wait for it)."""
     for step in reversed(range(diffusion.num_timesteps)):
-        yield torch.full((n,), step, device=device, dtype=torch.long)
+        yield step, torch.full((n,), step, device=device, dtype=torch.long)
 
 
 @torch.no_grad()
@@ -70,11 +71,11 @@ def ancestral_sample_progressive(
     """DDPM Algorithm 2 step by step; yields ``{"t", "sample", "pred_xstart"}`` (DDPM Fig. 6's x̂0 along the chain).
     ``noise_fn()``, if given, draws x_T and every step's noise instead of ``generator``."""
     x = _start(shape, noise, generator, device, dtype, noise_fn)
-    for t in _steps(diffusion, x.shape[0], x.device):
+    for step, t in _steps(diffusion, x.shape[0], x.device):
         z = _step_noise(x, generator, noise_fn)
         out = diffusion.p_sample(model, x, t, clip_denoised=clip_denoised, noise=z)
         x = out["sample"]
-        yield {"t": int(t[0]), **out}
+        yield {"t": step, **out}
 
 
 def ancestral_sample(diffusion: GaussianDiffusion, model: Model, shape: Shape, **options: Any) -> torch.Tensor:
@@ -143,14 +144,14 @@ def ddim_sample_progressive(
         if learned:  # keep the mean channels only
             model = _mean_channels(model)
     x = _start(shape, noise, generator, device, dtype, noise_fn)
-    for t in _steps(spaced, x.shape[0], x.device):
+    for step, t in _steps(spaced, x.shape[0], x.device):
         z = _step_noise(x, generator, noise_fn) if isinstance(eta, str) or eta > 0 else None
         if isinstance(eta, str):  # SIGMA_HAT
             out = spaced.p_sample(model, x, t, clip_denoised=clip_denoised, noise=z)
         else:
             out = spaced.ddim_step(model, x, t, eta=eta, clip_denoised=clip_denoised, noise=z)
         x = out["sample"]
-        yield {"t": int(spaced.timestep_map[int(t[0])]), **out}
+        yield {"t": int(spaced.timestep_map[step]), **out}
 
 
 def default_clip(sampler: str | Sampler, eta: Eta = 0.0) -> bool:
