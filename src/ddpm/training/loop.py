@@ -67,8 +67,10 @@ class TrainResult:
 
 
 def record_losses(accelerator: Accelerator, sampler, t: torch.Tensor, losses: torch.Tensor) -> None:
-    """Give the timestep sampler every process's (t, loss), so its history is identical on all ranks."""
-    sampler.update(*accelerator.gather((t, losses.detach())))
+    """Give the timestep sampler every process's (t, loss), so its history is identical on all ranks; a sampler
+    that does not learn from losses (uniform) needs no gather."""
+    if sampler.learns_from_losses:
+        sampler.update(*accelerator.gather((t, losses.detach())))
 
 
 def segment_seed(seed: int, rank: int, segment: int) -> int:
@@ -249,8 +251,7 @@ def _train(
         ema.update(accelerator.unwrap_model(model))
         t_all = torch.cat([mb.t for mb in micro_batches])
         terms = {k: torch.cat([tm[k].detach().float() for tm in terms_list]) for k in terms_list[0]}
-        if timesteps.learns_from_losses:  # the uniform sampler needs no gather every step
-            record_losses(accelerator, timesteps, t_all, terms["loss"])
+        record_losses(accelerator, timesteps, t_all, terms["loss"])
         telemetry.add(loss, terms, t_all)
         if step % cfg.log_every == 0 or step == cfg.steps:
             summary = telemetry.summary(cfg.batch_size, lambda v: accelerator.reduce(v, "sum"))
