@@ -65,6 +65,40 @@ def test_a_killed_stage_is_closed_as_killed_by_the_next_stage_and_a_rerun_gets_i
     assert client.get_run(rerun.run_id).info.status == "FINISHED"
 
 
+def test_a_pipeline_is_running_while_a_stage_runs_and_failed_when_a_stage_stops_before_its_run(
+    tmp_path, monkeypatch, capsys
+):
+    """The runs list never shows an unfinished pipeline FINISHED: each stage puts its pipeline run back to RUNNING,
+    and a stage refused before its own run starts (here: params.yaml) marks it FAILED."""
+    from ddpm.stage.harness import stage_main
+
+    _store(tmp_path, monkeypatch)
+    monkeypatch.setenv("DDPM_PIPELINE_RUN", "dvc:4242:77")
+    params = compose_raw(["profile=tiny"])
+    with StageRun("prepare", params, "ddpm-digits") as first:
+        pass
+    client = mlflow.tracking.MlflowClient()
+    assert client.get_run(first.parent_id).info.status == "FINISHED"
+
+    def body(params, paths, run):
+        assert client.get_run(first.parent_id).info.status == "RUNNING"
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage_main("train", body, params_path=str(tmp_path / "params.yaml"))
+    assert client.get_run(first.parent_id).info.status == "FINISHED"
+
+    capsys.readouterr()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params | {"schedule": "cosin"}))
+    with pytest.raises(SystemExit) as stop:
+        stage_main("sample", body, params_path=str(tmp_path / "params.yaml"))
+    assert stop.value.code == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "schedule" in line and "cosin" in line
+    assert client.get_run(first.parent_id).info.status == "FAILED"
+    stage_runs = client.search_runs([client.get_run(first.run_id).info.experiment_id])
+    assert len(stage_runs) == 3  # the pipeline run, prepare and train: the refused stage opened none
+
+
 def test_one_experiment_name_run_by_two_dvc_processes_is_two_pipeline_runs(monkeypatch):
     monkeypatch.delenv("DDPM_PIPELINE_RUN", raising=False)
     monkeypatch.setenv("DVC_EXP_NAME", "tiny-linear")

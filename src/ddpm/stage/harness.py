@@ -36,16 +36,17 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self.start
 
 
-def fail(message: str) -> None:
-    """End the process with exit status 1 and ``message`` on stderr. Under ``accelerate launch`` (torchrun) the
-    message also goes to the rank's error file, so the launcher's failure report names it as the root cause."""
+def fail(message: str, shown: bool = False) -> NoReturn:
+    """End the process with exit status 1 and ``message`` on stderr (unless already ``shown`` there). Under
+    ``accelerate launch`` (torchrun) the message also goes to the rank's error file, so the launcher's failure
+    report names it as the root cause."""
     error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if error_file:
         try:
             Path(error_file).write_text(json.dumps({"message": message, "timestamp": int(time.time())}))
         except OSError:
             pass  # the message still reaches stderr
-    sys.exit(message)
+    sys.exit(1 if shown else message)
 
 
 def purpose(body: Callable) -> str:
@@ -71,7 +72,7 @@ def stage_main(
         claim_workspace(stage)
         hold_params(Path(params_path), stage)
     except USER_ERRORS as err:
-        fail(f"error: {stage}: {err}")
+        _fail_before_run(f"error: {stage}: {err}", tracked)
     placement = None
     if compute and int(os.environ.get("GROUP_RANK", "0")) > 0:
         # A node that joins node 0's stage reads params.yaml only after the rendezvous: node 0's DVC may still be
@@ -80,13 +81,13 @@ def stage_main(
     try:
         params = load_params(params_path)
     except USER_ERRORS as err:
-        fail(f"error: {err}")
+        _fail_before_run(f"error: {err}", tracked)
     if compute:  # torch and Accelerate are imported only by the stages that compute (not prepare's or report's)
         placement = placement or _place(stage)
         try:
             placement.agree("params.yaml", Path(params_path).read_bytes())
         except USER_ERRORS as err:
-            fail(f"error: {stage}: {err}")
+            _fail_before_run(f"error: {stage}: {err}", tracked)
     # Under `accelerate launch` only the first process logs.
     tracker = _tracker(stage, params, body, compute) if tracked and int(os.environ.get("RANK", "0")) == 0 else NullRun()
     try:
@@ -108,6 +109,18 @@ def stage_main(
         if lost is None:
             raise
         fail(f"error: {stage}: {lost}")
+
+
+def _fail_before_run(message: str, tracked: bool) -> NoReturn:
+    """``fail`` for a stage stopped before its MLflow run starts: the message first, then (first process only) the
+    pipeline execution's run, FINISHED by the previous stage, is marked FAILED."""
+    if tracked and int(os.environ.get("RANK", "0")) == 0:
+        print(message, file=sys.stderr, flush=True)
+        from ddpm.tracking.runs import fail_pipeline_run
+
+        fail_pipeline_run()
+        fail(message, shown=True)
+    fail(message)
 
 
 def _place(stage: str):

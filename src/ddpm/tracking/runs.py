@@ -123,6 +123,25 @@ def close_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     return closed
 
 
+def fail_pipeline_run() -> None:
+    """Mark FAILED the pipeline run of the current DVC execution, if it has one, for a stage that stops before its
+    own run starts (params.yaml refused, the workspace taken by another pipeline): otherwise the runs list shows
+    the pipeline FINISHED by its previous stage. Best effort: a store that is missing (no stage has logged yet) or
+    out of reach is left alone."""
+    key = pipeline_key(dvc_ancestor())
+    uri = tracking_uri()
+    if key.startswith("local:") or (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()):
+        return
+    try:
+        client = MlflowClient(uri)
+        ids = [e.experiment_id for e in client.search_experiments(filter_string="name LIKE 'ddpm-%'")]
+        query = f"tags.`{PIPELINE_KEY_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'pipeline'"
+        for run in client.search_runs(ids, filter_string=query, max_results=10) if ids else []:
+            client.set_terminated(run.info.run_id, status="FAILED")
+    except Exception:  # noqa: BLE001 - the stage's own error line has been printed; the store's state is secondary
+        pass
+
+
 class StageRun(Tracker):
     """A child MLflow run for one stage, under the parent run of the current pipeline execution. The parent
     carries every param, the child the params its stage declares in dvc.yaml; ``purpose`` (one line) starts the
@@ -166,6 +185,8 @@ class StageRun(Tracker):
         found = client.search_runs([exp_id], filter_string=query, max_results=1)
         if found:
             parent_id = found[0].info.run_id
+            if found[0].info.status != "RUNNING":  # FINISHED by the previous stage: the pipeline goes on
+                client.update_run(parent_id, status="RUNNING")
         else:
             name = short_name(ctx.dvc_experiment, self.params)  # dvc repro (no experiment): workspace · …
             note = f"DVC experiment {ctx.dvc_experiment}: {describe(self.params)}"
