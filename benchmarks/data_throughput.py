@@ -134,7 +134,7 @@ def read_benchmark(tmp: Path) -> tuple[str, list[str]]:
             seen += next(stream)[0].shape[0]
         epoch_s[check] = time.perf_counter() - start
         rows.append(
-            f"| training stream (resample, shuffle 5000, flip; uint8), verify={check.value} | "
+            f"| training stream (epochs, shuffle 5000, flip; uint8), verify={check.value} | "
             f"{seen / epoch_s[check]:,.0f} |"
         )
     files = shard_files(out, "train")

@@ -91,7 +91,7 @@ def main() -> None:
     lines = [
         f"# Shards over HTTP vs local files ({cpu_name()})",
         "",
-        f"{label} in shards of 5,000; the training stream (resample, shuffle 5000, flip; uint8) for one epoch, "
+        f"{label} in shards of 5,000; the training stream (epochs, shuffle 5000, flip; uint8) for one epoch, "
         "best of two; the server is `python -m http.server` in its own process on 127.0.0.1; local files are read "
         "from the page cache.",
         "",

@@ -171,7 +171,8 @@ class TrainParams(_Section):
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)]
     random_flip: bool
     log_every: PositiveInt
-    shuffle_buffer: PositiveInt
+    shuffle_buffer: PositiveInt  # images shuffled together: shards taken in groups of at least this many
+    loader_workers: NonNegativeInt  # DataLoader processes decoding the training batches (0: the training process)
     checkpoint_every: PositiveInt  # steps between resumable checkpoints (also reseeds the data stream)
     keep_checkpoints: PositiveInt
     grad_accumulation: PositiveInt  # micro-batches per optimizer step

@@ -1,4 +1,4 @@
-"""Ranks resample the whole training split, each with its own seed: two CPU ranks (gloo, Accelerate's debug
+"""Ranks go through the whole training split, each with its own seed: two CPU ranks (gloo, Accelerate's debug
 launcher) read different images in equal batch counts, and any number of ranks can share any number of shards,
 every shard drawn by some rank and each rank drawing from many."""
 

@@ -201,3 +201,31 @@ def test_deterministic_training_runs_on_cpu_with_the_same_weights_and_restores_t
         weights[flag] = out.read_bytes()
     assert seen == [True, True, False, False] and not torch.are_deterministic_algorithms_enabled()
     assert weights[True] == weights[False]
+
+
+def test_the_number_of_loader_workers_changes_no_weight_and_no_fingerprint(tmp_path):
+    """The batches are the same for any number of DataLoader workers, so the trained weights are too (and a
+    checkpoint resumes under another number)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from helpers.datasets import write_shards
+
+    from ddpm.training.fingerprint import training_fingerprint
+    from ddpm.training.loop import train
+
+    def params(workers: int):
+        model = {"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []}
+        loop = {"steps": 6, "batch_size": 8, "checkpoint_every": 3, "sample_every": 0, "loader_workers": workers}
+        return make_params({"model": model, "train": loop}, profile="tiny")
+
+    assert training_fingerprint(params(0), "d") == training_fingerprint(params(2), "d")
+    shards = write_shards(params(0), tmp_path / "digits")
+    weights = {}
+    for workers in (0, 2):
+        out = tmp_path / f"{workers}.safetensors"
+        try:
+            train(params(workers), shards, out, tmp_path / f"ck-{workers}", accelerator=Accelerator(cpu=True))
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+        weights[workers] = out.read_bytes()
+    assert weights[0] == weights[2]

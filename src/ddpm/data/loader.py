@@ -1,13 +1,15 @@
-"""WebDataset readers: an infinite resampled training stream per rank and ordered passes over a split.
+"""WebDataset readers: an infinite training stream per rank, in epochs, and ordered passes over a split.
 
 Images travel as uint8 N×C×H×W tensors until ``core.images.to_model_range`` turns them into floats in [-1, 1].
 """
 
 from __future__ import annotations
 
-import random
+import itertools
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 import webdataset as wds
 
@@ -19,9 +21,23 @@ from .shards import REPAIR, ShardFile, shard_files
 from .tar_reader import check_size, read_members, verify_shards
 
 
+def shard_samples(shard: ShardFile, check: ShardCheck) -> Iterator[dict]:
+    """The sample dicts of one shard, grouping its members by key (``__key__``, ``__shard__``, ``png``, …), the
+    shard checked against the manifest as ``check`` says."""
+    sample = None
+    for name, data in read_members(shard, check):
+        key, _, ext = name.partition(".")
+        if sample is None or sample["__key__"] != key:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": key, "__shard__": shard}
+        sample[ext] = data
+    if sample is not None:
+        yield sample
+
+
 def tar_samples(shards: list[ShardFile], check: ShardCheck):
-    """A WebDataset stage over ``shards``: shard dicts (``url``) → sample dicts grouping members by key
-    (``__key__``, ``__shard__``, ``png``, …), each shard checked against the manifest as ``check`` says.
+    """A WebDataset stage over ``shards``: shard dicts (``url``) → ``shard_samples`` of each.
 
     A lean reader for the USTAR shards that ``prepare`` writes; about twice as fast as tarfile-based reading.
     """
@@ -29,16 +45,7 @@ def tar_samples(shards: list[ShardFile], check: ShardCheck):
 
     def samples(source):
         for item in source:
-            shard, sample = by_url[item["url"]], None
-            for name, data in read_members(shard, check):
-                key, _, ext = name.partition(".")
-                if sample is None or sample["__key__"] != key:
-                    if sample is not None:
-                        yield sample
-                    sample = {"__key__": key, "__shard__": shard}
-                sample[ext] = data
-            if sample is not None:
-                yield sample
+            yield from shard_samples(by_url[item["url"]], check)
 
     return samples
 
@@ -73,37 +80,125 @@ def train_stream(
     shuffle_buffer: int = 5000,
     check: ShardCheck = ShardCheck.BEFORE,
     url: str | None = None,
-):
-    """Infinite batches ``(images, labels, keys)``, resampled from all training shards: images uint8 N×C×H×W,
-    flipped left–right at random (``random_flip``); ``core.images.to_model_range`` makes them the network's input,
-    on the device (a quarter of float32's bytes to copy).
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> Generator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """Infinite batches ``(images, labels, keys)`` of one rank, as ``TrainOrder`` defines them: images uint8
+    N×C×H×W (``core.images.to_model_range`` makes them the network's input, on the device: a quarter of
+    float32's bytes to copy), flipped left–right at random (``random_flip``).
 
-    Every rank draws shards uniformly from the whole training split with its own ``seed`` (a rank's share of the
-    data is a random one, as one process's is: any number of shards serves any number of processes, and no shard
-    is drawn more often than another), so the loader must not also go through ``accelerator.prepare``; the
-    stream never ends, so every rank yields as many batches as it is asked for.
-    Every training shard's size is checked now (on every rank, so that all stop together), and each shard's
-    sha256 each time it is opened (``check``). With ``url`` (``data.shards_url``) the manifest and the shards are
-    read from there.
+    ``workers`` DataLoader processes decode them (0: this process), each the batches ``w, w + workers, …``; the
+    batches are the same for any number of workers. ``pin_memory`` puts them in page-locked memory (for a
+    non-blocking copy to a GPU). Every training shard's size is checked now (on every rank, so that all stop
+    together), and each shard's sha256 each time it is read (``check``); a defect stops the caller with the same
+    one-line ValueError from a worker as from this process. With ``url`` (``data.shards_url``) the manifest and
+    the shards are read from there. The stream never ends, so every rank yields as many batches as it is asked
+    for, and the loader must not also go through ``accelerator.prepare``.
     """
-    every = shard_files(shard_dir, "train", url)
-    for shard in every:  # all ranks see a truncated or missing shard at once
+    shards = shard_files(shard_dir, "train", url)
+    for shard in shards:  # all ranks see a truncated or missing shard at once
         check_size(shard)
-    shards = every
-    rng = random.Random(seed)
-    flip_gen = torch.Generator().manual_seed(seed)
-    pipeline = wds.DataPipeline(
-        wds.ResampledShards([s.where for s in shards], seed=seed, worker_seed=lambda: 0, deterministic=True),
-        tar_samples(shards, check),
-        wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 1000), rng=rng),
-        wds.map(decode_sample),
-        wds.batched(batch_size, collation_fn=_collate, partial=False),
+    order = TrainOrder(shards, batch_size, seed, random_flip, shuffle_buffer, check)
+    loader = torch.utils.data.DataLoader(
+        order,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
     )
-    for images, labels, keys in pipeline:
-        if random_flip:
-            flip = torch.rand(images.shape[0], generator=flip_gen) < 0.5
+    for item in loader:
+        if isinstance(item, _Raised):
+            raise item.error
+        yield item
+
+
+class _Raised:
+    """An exception of a DataLoader worker, carried to the caller as it was raised (the DataLoader would turn it
+    into a multi-line report of the worker's traceback)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class TrainOrder(torch.utils.data.IterableDataset):
+    """One rank's training batches, defined independently of how many processes decode them.
+
+    The stream goes through the training split in epochs: epoch ``e`` takes the shards in a random order (seeded
+    by ``seed`` and ``e``), in groups of consecutive shards holding at least ``shuffle_buffer`` images; each
+    group's images are shuffled together (seeded by ``seed``, ``e`` and the group) and the epochs' images, one
+    after the other, are cut into batches of ``batch_size``. So every image is seen once per epoch by each rank,
+    and every rank goes through all shards with its own seed (any number of shards serves any number of ranks).
+    Batch ``j``'s flips are seeded by ``seed`` and ``j``. A DataLoader worker ``w`` of ``W`` yields batches
+    ``w, w + W, …`` (it reads every group that holds some of them, decoding only their images), which the
+    DataLoader takes from its workers in turn: batch 0, 1, 2, … as one process would yield them.
+    """
+
+    def __init__(
+        self,
+        shards: list[ShardFile],
+        batch_size: int,
+        seed: int,
+        random_flip: bool,
+        shuffle_buffer: int,
+        check: ShardCheck,
+    ):
+        super().__init__()
+        self.shards, self.batch_size, self.seed = shards, batch_size, seed
+        self.random_flip, self.shuffle_buffer, self.check = random_flip, shuffle_buffer, check
+
+    def __iter__(self) -> Iterator:
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            yield from self.batches(0, 1)
+            return
+        try:
+            yield from self.batches(info.id, info.num_workers)
+        except Exception as err:  # noqa: BLE001 - every error reaches the caller, as raised
+            yield _Raised(err)
+
+    def groups(self, epoch: int) -> list[list[ShardFile]]:
+        """Epoch ``epoch``'s shards in its order, grouped (each group's images are shuffled together)."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards))
+        groups, group, count = [], [], 0
+        for i in order:
+            group.append(self.shards[i])
+            count += self.shards[i].count
+            if count >= self.shuffle_buffer:
+                groups.append(group)
+                group, count = [], 0
+        return groups + ([group] if group else [])
+
+    def batches(self, worker: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+        size, start, batch = self.batch_size, 0, []  # start: the stream position of the group's first image
+        for epoch in itertools.count():
+            for g, group in enumerate(self.groups(epoch)):
+                count = sum(shard.count for shard in group)
+                mine = [j for j in range(start // size, (start + count - 1) // size + 1) if j % workers == worker]
+                if mine:
+                    samples = [sample for shard in group for sample in shard_samples(shard, self.check)]
+                    if len(samples) != count:
+                        which = (
+                            f"shard {group[0].where} holds"
+                            if len(group) == 1
+                            else "shards {} hold".format(", ".join(shard.where for shard in group))
+                        )
+                        raise ValueError(f"{which} {len(samples)} images, the manifest says {count}; {REPAIR}")
+                    perm = np.random.default_rng([self.seed, epoch, g]).permutation(count)
+                    for j in mine:
+                        end = min((j + 1) * size, start + count)
+                        batch += [decode_sample(samples[perm[p - start]]) for p in range(max(j * size, start), end)]
+                        if end == (j + 1) * size:
+                            yield self.finish(batch, j)
+                            batch = []
+                start += count
+
+    def finish(self, batch: list, j: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        images, labels, keys = _collate(batch)
+        if self.random_flip:
+            flip_seed = int(np.random.SeedSequence([self.seed, j]).generate_state(1)[0])
+            flip = torch.rand(images.shape[0], generator=torch.Generator().manual_seed(flip_seed)) < 0.5
             images = torch.where(flip[:, None, None, None], images.flip(3), images)
-        yield images, labels, keys
+        return images, labels, keys
 
 
 def iter_batches(

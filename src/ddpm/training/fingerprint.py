@@ -32,6 +32,7 @@ RESUMABLE = (
     "model.import_from",
     "train.steps",
     "train.log_every",
+    "train.loader_workers",
     "train.keep_checkpoints",
     "train.activation_checkpointing",
     "train.compile",

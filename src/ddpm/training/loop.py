@@ -4,7 +4,7 @@ accumulation, mixed precision, EMA, resumable checkpoints, telemetry."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +210,7 @@ def _train(
     telemetry = Telemetry(diffusion.num_timesteps)
     images_per_second = history[-1]["images_per_second"] if history else 0.0
     loss_value = history[-1]["loss"] if history else math.nan
-    batches = None
+    batches: Generator | None = None
     bar = progress("train", cfg.steps, "step", initial=start, enabled=accelerator.is_main_process)
 
     def log_ema_grid(step: int) -> None:
@@ -226,7 +226,9 @@ def _train(
         if batches is None or (step - 1) % cfg.checkpoint_every == 0:
             segment = (step - 1) // cfg.checkpoint_every
             torch.manual_seed(segment_seed(params.seed, rank, segment))
-            # Each rank resamples all shards with its own seed, so the loader is not passed through
+            if batches is not None:
+                batches.close()  # its workers end now
+            # Each rank goes through all shards with its own seed, so the loader is not passed through
             # accelerator.prepare.
             batches = train_stream(
                 shard_dir,
@@ -236,6 +238,8 @@ def _train(
                 cfg.shuffle_buffer,
                 params.data.verify,
                 params.data.shards_url,
+                workers=cfg.loader_workers,
+                pin_memory=device.type == "cuda",
             )
         micro_batches = []
         for _ in range(cfg.grad_accumulation):
@@ -289,6 +293,8 @@ def _train(
                     cfg.keep_checkpoints,
                 )
     bar.close()
+    if batches is not None:
+        batches.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_model(ema.model, model_path, ema_decay=str(cfg.ema_decay), steps=str(cfg.steps))
