@@ -167,17 +167,28 @@ def test_the_ema_keeps_the_training_layout_and_saves_contiguous_weights(tmp_path
         assert all(f.get_tensor(k).is_contiguous() for k in f.keys())  # noqa: SIM118 - safe_open is no dict
 
 
+def _trained_weights(params, shards, folder) -> bytes:
+    """The EMA weights file ``train`` writes for ``params`` (one CPU process, its checkpoints in ``folder``)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from ddpm.training.loop import train
+
+    try:
+        train(params, shards, folder / "ema.safetensors", folder / "ck", accelerator=Accelerator(cpu=True))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return (folder / "ema.safetensors").read_bytes()
+
+
 def test_deterministic_training_runs_on_cpu_with_the_same_weights_and_restores_the_setting(tmp_path, monkeypatch):
     """train.deterministic turns PyTorch's deterministic algorithms on for the training only (every kernel the
     network uses has a deterministic version); on a CPU the weights are those of a default run, and the checkpoint
     fingerprint ignores the setting (it changes no result beyond float rounding on a GPU)."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from helpers.datasets import write_shards
 
     from ddpm.training.ema import EMA
     from ddpm.training.fingerprint import training_fingerprint
-    from ddpm.training.loop import train
 
     def params(deterministic: bool):
         model = {"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []}
@@ -191,14 +202,7 @@ def test_deterministic_training_runs_on_cpu_with_the_same_weights_and_restores_t
     monkeypatch.setattr(
         EMA, "update", lambda self, m: (seen.append(torch.are_deterministic_algorithms_enabled()), update(self, m))
     )
-    weights = {}
-    for flag in (True, False):
-        out = tmp_path / f"{flag}.safetensors"
-        try:
-            train(params(flag), shards, out, tmp_path / f"ck-{flag}", accelerator=Accelerator(cpu=True))
-        finally:
-            AcceleratorState._reset_state(reset_partial_state=True)
-        weights[flag] = out.read_bytes()
+    weights = {flag: _trained_weights(params(flag), shards, tmp_path / str(flag)) for flag in (True, False)}
     assert seen == [True, True, False, False] and not torch.are_deterministic_algorithms_enabled()
     assert weights[True] == weights[False]
 
@@ -206,12 +210,9 @@ def test_deterministic_training_runs_on_cpu_with_the_same_weights_and_restores_t
 def test_the_number_of_loader_workers_changes_no_weight_and_no_fingerprint(tmp_path):
     """The batches are the same for any number of DataLoader workers, so the trained weights are too (and a
     checkpoint resumes under another number)."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from helpers.datasets import write_shards
 
     from ddpm.training.fingerprint import training_fingerprint
-    from ddpm.training.loop import train
 
     def params(workers: int):
         model = {"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []}
@@ -220,12 +221,5 @@ def test_the_number_of_loader_workers_changes_no_weight_and_no_fingerprint(tmp_p
 
     assert training_fingerprint(params(0), "d") == training_fingerprint(params(2), "d")
     shards = write_shards(params(0), tmp_path / "digits")
-    weights = {}
-    for workers in (0, 2):
-        out = tmp_path / f"{workers}.safetensors"
-        try:
-            train(params(workers), shards, out, tmp_path / f"ck-{workers}", accelerator=Accelerator(cpu=True))
-        finally:
-            AcceleratorState._reset_state(reset_partial_state=True)
-        weights[workers] = out.read_bytes()
+    weights = {workers: _trained_weights(params(workers), shards, tmp_path / str(workers)) for workers in (0, 2)}
     assert weights[0] == weights[2]
