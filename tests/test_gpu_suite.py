@@ -34,6 +34,8 @@ def test_the_suite_runs_at_smoke_sizes_on_a_cpu(tmp_path):
     ):
         assert f"| {call}" in report and report.split(f"| {call}")[1].split("\n")[0].endswith("| cpu | yes |")
     assert "## Training, batch 4" in report and "| DDIM-5 | fp32 | 4 |" in report and "| DDPM-50 | fp32 | 4 |" in report
+    [loop] = [line for line in report.splitlines() if line.startswith("| train() with the data loader (1 worker) |")]
+    assert float(loop.split("|")[3]) > 0  # images/s of the training loop itself, its DataLoader worker included
     assert "## Full-T NLL (T = 50)" in report and "not measured: no CUDA" in report
     assert "| fp32 | 2 |" in report.split("## Full-T NLL")[1] and report.rstrip().endswith("budget.")
     assert "error:" not in report
