@@ -1,3 +1,4 @@
+import pytest
 import torch
 from helpers.params import make_params
 
@@ -223,3 +224,81 @@ def test_the_number_of_loader_workers_changes_no_weight_and_no_fingerprint(tmp_p
     shards = write_shards(params(0), tmp_path / "digits")
     weights = {workers: _trained_weights(params(workers), shards, tmp_path / str(workers)) for workers in (0, 2)}
     assert weights[0] == weights[2]
+
+
+def _step_setup():
+    from accelerate import Accelerator
+
+    from ddpm.core.diffusion import GaussianDiffusion
+    from ddpm.core.schedules import get_beta_schedule
+    from ddpm.core.unet import UNet, UNetConfig
+    from ddpm.training.step import build_optimizer
+
+    torch.manual_seed(0)
+    accelerator = Accelerator(cpu=True)
+    model = UNet(UNetConfig(in_channels=1, ch=32, ch_mult=(1,), attn_resolutions=(), resolution=8, dropout=0.0))
+    optimizer = build_optimizer(model, 1e-3)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return accelerator, model, optimizer, GaussianDiffusion(get_beta_schedule("linear", 50))
+
+
+def test_a_non_finite_step_changes_no_parameter_and_no_adam_moment_and_is_named_at_the_check(monkeypatch):
+    from accelerate.state import AcceleratorState
+
+    from ddpm.core.diffusion import GaussianDiffusion
+    from ddpm.training.step import Divergence, MicroBatch, optimization_step
+
+    try:
+        accelerator, model, optimizer, diffusion = _step_setup()
+        x0, t = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([1, 5, 10, 19])
+        batch = [MicroBatch(x0, t, torch.ones(4))]
+        divergence = Divergence(torch.device("cpu"), loss_scaled=False)
+        loss, _, norm = optimization_step(accelerator, model, diffusion, optimizer, batch, 1.0, step=1)
+        divergence.add(1, loss, norm)
+        divergence.check(1, lambda v: v)  # finite: nothing to say
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        moments = {k: {n: v.clone() for n, v in s.items()} for k, s in optimizer.state_dict()["state"].items()}
+        original = GaussianDiffusion.training_losses
+
+        def poisoned(self, *args, **kwargs):
+            terms = original(self, *args, **kwargs)
+            terms["loss"] = terms["loss"] * float("nan")
+            return terms
+
+        monkeypatch.setattr(GaussianDiffusion, "training_losses", poisoned)
+        loss, _, norm = optimization_step(accelerator, model, diffusion, optimizer, batch, 1.0, step=2)
+        divergence.add(2, loss, norm)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        after = optimizer.state_dict()["state"]
+        assert all(torch.equal(moments[k][n], after[k][n]) for k in moments for n in moments[k])  # incl. the step
+        assert not hasattr(optimizer.optimizer, "found_inf")
+        divergence.add(3, torch.tensor(float("inf"), dtype=torch.float64), torch.tensor(float("nan")))
+        with pytest.raises(FloatingPointError, match=r"^train: loss is nan at step 2$"):
+            divergence.check(3, lambda v: v)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_the_training_step_never_waits_for_the_device(monkeypatch):
+    """No value of a device tensor is read on the host inside a step (on a GPU each read waits for every kernel
+    queued before it): reading one here raises."""
+    from accelerate.state import AcceleratorState
+
+    from ddpm.training.step import Divergence, MicroBatch, optimization_step
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a host read of a tensor inside the training step")
+
+    try:
+        accelerator, model, optimizer, diffusion = _step_setup()
+        divergence = Divergence(torch.device("cpu"), loss_scaled=False)
+        batch = [MicroBatch(torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([1, 5, 10, 19]), torch.ones(4))]
+        with monkeypatch.context() as m:
+            for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+                m.setattr(torch.Tensor, name, refuse)
+            for step, clip in ((1, 1.0), (2, None)):
+                loss, _, norm = optimization_step(accelerator, model, diffusion, optimizer, batch, clip, step=step)
+                divergence.add(step, loss, norm)
+        divergence.check(2, lambda v: v)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)

@@ -37,7 +37,7 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .fingerprint import changed_params, fingerprinted_params, training_fingerprint
-from .step import MicroBatch, build_optimizer, optimization_step
+from .step import Divergence, MicroBatch, build_optimizer, optimization_step
 from .telemetry import Telemetry, ema_sample_grid
 from .transfer import to_device
 
@@ -208,6 +208,7 @@ def _train(
     shape = (channels, params.data.resolution, params.data.resolution)
 
     telemetry = Telemetry(diffusion.num_timesteps)
+    divergence = Divergence(device, loss_scaled=accelerator.scaler is not None)
     images_per_second = history[-1]["images_per_second"] if history else 0.0
     loss_value = history[-1]["loss"] if history else math.nan
     batches: Generator | None = None
@@ -245,12 +246,15 @@ def _train(
         for _ in range(cfg.grad_accumulation):
             x0 = to_model_range(to_device(next(batches)[0], device)).contiguous(memory_format=memory_format)
             micro_batches.append(MicroBatch(x0, *timesteps.draw(x0.shape[0], device)))
-        try:
-            loss, terms_list, grad_norm = optimization_step(
-                accelerator, model, diffusion, optimizer, micro_batches, cfg.grad_clip, step
-            )
-        except FloatingPointError as err:
-            raise FloatingPointError(f"{err}; stopping (the last checkpoint in {folder} is kept)") from None
+        loss, terms_list, grad_norm = optimization_step(
+            accelerator, model, diffusion, optimizer, micro_batches, cfg.grad_clip, step
+        )
+        divergence.add(step, loss, grad_norm)
+        if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            try:
+                divergence.check(step, lambda v: accelerator.reduce(v, "sum"))
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err}; stopping (the last checkpoint in {folder} is kept)") from None
         scheduler.step()
         ema.update(accelerator.unwrap_model(model))
         t_all = torch.cat([mb.t for mb in micro_batches])

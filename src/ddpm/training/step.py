@@ -7,6 +7,7 @@ the number of processes or accumulation steps (``TrainParams.micro_batch`` split
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -41,8 +42,10 @@ def optimization_step(
     """Forward and backward every micro-batch (gradients synchronised on the last only), clip, update.
 
     Returns the mean weighted loss over this process's micro-batches (a float64 tensor on the device: reading it
-    would wait for the step), each micro-batch's loss terms, and the gradient norm before clipping. A non-finite
-    loss raises before any parameter changes (the one check per micro-batch that waits for the device).
+    would wait for the step), each micro-batch's loss terms, and the gradient norm before clipping. Nothing here
+    waits for the device: a non-finite gradient (the gradients are synchronised, so every process sees it) leaves
+    the parameters and Adam's moments as they were, decided on the device by the fused kernel (``found_inf``);
+    ``Divergence`` reports it at the next log or checkpoint step.
     """
     optimizer.zero_grad(set_to_none=True)
     total: torch.Tensor | None = None
@@ -52,8 +55,6 @@ def optimization_step(
         with nullcontext() if last else accelerator.no_sync(model):
             terms = diffusion.training_losses(model, mb.x0, mb.t, noise=mb.noise)
             loss = (terms["loss"] * mb.weights).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train: loss is {loss.item()} at step {step}")
             accelerator.backward(loss / len(micro_batches))
         total = loss.detach().double() if total is None else total + loss.detach().double()
         terms_list.append(terms)
@@ -62,6 +63,45 @@ def optimization_step(
     else:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    optimizer.step()
     assert total is not None
+    inner = getattr(optimizer, "optimizer", optimizer)  # under Accelerate's wrapper
+    # fp16's loss scaler skips steps with non-finite gradients itself; an optimizer without a fused kernel (not
+    # the one training builds) cannot skip on the device and steps as usual
+    if accelerator.scaler is None and inner.defaults.get("fused"):
+        inner.found_inf = (~torch.isfinite(grad_norm)).float()
+        try:
+            optimizer.step()
+        finally:
+            del inner.found_inf
+    else:
+        optimizer.step()
     return total / len(micro_batches), terms_list, grad_norm
+
+
+class Divergence:
+    """The first step whose loss or gradient norm was not finite, kept on the device; ``check`` reads it (and
+    every process's count) at log and checkpoint steps, the only time training waits for the device."""
+
+    def __init__(self, device: torch.device, loss_scaled: bool):
+        self.loss_scaled = loss_scaled  # fp16: a non-finite gradient is the loss scaler's business, not divergence
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+        self.first = torch.zeros(3, dtype=torch.float64, device=device)  # step, loss, gradient norm
+
+    def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        grad_norm = grad_norm.detach().double()
+        bad = ~torch.isfinite(loss) if self.loss_scaled else ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
+        seen = torch.stack([torch.full_like(loss, step), loss, grad_norm])
+        self.first = torch.where(bad & (self.count == 0), seen, self.first)
+        self.count = self.count + bad.double()
+
+    def check(self, step: int, reduce) -> None:
+        """Raise FloatingPointError naming the first non-finite step if any process had one (``reduce``: a sum
+        over the processes)."""
+        local, (first, loss, grad_norm) = self.count.item(), self.first.tolist()
+        if reduce(self.count.clone()).item() == 0:
+            return
+        if local == 0:
+            raise FloatingPointError(f"train: another process's loss was not finite by step {step}")
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"train: loss is {loss} at step {int(first)}")
+        raise FloatingPointError(f"train: the gradient norm is {grad_norm} at step {int(first)}")

@@ -6,6 +6,8 @@ E_{t∼p}[w_t L_t] = (1/T) Σ_t L_t for any p: the reweighted loss is unbiased f
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -69,6 +71,8 @@ class LossAwareTimesteps(UniformTimesteps):
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         for step, loss in zip(t.tolist(), losses.detach().double().cpu().tolist(), strict=True):
+            if not math.isfinite(loss):  # a diverged step: training stops at its next log step
+                continue
             if self.counts[step] == self.history_size:
                 self.history[step, :-1] = self.history[step, 1:]
                 self.history[step, -1] = loss
