@@ -88,3 +88,32 @@ def test_compiled_networks_outputs_are_never_aliased_for_any_sampler(monkeypatch
     raw = _GraphBuffer(net)  # and the stand-in does alias: a solver that keeps an earlier ε reads the later one
     if sampler in {"heun", "dpm_solver_2", "dpm_solver_3"}:
         assert not (generate(diffusion, raw, (1, 8, 8), **common, **options) == expected).all()
+
+
+def test_a_compiled_network_sees_one_batch_size_and_a_padded_batch_gives_the_same_images(monkeypatch):
+    """The last, smaller batch of a sample run or a split is padded up to the largest batch so far (one compiled
+    shape, one CUDA graph); the images it returns are the unpadded ones."""
+    from helpers.networks import small_unet
+
+    net = small_unet().eval()
+    seen: list[int] = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, t):
+            seen.append(x.shape[0])
+            return self.model(x, t)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: Recorder(model))
+    compiled = inference_network(net, torch.device("cpu"), InferencePrecision.FP32, compile=True)
+    gen = torch.Generator().manual_seed(0)
+    x, t = torch.randn(8, 1, 8, 8, generator=gen), torch.randint(0, 50, (8,), generator=gen)
+    with torch.no_grad():
+        compiled(x, t)
+        out = compiled(x[:3], t[:3])
+        alone = net(x[:3], t[:3])
+    assert seen == [8, 8] and out.shape == alone.shape
+    torch.testing.assert_close(out, alone, rtol=1e-5, atol=1e-5)  # another batch size may round differently

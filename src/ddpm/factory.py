@@ -79,16 +79,36 @@ class OwnedOutput(torch.nn.Module):
         return self.net(x, t).clone()
 
 
+class LargestBatch(torch.nn.Module):
+    """A compiled network always called with the largest batch it has been given: a smaller batch (a split's or a
+    sample run's last one) is padded with zero images at t = 0 and the output cut back, so the compiled code and
+    its CUDA graph are reused rather than compiled again for each new batch size (``torch.compile`` falls back to
+    eager after 8). Exact: the network treats each image on its own (GroupNorm, attention within an image)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net, self.batch = net, 0
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if n >= self.batch:
+            self.batch = n
+            return self.net(x, t)
+        x = torch.cat([x, x.new_zeros((self.batch - n, *x.shape[1:]))])
+        t = torch.cat([t, t.new_zeros(self.batch - n)])
+        return self.net(x, t)[:n]
+
+
 def inference_network(
     model: torch.nn.Module, device: torch.device, precision: InferencePrecision, compile: bool
 ) -> torch.nn.Module:
-    """The network as sampling and the bound call it: ``torch.compile``d if asked (on CUDA with CUDA graphs: a
-    sampler calls it with one shape per batch; its outputs copied out of the graph's buffers), under bf16 autocast
+    """The network as sampling and the bound call it: ``torch.compile``d if asked (on CUDA with CUDA graphs, for
+    one batch size: smaller batches padded; its outputs copied out of the graph's buffers), under bf16 autocast
     (outputs converted to new float32 tensors) or in float32."""
     net = model
     if compile:
         mode = "reduce-overhead" if device.type == "cuda" else None
-        net = cast(torch.nn.Module, torch.compile(model, mode=mode, dynamic=False))  # an OptimizedModule
+        net = LargestBatch(cast(torch.nn.Module, torch.compile(model, mode=mode, dynamic=False)))
     precision = InferencePrecision(precision)
     set_fp32_precision(TF32 if precision is InferencePrecision.TF32 else IEEE)  # what float32 means on a GPU
     if precision is InferencePrecision.BF16:
