@@ -326,3 +326,21 @@ def test_images_drawn_by_a_solver_do_not_depend_on_the_batch(linear100, sampler)
     assert np.array_equal(whole, generate(linear100, model, (1, 2, 2), batch_size=3, **draw))
     with pytest.raises(OptionError, match=f"steps: {sampler} needs a budget of network calls"):
         generate(linear100, model, (1, 2, 2), batch_size=4, **(draw | {"steps": None}))
+
+
+@pytest.mark.parametrize("sampler", ["dpm_solver_pp_2m", "dpm_solver_2", "dpm_solver_3", "unipc_3", "heun"])
+def test_a_solver_move_copies_no_number_to_the_device(monkeypatch, sampler):
+    """Coefficients enter the moves as Python floats (kernel arguments): a tensor made from a number on a GPU is a
+    copy that waits for every kernel queued before it."""
+    from helpers.networks import small_unet
+
+    from ddpm.core.generation import generate
+
+    net, diffusion = small_unet().eval(), GaussianDiffusion(get_beta_schedule("linear", 50))
+    common = {"seed": 3, "start": 0, "count": 2, "batch_size": 2, "device": "cpu", "sampler": sampler, "steps": 6}
+    expected = generate(diffusion, net, (1, 8, 8), **common)
+    made = []
+    original = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **kw: made.append(a) or original(*a, **kw))
+    again = generate(diffusion, net, (1, 8, 8), **common)
+    assert made == [] and (again == expected).all()

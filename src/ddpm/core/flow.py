@@ -160,10 +160,6 @@ def time_grid(
     return Grid(spaced(schedule, schedule.num_timesteps - 1.0, 0.0, points, spacing), end)
 
 
-def as_tensor(value: float, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(value, dtype=like.dtype, device=like.device)
-
-
 class Evaluations:
     """The network's x̂0 and ε at a continuous step τ, whatever it predicts (ε, x0 or v), counted: every call is
     one network function evaluation (NFE). With ``clip``, x̂0 is clipped to [-1, 1] and ε follows from it."""

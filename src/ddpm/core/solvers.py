@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .diffusion import GaussianDiffusion, Model
-from .flow import Evaluations, Grid, NoiseSchedule, as_tensor, spaced, time_grid
+from .flow import Evaluations, Grid, NoiseSchedule, spaced, time_grid
 from .options import ODE_SOLVERS, End, OptionError, Sampler, TimeSpacing, parse_enum, solver_conventions
 
 SINGLESTEP_ORDERS = (1, 2, 3)
@@ -53,7 +53,7 @@ class _Walk:
     def first_order_eps(self, x: torch.Tensor, s: int, t: int, eps: torch.Tensor) -> torch.Tensor:
         """DPM-Solver-1 (DPM-Solver eq. 3.7; DDIM): x_t = (α_t/α_s) x_s − σ_t (e^h − 1) ε_s."""
         h = self.lam[t] - self.lam[s]
-        return as_tensor(self.alpha[t] / self.alpha[s], x) * x - as_tensor(self.sigma[t] * np.expm1(h), x) * eps
+        return float(self.alpha[t] / self.alpha[s]) * x - float(self.sigma[t] * np.expm1(h)) * eps
 
 
 def dpm_solver_multistep(
@@ -89,10 +89,7 @@ def dpm_solver_multistep(
         last_move = i == walk.moves - 1
         if order == 2 and previous is not None and not (few and last_move):
             update = x0 + (x0 - previous) * (h / (2.0 * (walk.lam[i] - walk.lam[i - 1])))
-        x = (
-            as_tensor(walk.sigma[i + 1] / walk.sigma[i], x) * x
-            - as_tensor(walk.alpha[i + 1] * np.expm1(-h), x) * update
-        )
+        x = float(walk.sigma[i + 1] / walk.sigma[i]) * x - float(walk.alpha[i + 1] * np.expm1(-h)) * update
         previous = x0
     return x, evaluate.calls
 
@@ -171,27 +168,23 @@ def dpm_solver_singlestep(
             _, e1 = evaluate(walk.first_order_eps(x, i, i + 1, eps), float(walk.steps[i + 1]))
             d1 = e1 - eps
         if k == 2 and solver_type is SolverType.DPMSOLVER:
-            x_t = x_t - as_tensor(walk.sigma[t] / (2.0 * r1) * np.expm1(h), x) * d1
+            x_t = x_t - float(walk.sigma[t] / (2.0 * r1) * np.expm1(h)) * d1
         elif k == 2:
-            x_t = x_t - as_tensor(walk.sigma[t] / r1 * (np.expm1(h) / h - 1.0), x) * d1
+            x_t = x_t - float(walk.sigma[t] / r1 * (np.expm1(h) / h - 1.0)) * d1
         elif k == 3:
             r2 = (walk.lam[i + 2] - walk.lam[i]) / h
             u2 = (
                 walk.first_order_eps(x, i, i + 2, eps)
-                - as_tensor(walk.sigma[i + 2] * r2 / r1 * (np.expm1(r2 * h) / (r2 * h) - 1.0), x) * d1
+                - float(walk.sigma[i + 2] * r2 / r1 * (np.expm1(r2 * h) / (r2 * h) - 1.0)) * d1
             )
             _, e2 = evaluate(u2, float(walk.steps[i + 2]))
             d2 = e2 - eps
             phi2 = np.expm1(h) / h - 1.0
             if solver_type is SolverType.DPMSOLVER:
-                x_t = x_t - as_tensor(walk.sigma[t] / r2 * phi2, x) * d2
+                x_t = x_t - float(walk.sigma[t] / r2 * phi2) * d2
             else:
                 slope, curve = (r2 * d1 / r1 - r1 * d2 / r2) / (r2 - r1), 2.0 * (d2 / r2 - d1 / r1) / (r2 - r1)
-                x_t = (
-                    x_t
-                    - as_tensor(walk.sigma[t] * phi2, x) * slope
-                    - as_tensor(walk.sigma[t] * (phi2 / h - 0.5), x) * curve
-                )
+                x_t = x_t - float(walk.sigma[t] * phi2) * slope - float(walk.sigma[t] * (phi2 / h - 0.5)) * curve
         x, i = x_t, t
     return x, evaluate.calls
 
@@ -221,7 +214,7 @@ def _unipc_move(
     t = s + 1
     h = walk.lam[t] - walk.lam[s]
     m0 = outputs[s]
-    x_t = as_tensor(walk.sigma[t] / walk.sigma[s], x) * x - as_tensor(walk.alpha[t] * np.expm1(-h), x) * m0
+    x_t = float(walk.sigma[t] / walk.sigma[s]) * x - float(walk.alpha[t] * np.expm1(-h)) * m0
     if order == 1 and new is None:
         return x_t
     rks = np.array([(walk.lam[s - k] - walk.lam[s]) / h for k in range(1, order)] + [1.0])
@@ -230,7 +223,7 @@ def _unipc_move(
         differences.append(new - m0)
     rhos = _unipc_coefficients(rks, -h, order, corrector=new is not None)
     residual = sum(float(rho) * d for rho, d in zip(rhos, differences, strict=True))
-    return x_t - as_tensor(walk.alpha[t] * np.expm1(-h), x) * residual
+    return x_t - float(walk.alpha[t] * np.expm1(-h)) * residual
 
 
 def unipc(
@@ -277,13 +270,13 @@ def heun(
     x = walk.start(x_T)
     for i in range(walk.moves):
         _, eps = evaluate(x, float(walk.steps[i]))
-        x_tilde = x / as_tensor(walk.alpha[i], x)
-        d_sigma = as_tensor(walk.sigma[i + 1] / walk.alpha[i + 1] - walk.sigma[i] / walk.alpha[i], x)
+        x_tilde = x / float(walk.alpha[i])
+        d_sigma = float(walk.sigma[i + 1] / walk.alpha[i + 1] - walk.sigma[i] / walk.alpha[i])
         euler = x_tilde + d_sigma * eps
         if not walk.is_clean(i + 1):
-            _, eps_next = evaluate(as_tensor(walk.alpha[i + 1], x) * euler, float(walk.steps[i + 1]))
+            _, eps_next = evaluate(float(walk.alpha[i + 1]) * euler, float(walk.steps[i + 1]))
             euler = x_tilde + d_sigma * (eps + eps_next) / 2
-        x = as_tensor(walk.alpha[i + 1], x) * euler
+        x = float(walk.alpha[i + 1]) * euler
     return x, evaluate.calls
 
 
