@@ -5,7 +5,7 @@ from ddpm.evaluation import fid
 from ddpm.evaluation.likelihood import likelihood_scores, rate_distortion_series
 from ddpm.factory import load_for_inference
 from ddpm.progress import rounded
-from ddpm.sample_store import load_samples
+from ddpm.sample_store import load_samples, sample_batches
 from ddpm.stage.harness import exit_now, stage_main
 from ddpm.stage.paths import require
 from ddpm.storage.files import write_csv, write_json
@@ -14,14 +14,14 @@ from ddpm.tracking.lineage import log_inputs
 
 def main(params, paths, run, placement):
     cfg, device, share = params.evaluate, placement.device, placement.share
-    require(paths.samples, "samples", "sample")
+    samples = sample_batches(require(paths.samples, "samples", "sample"), params.fid.batch_size, share)
     # Fail now, not after the samples' features, on a missing reference or weights or a corrupt test shard.
     shards = require(paths.shards, "shards", "prepare")
-    test = iter_batches(shards, "test", cfg.nll_batch_size, cfg.nll_images, params.data.verify)
+    test = iter_batches(shards, "test", cfg.nll_batch_size, cfg.nll_images, params.data.verify, share)
     if cfg.fid:
         fid.check_references(paths.fid_refs)
     inference = load_for_inference(params, require(paths.model, "model", "train"), device, precision=cfg.nll_precision)
-    metrics = fid.image_scores(load_samples(paths.samples), paths.fid_refs, params, device, share)
+    metrics = fid.image_scores(samples, lambda: load_samples(paths.samples), paths.fid_refs, params, device, share)
     nll, rows = likelihood_scores(inference.diffusion, inference.model, test, params.seed, device, share)
     if not placement.is_main:
         return

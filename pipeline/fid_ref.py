@@ -11,7 +11,9 @@ def main(params, paths, run, placement):
     require(paths.shards, "shards", "prepare")
     fid.verified_weights_path()
     batches = {
-        split: iter_batches(paths.shards, split, params.fid.batch_size, params.fid.max_images, params.data.verify)
+        split: iter_batches(
+            paths.shards, split, params.fid.batch_size, params.fid.max_images, params.data.verify, placement.share
+        )
         for split in paths.fid_refs
     }  # every shard checked now
     metrics = {}

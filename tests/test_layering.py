@@ -15,7 +15,7 @@ ALLOWED = {
     "ddpm.precision": set(),
     "ddpm.config": {"ddpm.core"},
     "ddpm.storage": {"ddpm.core"},
-    "ddpm.data": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.progress"},
+    "ddpm.data": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.progress", "ddpm.parallel"},
     "ddpm.factory": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.precision"},
     "ddpm.sample_store": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.factory", "ddpm.parallel", "ddpm.progress"},
     "ddpm.importers": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory"},

@@ -71,3 +71,14 @@ class WorkShare:
 
 
 ONE_PROCESS = WorkShare()
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """Stands in a sequence of batches for one that another rank works on (``WorkShare.owns``): only its size is
+    known here, for progress, so this rank neither decodes nor copies it."""
+
+    size: int
+
+    def __len__(self) -> int:
+        return self.size

@@ -8,16 +8,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ddpm.config import Params, SampleParams
 from ddpm.core.generation import generate
 from ddpm.factory import Inference
-from ddpm.parallel import ONE_PROCESS, WorkShare
-from ddpm.progress import progress
+from ddpm.parallel import ONE_PROCESS, Elsewhere, WorkShare
+from ddpm.progress import Counted, progress
 from ddpm.storage.files import file_digest, write_npz, write_text
 
 MANIFEST = "manifest.json"
@@ -101,17 +103,48 @@ def write_manifest(out_dir: Path, cfg: SampleParams, fingerprint: str) -> dict:
     return manifest
 
 
-def load_samples(out_dir: Path) -> np.ndarray:
-    """All images of a finished sample folder, in index order (uint8 N×H×W×C)."""
+def _finished(out_dir: Path) -> list[dict]:
+    """The chunks of a finished sample folder (its manifest's entries)."""
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"samples: {path} not found; run the sample stage")
-    manifest = json.loads(path.read_text())
-    parts = []
-    for chunk in manifest["chunks"]:
-        with np.load(Path(out_dir) / chunk["name"], allow_pickle=False) as f:
-            parts.append(f["images"])
-    return np.concatenate(parts)
+    return json.loads(path.read_text())["chunks"]
+
+
+def _chunk_images(out_dir: Path, chunk: dict) -> np.ndarray:
+    with np.load(Path(out_dir) / chunk["name"], allow_pickle=False) as f:
+        return f["images"]
+
+
+def load_samples(out_dir: Path) -> np.ndarray:
+    """All images of a finished sample folder, in index order (uint8 N×H×W×C)."""
+    return np.concatenate([_chunk_images(out_dir, chunk) for chunk in _finished(out_dir)])
+
+
+def sample_batches(out_dir: Path, batch_size: int, share: WorkShare = ONE_PROCESS) -> Counted:
+    """The images of a finished sample folder in index order as uint8 N×C×H×W batches of ``batch_size``, read a
+    chunk file at a time: batch i only where ``share`` owns it (elsewhere an ``Elsewhere`` of its size), so no
+    rank holds all the samples."""
+    chunks = _finished(out_dir)
+    total = sum(chunk["count"] for chunk in chunks)
+
+    def batches() -> Iterator[torch.Tensor | Elsewhere]:
+        held: tuple[int, np.ndarray] | None = None  # the chunk file last read
+        for i, lo in enumerate(range(0, total, batch_size)):
+            hi = min(lo + batch_size, total)
+            if not share.owns(i):
+                yield Elsewhere(hi - lo)
+                continue
+            parts = []
+            for k, chunk in enumerate(chunks):
+                first, end = chunk["first"], chunk["first"] + chunk["count"]
+                if first < hi and end > lo:
+                    if held is None or held[0] != k:
+                        held = (k, _chunk_images(out_dir, chunk))
+                    parts.append(held[1][max(lo, first) - first : min(hi, end) - first])
+            yield torch.from_numpy(np.ascontiguousarray(np.concatenate(parts).transpose(0, 3, 1, 2)))
+
+    return Counted(batches(), total)
 
 
 @dataclass

@@ -126,14 +126,14 @@ def test_lean_shard_reader_matches_webdataset_and_names_truncated_shards(tmp_pat
     import webdataset as wds
 
     from ddpm.config import ShardCheck
-    from ddpm.data.loader import tar_samples
+    from ddpm.data.loader import shard_samples
     from ddpm.data.shards import ShardFile
 
     write(digits_params(), tmp_path / "d")
     files = shards.shard_files(tmp_path / "d", "train")
     urls = [str(f.path) for f in files]
     for check in ShardCheck:
-        ours = list(tar_samples(files, check)({"url": u} for u in urls))
+        ours = [sample for f in files for sample in shard_samples(f, check)]
         theirs = list(wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()))
         assert len(ours) == len(theirs) == 1497
         for a, b in zip(ours, theirs, strict=True):
@@ -149,7 +149,7 @@ def test_lean_shard_reader_matches_webdataset_and_names_truncated_shards(tmp_pat
         checks, as a streaming reader meets them before the shard's end."""
         cut.write_bytes(whole[:length])
         entry = ShardFile(cut, 5, length, hashlib.sha256(whole[:length]).hexdigest(), (8, 8, 1))
-        list(tar_samples([entry], ShardCheck.STREAMING)([{"url": str(cut)}]))
+        list(shard_samples(entry, ShardCheck.STREAMING))
 
     with pytest.raises(ValueError, match=rf"shard .*cut.tar is corrupt: truncated after member '{members[3].name}'"):
         read_cut(members[4].offset)  # cut between samples

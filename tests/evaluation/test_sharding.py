@@ -81,3 +81,40 @@ def test_the_wait_for_the_slowest_rank_outlasts_the_default_groups_timeout(tmp_p
         assert [Path(f"{out}.{r}").read_text() for r in (0, 1)] == ["ok", "ok"]
     else:
         assert Path(f"{out}.0").read_text().startswith("failed")
+
+
+def test_a_rank_decodes_and_reads_only_the_batches_it_owns(tmp_path):
+    """The test split's batches and the samples' batches: where a rank owns batch i it gets exactly what one
+    process gets; the others are Elsewhere(size), neither decoded nor read."""
+    import json
+
+    from helpers.datasets import write_shards
+    from helpers.params import make_params
+
+    from ddpm.data.loader import iter_batches
+    from ddpm.parallel import Elsewhere
+    from ddpm.sample_store import MANIFEST, load_samples, sample_batches
+
+    shards = write_shards(make_params(profile="tiny"), tmp_path / "digits")
+    for limit in (None, 70):
+        one = list(iter_batches(shards, "test", 32, limit))
+        mine = list(iter_batches(shards, "test", 32, limit, share=WorkShare(1, 3)))
+        assert len(one) == len(mine) and sum(len(b) for b in one) == (limit or sum(len(b) for b in mine))
+        for i, (a, b) in enumerate(zip(one, mine, strict=True)):
+            assert torch.equal(a, b) if i % 3 == 1 else b == Elsewhere(len(a))
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (13, 4, 4, 3), dtype=np.uint8)
+    chunks = []
+    for k, first in enumerate(range(0, 13, 5)):  # chunks of 5, batches of 4: batches straddle chunks
+        name = f"chunk-{k:06d}.npz"
+        np.savez(tmp_path / name, images=images[first : first + 5])
+        chunks.append({"name": name, "first": first, "count": len(images[first : first + 5])})
+    (tmp_path / MANIFEST).write_text(json.dumps({"chunks": chunks}))
+    assert (load_samples(tmp_path) == images).all()
+    whole = list(fid.to_uint8_rgb_batches(images, 4))
+    one = sample_batches(tmp_path, 4)
+    assert one.images == 13 and all(torch.equal(a, b) for a, b in zip(whole, one, strict=True))
+    mine = list(sample_batches(tmp_path, 4, WorkShare(0, 2)))
+    assert [len(b) for b in mine] == [4, 4, 4, 1] and mine[1] == Elsewhere(4) and mine[3] == Elsewhere(1)
+    assert torch.equal(mine[0], whole[0]) and torch.equal(mine[2], whole[2])

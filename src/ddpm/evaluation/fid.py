@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -239,45 +239,40 @@ def fid_of_features(features: np.ndarray, references: dict[str, Path]) -> dict[s
     return {name: frechet_distance(stats, load_statistics(path)) for name, path in references.items()}
 
 
-def fid_of_images(
-    images: np.ndarray,
-    references: dict[str, Path],
-    batch_size: int,
-    device: str | torch.device,
-    share: WorkShare = ONE_PROCESS,
-) -> tuple[dict[str, float], np.ndarray]:
-    """FID of uint8 N×H×W×C images against each reference statistics file; also returns the images' features."""
-    features = inception_features(to_uint8_rgb_batches(images, batch_size), device, share, desc="inception samples")
-    return fid_of_features(features, references), features
-
-
 def image_scores(
-    images: np.ndarray,
+    samples: Counted,
+    all_images: Callable[[], np.ndarray],
     references: dict[str, Path],
     params: Params,
     device: str | torch.device,
     share: WorkShare = ONE_PROCESS,
 ) -> dict[str, float]:
-    """As ``params.evaluate`` asks: ``fid_<split>`` against each reference, KID and precision/recall against the
-    training split's stored features (the FID reference of DDPM and iDDPM), and IS where its weights exist (IS on
-    rank 0 only; the features are split over the processes)."""
+    """As ``params.evaluate`` asks, on the first rank: ``fid_<split>`` against each reference, KID and
+    precision/recall against the training split's stored features (the FID reference of DDPM and iDDPM), and IS
+    where its weights exist. ``samples``: the uint8 batches (each rank computes the features of those it owns);
+    ``all_images``: every sample as N×H×W×C, read only for IS (torch-fidelity's own loop, on the first rank).
+    Other ranks return {}."""
     cfg = params.evaluate
-    metrics: dict[str, float] = {"num_samples": int(len(images))}
+    metrics: dict[str, float] = {"num_samples": samples.images}
     if cfg.fid:
         start = time.perf_counter()
-        fids, features = fid_of_images(images, references, params.fid.batch_size, device, share)
-        metrics |= {f"fid_{split}": value for split, value in fids.items()}
-        metrics["fid_seconds"] = time.perf_counter() - start
-        metrics |= kid_precision_recall(
-            features, load_features(references["train"]), params.fid.kid_subset_size, params.seed
-        )
-    if cfg.isc and share.is_main:  # torch-fidelity's own loop: one process
+        features = inception_features(samples, device, share, desc="inception samples")
+        if share.is_main:
+            fids = fid_of_features(features, references)
+            metrics |= {f"fid_{split}": value for split, value in fids.items()}
+            metrics["fid_seconds"] = time.perf_counter() - start
+            metrics |= kid_precision_recall(
+                features, load_features(references["train"]), params.fid.kid_subset_size, params.seed
+            )
+    if not share.is_main:
+        return {}
+    if cfg.isc:
         try:
             weights = isc_weights_path(cfg.isc_weights)
         except Unavailable as err:
             print(f"evaluate: IS unavailable: {err}")
         else:
-            metrics |= inception_score(torch.from_numpy(images).permute(0, 3, 1, 2), weights, device)
+            metrics |= inception_score(torch.from_numpy(all_images()).permute(0, 3, 1, 2), weights, device)
     return metrics
 
 
