@@ -204,7 +204,7 @@ def train_section(sizes: Sizes, device: torch.device, peak: float | None, budget
         def step():
             t = torch.randint(0, sizes.T, (sizes.train_batch,), device=device)
             micro = [MicroBatch(x0, t, torch.ones(sizes.train_batch, device=device))]
-            optimization_step(accelerator, model, diffusion, optimizer, micro, grad_clip=1.0, step=1)
+            optimization_step(accelerator, model, diffusion, optimizer, micro, grad_clip=1.0)
             ema.update(accelerator.unwrap_model(model))
 
         return step

@@ -85,7 +85,7 @@ def ours(batch: int, device: torch.device, bf16: bool, channels_last: bool, comp
     def step():
         t = torch.randint(0, 1000, (batch,), device=device)
         micro = [MicroBatch(x0, t, torch.ones(batch, device=device))]
-        optimization_step(accelerator, model, diffusion, optimizer, micro, grad_clip=1.0, step=1)
+        optimization_step(accelerator, model, diffusion, optimizer, micro, grad_clip=1.0)
         ema.update(accelerator.unwrap_model(model))
 
     flops = forward_flops(UNet(UNetConfig()).to(device), x0[:1], torch.zeros(1, dtype=torch.long, device=device))

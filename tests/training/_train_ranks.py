@@ -53,13 +53,13 @@ def run_steps(accelerator: Accelerator, accumulation: int = 1) -> dict[str, torc
         accelerator.num_processes
     )
     grads = []
-    for step, (x0, t, noise) in enumerate(global_batches(), start=1):
+    for x0, t, noise in global_batches():
         lo = accelerator.process_index * micro * accumulation
         mbs = [
             MicroBatch(x0[i : i + micro], t[i : i + micro], torch.ones(micro), noise[i : i + micro])
             for i in range(lo, lo + micro * accumulation, micro)
         ]
-        optimization_step(accelerator, model, diffusion, optimizer, mbs, grad_clip=None, step=step)
+        optimization_step(accelerator, model, diffusion, optimizer, mbs, grad_clip=None)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
     return state | {"grads": torch.stack(grads)}

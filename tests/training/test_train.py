@@ -253,7 +253,7 @@ def test_a_non_finite_step_changes_no_parameter_and_no_adam_moment_and_is_named_
         x0, t = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([1, 5, 10, 19])
         batch = [MicroBatch(x0, t, torch.ones(4))]
         divergence = Divergence(torch.device("cpu"), loss_scaled=False)
-        loss, _, norm = optimization_step(accelerator, model, diffusion, optimizer, batch, 1.0, step=1)
+        loss, _, norm = optimization_step(accelerator, model, diffusion, optimizer, batch, 1.0)
         divergence.add(1, loss, norm)
         divergence.check(1, lambda v: v)  # finite: nothing to say
         before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -266,7 +266,7 @@ def test_a_non_finite_step_changes_no_parameter_and_no_adam_moment_and_is_named_
             return terms
 
         monkeypatch.setattr(GaussianDiffusion, "training_losses", poisoned)
-        loss, _, norm = optimization_step(accelerator, model, diffusion, optimizer, batch, 1.0, step=2)
+        loss, _, norm = optimization_step(accelerator, model, diffusion, optimizer, batch, 1.0)
         divergence.add(2, loss, norm)
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
         after = optimizer.state_dict()["state"]
@@ -297,7 +297,7 @@ def test_the_training_step_never_waits_for_the_device(monkeypatch):
             for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
                 m.setattr(torch.Tensor, name, refuse)
             for step, clip in ((1, 1.0), (2, None)):
-                loss, _, norm = optimization_step(accelerator, model, diffusion, optimizer, batch, clip, step=step)
+                loss, _, norm = optimization_step(accelerator, model, diffusion, optimizer, batch, clip)
                 divergence.add(step, loss, norm)
         divergence.check(2, lambda v: v)
     finally:

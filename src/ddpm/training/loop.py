@@ -247,7 +247,7 @@ def _train(
             x0 = to_model_range(to_device(next(batches)[0], device)).contiguous(memory_format=memory_format)
             micro_batches.append(MicroBatch(x0, *timesteps.draw(x0.shape[0], device)))
         loss, terms_list, grad_norm = optimization_step(
-            accelerator, model, diffusion, optimizer, micro_batches, cfg.grad_clip, step
+            accelerator, model, diffusion, optimizer, micro_batches, cfg.grad_clip
         )
         divergence.add(step, loss, grad_norm)
         if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or step == cfg.steps:

@@ -37,7 +37,6 @@ def optimization_step(
     optimizer,
     micro_batches: list[MicroBatch],
     grad_clip: float | None,
-    step: int,
 ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]], torch.Tensor]:
     """Forward and backward every micro-batch (gradients synchronised on the last only), clip, update.
 
