@@ -61,7 +61,10 @@ BAD = [
     ({"timesteps": 0}, "params.yaml: timesteps: Input should be greater than 0 (got 0)"),
     ({"timesteps": 10, "sample": {"steps": 5}}, "params.yaml: timesteps: the linear schedule scaled to T=10 reaches"),
     ({"seed": -1}, "params.yaml: seed: Input should be greater than or equal to 0"),
-    ({"train": {"loader_workers": -1}}, "params.yaml: train.loader_workers: Input should be greater than or equal to 0"),
+    (
+        {"train": {"loader_workers": -1}},
+        "params.yaml: train.loader_workers: Input should be greater than or equal to 0",
+    ),
     ({"colour": "red"}, "params.yaml: colour: unknown key"),
     ({"train": {"lr": -1.0}}, "params.yaml: train.lr: Input should be greater than 0 (got -1.0)"),
     ({"train": {"batch_size": "many"}}, "params.yaml: train.batch_size: Input should be a valid integer"),
