@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ddpm.core.losses import discretized_gaussian_log_likelihood, normal_kl
+from ddpm.core.options import DecoderCDF
 
 
 def test_kl_of_identical_gaussians_is_zero():
@@ -33,5 +34,12 @@ def test_discretized_decoder_sums_to_one_over_256_bins(mean, log_scale):
 def test_discretized_decoder_golden_interior_bin():
     # P(bin around 0 | N(0, 1/255²)) = Φ(1) − Φ(−1) = erf(1/√2)
     x = torch.zeros(1, dtype=torch.float64)
-    logp = discretized_gaussian_log_likelihood(x, x, torch.full_like(x, math.log(1 / 255)))
+    logp = discretized_gaussian_log_likelihood(x, x, torch.full_like(x, math.log(1 / 255)), DecoderCDF.EXACT)
     assert torch.exp(logp).item() == pytest.approx(math.erf(1 / math.sqrt(2)), rel=1e-12)
+
+
+def test_discretized_decoder_defaults_to_the_authors_tanh_cdf():
+    # DDPM's and iDDPM's Φ(x) ≈ ½(1 + tanh(√(2/π)(x + 0.044715 x³))): the bin is tanh(√(2/π) · 1.044715)
+    x = torch.zeros(1, dtype=torch.float64)
+    logp = discretized_gaussian_log_likelihood(x, x, torch.full_like(x, math.log(1 / 255)))
+    assert torch.exp(logp).item() == pytest.approx(math.tanh(math.sqrt(2 / math.pi) * 1.044715), rel=1e-12)

@@ -82,7 +82,7 @@ def test_every_other_section_leaves_the_fingerprint_and_every_training_param_cha
         {"objective": "hybrid", "variance": "learned_range"},
         {"mean_type": "x0"},
         {"hybrid_lambda": 0.01},
-        {"decoder_cdf": "tanh"},
+        {"decoder_cdf": "exact"},
         {"timestep_sampler": "loss_aware"},
         {"seed": 1},
         {"model": {"dropout": 0.1}},

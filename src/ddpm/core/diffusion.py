@@ -49,7 +49,7 @@ class GaussianDiffusion:
         var_type: str | VarType = VarType.FIXED_LARGE,
         loss_type: str | LossType = LossType.SIMPLE,
         hybrid_lambda: float = 0.001,
-        decoder_cdf: str | DecoderCDF = DecoderCDF.EXACT,
+        decoder_cdf: str | DecoderCDF = DecoderCDF.TANH,
     ):
         self.decoder_cdf = parse_enum(DecoderCDF, decoder_cdf, "decoder_cdf")
         self.mean_type = parse_enum(MeanType, mean_type, "mean_type")

@@ -79,8 +79,8 @@ def check_variance_trainable(var_type: VarType, loss_type: LossType) -> None:
 class DecoderCDF(StrEnum):
     """The normal CDF inside the discretized decoder L_0 (DDPM eq. 13)."""
 
+    TANH = "tanh"  # the tanh approximation of DDPM's and iDDPM's code (the default): bit-matches their NLLs
     EXACT = "exact"  # Φ itself (log_ndtr): the bound as written
-    TANH = "tanh"  # the tanh approximation of DDPM's and iDDPM's code: bit-matches their published NLLs
 
 
 class TimestepSamplerType(StrEnum):
