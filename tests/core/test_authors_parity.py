@@ -7,7 +7,12 @@ the same network, schedule and x_T.
 - DPM-Solver++(2M) with the authors' first-order last move below 10 steps, and DPM-Solver-2/3 (singlestep) with
   intermediate points spaced as the grid, on DPM-Solver's code (LuChengTHU/dpm-solver), which clips λ at −5.1
   (the cosine schedule's last 16 of 4000 steps);
+- DPM-Solver++(3M), the configuration of DPM-Solver's examples, at NFE 5–20, 25 and 50;
+- UniPC (wl-zhao/UniPC ``uni_pc.py``) with B(h) = h (``bh1``, its unconditional CIFAR-10 script) and e^h − 1
+  (``bh2``), orders 2 and 3, at NFE 5–20, 25 and 50;
 - EDM's Heun sampler (NVlabs/edm ``edm_sampler``) running a discrete-time network at its own noise levels.
+
+``golden/make_authors_samplers.py`` makes the arrays from those repositories (``golden/README.md``).
 """
 
 from pathlib import Path
@@ -15,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.authors_network import SCHEDULES, normal, synthetic_eps
 
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.flow import NoiseSchedule
@@ -22,32 +28,8 @@ from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.solvers import DPM_SOLVER_CLIP_LAMBDA, ode_sample
 
 GOLDEN = np.load(Path(__file__).with_name("golden") / "authors_samplers.npz")
-SCHEDULES = {"linear1000": ("linear", 1000), "cosine4000": ("cosine", 4000)}
 SPACINGS = {"logSNR": "logsnr", "time_uniform": "time_uniform", "time_quadratic": "time_quadratic"}
-
-
-def synthetic_eps(name: str, T: int, mu: float = 0.1, s: float = 0.5):
-    """The network of the golden arrays: the optimal ε of Gaussian data N(mu, s²) plus a small nonlinear term, at
-    the step index τ (log α linear between integer steps at a fractional τ)."""
-    log_alpha = torch.from_numpy(0.5 * np.log(np.cumprod(1.0 - get_beta_schedule(name, T))))
-
-    def eps(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(tau, dtype=torch.float64).reshape(-1)
-        lo = t.floor().clamp(0, T - 1).long()
-        hi = (lo + 1).clamp(max=T - 1)
-        la = log_alpha[lo] + (t - lo) * (log_alpha[hi] - log_alpha[lo])
-        a = la.exp().reshape(-1, 1, 1, 1).to(x.dtype)
-        sd = (-torch.expm1(2 * la)).sqrt().reshape(-1, 1, 1, 1).to(x.dtype)
-        return sd * (x - a * mu) / (a * a * s * s + sd * sd) + 0.05 * torch.tanh(
-            1.7 * x + 0.0031 * t.reshape(-1, 1, 1, 1).to(x.dtype)
-        )
-
-    return eps
-
-
-def normal(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """The golden arrays' draws: numpy's frozen legacy stream."""
-    return torch.from_numpy(np.random.RandomState(seed).standard_normal(shape))
+MULTISTEP_NFE = [*range(5, 21), 25, 50]
 
 
 @pytest.fixture(scope="module", params=list(SCHEDULES))
@@ -73,6 +55,40 @@ def test_dpm_solver_pp_2m_is_the_authors(setting, nfe, skip):
     np.testing.assert_allclose(x.numpy(), GOLDEN[f"{key}_pp2m_{skip}_{nfe}"], rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("skip", ["logSNR", "time_uniform"])
+def test_dpm_solver_pp_3m_is_the_authors(setting, skip):
+    key, diffusion, eps = setting
+    for nfe in MULTISTEP_NFE:
+        x, calls = ode_sample(
+            diffusion, eps, normal(0, (3, 2, 4, 4)), "dpm_solver_pp_3m", nfe, spacing=SPACINGS[skip], end="step0"
+        )
+        assert calls == nfe
+        np.testing.assert_allclose(x.numpy(), GOLDEN[f"{key}_pp3m_{skip}_{nfe}"], rtol=0, atol=1e-8, err_msg=str(nfe))
+
+
+@pytest.mark.parametrize("skip", ["logSNR", "time_uniform"])
+@pytest.mark.parametrize(
+    "sampler,variant,order",
+    [("unipc_bh1_2", "bh1", 2), ("unipc_bh1_3", "bh1", 3), ("unipc_2", "bh2", 2), ("unipc_3", "bh2", 3)],
+)
+def test_unipc_is_the_authors(setting, sampler, variant, order, skip):
+    key, diffusion, eps = setting
+    for nfe in MULTISTEP_NFE:
+        x, calls = ode_sample(
+            diffusion, eps, normal(0, (3, 2, 4, 4)), sampler, nfe, spacing=SPACINGS[skip], end="step0"
+        )
+        assert calls == nfe
+        golden = GOLDEN[f"{key}_unipc_{variant}_{order}_{skip}_{nfe}"]
+        np.testing.assert_allclose(x.numpy(), golden, rtol=0, atol=1e-8, err_msg=str(nfe))
+
+
+def test_unipc_variants_differ():
+    """bh1 and bh2 are told apart at NFE 10 (by 1.8e-2 linear, 0.47 cosine on the test network)."""
+    for key in SCHEDULES:
+        gap = np.abs(GOLDEN[f"{key}_unipc_bh1_3_logSNR_10"] - GOLDEN[f"{key}_unipc_bh2_3_logSNR_10"]).max()
+        assert gap > 1e-3
+
+
 @pytest.mark.parametrize("nfe", [10, 11, 12])
 @pytest.mark.parametrize("skip", list(SPACINGS))
 @pytest.mark.parametrize("order", [2, 3])
@@ -90,6 +106,16 @@ def test_heun_is_edms_sampler_on_the_networks_noise_levels(setting, nfe):
     key, diffusion, eps = setting
     x, calls = ode_sample(diffusion, eps, normal(0, (3, 2, 4, 4)), "heun", nfe)  # auto: EDM's grid, clean end
     assert calls == nfe
+    np.testing.assert_allclose(x.numpy(), GOLDEN[f"{key}_heun_{nfe}"], rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("nfe", [139, 199])
+def test_heun_runs_any_budget_as_edm_does(setting, nfe):
+    """Past ~137 calls at T = 1000 EDM's rounded levels repeat steps; its sampler makes those moves of length
+    zero (x unchanged), ours skips them: the same x with fewer calls."""
+    key, diffusion, eps = setting
+    x, calls = ode_sample(diffusion, eps, normal(0, (3, 2, 4, 4)), "heun", nfe)
+    assert calls <= nfe and (calls < nfe or key == "cosine4000")
     np.testing.assert_allclose(x.numpy(), GOLDEN[f"{key}_heun_{nfe}"], rtol=0, atol=1e-8)
 
 

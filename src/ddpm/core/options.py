@@ -96,19 +96,25 @@ class Sampler(StrEnum):
     ANCESTRAL = "ancestral"  # DDPM Algorithm 2 (respaced when fewer steps are asked for, iDDPM §4)
     DDIM = "ddim"  # DDIM eq. 12
     DPM_SOLVER_PP_2M = "dpm_solver_pp_2m"  # DPM-Solver++(2M), multistep, data prediction
+    DPM_SOLVER_PP_3M = "dpm_solver_pp_3m"  # DPM-Solver++(3M), multistep, data prediction (DPM-Solver's examples)
     DPM_SOLVER_2 = "dpm_solver_2"  # DPM-Solver-2, singlestep, noise prediction
     DPM_SOLVER_3 = "dpm_solver_3"  # DPM-Solver-3, singlestep, noise prediction
     UNIPC_2 = "unipc_2"  # UniPC-2 (bh2), predictor–corrector
     UNIPC_3 = "unipc_3"  # UniPC-3 (bh2), predictor–corrector
+    UNIPC_BH1_2 = "unipc_bh1_2"  # UniPC-2 (bh1: B(h) = h)
+    UNIPC_BH1_3 = "unipc_bh1_3"  # UniPC-3 (bh1), as UniPC's unconditional CIFAR-10 script runs it
     HEUN = "heun"  # EDM's Heun step (Algorithm 1, deterministic)
 
 
 ODE_SOLVERS = (
     Sampler.DPM_SOLVER_PP_2M,
+    Sampler.DPM_SOLVER_PP_3M,
     Sampler.DPM_SOLVER_2,
     Sampler.DPM_SOLVER_3,
     Sampler.UNIPC_2,
     Sampler.UNIPC_3,
+    Sampler.UNIPC_BH1_2,
+    Sampler.UNIPC_BH1_3,
     Sampler.HEUN,
 )  # ``solvers.ode_sample``: sample.steps is their budget of calls
 

@@ -19,8 +19,21 @@ from .options import ODE_SOLVERS, End, OptionError, Sampler, TimeSpacing, parse_
 
 SINGLESTEP_ORDERS = (1, 2, 3)
 DPM_SOLVER_CLIP_LAMBDA = -5.1  # DPM-Solver's code: λ clipped here for discrete schedules (its numerical_clip_alpha)
-DPM_SOLVER_FAMILY = (Sampler.DPM_SOLVER_PP_2M, Sampler.DPM_SOLVER_2, Sampler.DPM_SOLVER_3)
+DPM_SOLVER_FAMILY = (Sampler.DPM_SOLVER_PP_2M, Sampler.DPM_SOLVER_PP_3M, Sampler.DPM_SOLVER_2, Sampler.DPM_SOLVER_3)
+UNIPC = {  # sampler → (order, B(h))
+    Sampler.UNIPC_2: (2, "bh2"),
+    Sampler.UNIPC_3: (3, "bh2"),
+    Sampler.UNIPC_BH1_2: (2, "bh1"),
+    Sampler.UNIPC_BH1_3: (3, "bh1"),
+}
 LOWER_ORDER_BELOW = 10  # DPM-Solver++(2M): a first-order last move below this many moves (authors' code; diffusers: 15)
+
+
+class UniPCVariant(StrEnum):
+    """UniPC's B(h) (its code's ``variant``): the factor of the predictor's and corrector's residuals."""
+
+    BH1 = "bh1"  # B(h) = h: UniPC's unconditional sampling scripts
+    BH2 = "bh2"  # B(h) = e^h − 1: its guided-sampling recommendation, and diffusers' default
 
 
 class SolverType(StrEnum):
@@ -67,31 +80,48 @@ def dpm_solver_multistep(
     lower_order_below: int = LOWER_ORDER_BELOW,
     clip_denoised: bool = False,
 ) -> tuple[torch.Tensor, int]:
-    """DPM-Solver++(1M/2M) (DPM-Solver++ Algorithm 2, data prediction): each move from s to t with h = λ_t − λ_s,
+    """DPM-Solver++(1M/2M/3M) (DPM-Solver++ Algorithm 2 and its code's third order, data prediction): each move
+    from s to t with h = λ_t − λ_s, φ1 = e^{−h} − 1, φ2 = φ1/h + 1, φ3 = φ2/h − 1/2 and the x̂0 of the last calls,
 
-        x_t = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) (D0 + D1/2),  D0 = x̂0(s),  D1 = (x̂0(s) − x̂0(s')) h / (λ_s − λ_{s'}),
+        order 1:  x_t = (σ_t/σ_s) x_s − α_t φ1 D0,                    D0 = x̂0(s)
+        order 2:  x_t = (σ_t/σ_s) x_s − α_t φ1 (D0 + D1,0 / 2),       D1,0 = (x̂0(s) − x̂0(s')) / r0
+        order 3:  x_t = (σ_t/σ_s) x_s − α_t φ1 D0 + α_t φ2 D1 − α_t φ3 D2,
+                  D1 = D1,0 + r0/(r0 + r1) (D1,0 − D1,1),  D2 = (D1,0 − D1,1)/(r0 + r1),
 
-    with s' the step before s (D1 = 0 for order 1 and at the first move). ``lower_order_final``: the last move is
-    first order when the grid makes fewer than ``lower_order_below`` moves between its steps (the authors' code:
-    10, for stability at few steps; diffusers' ``lower_order_final``: 15)."""
-    if order not in (1, 2):
-        raise OptionError("order", f"DPM-Solver++ multistep is implemented for orders 1 and 2, got {order}")
+    with s', s'' the steps before s, r0 = (λ_s − λ_s')/h, r1 = (λ_s' − λ_s'')/h, D1,1 = (x̂0(s') − x̂0(s''))/r1.
+    The order ramps up over the first moves; with ``lower_order_final`` and fewer than ``lower_order_below`` moves
+    between the grid's steps, down over the last ones, min(order, moves left) (the authors' code: 10, for
+    stability at few steps; diffusers' ``lower_order_final``: 15)."""
+    if order not in (1, 2, 3):
+        raise OptionError("order", f"DPM-Solver++ multistep is implemented for orders 1 to 3, got {order}")
     evaluate = Evaluations(diffusion, model, clip_denoised)
     walk = _Walk(evaluate, grid)
-    x, previous = walk.start(x_T), None
+    x, previous = walk.start(x_T), []
     few = lower_order_final and len(walk.steps) - 1 < lower_order_below
     for i in range(walk.moves):
         x0, _ = evaluate(x, float(walk.steps[i]))
         if walk.is_clean(i + 1):
             return x0, evaluate.calls
+        p = min(order, i + 1, walk.moves - i if few else order)
         h = walk.lam[i + 1] - walk.lam[i]
         update = x0
-        last_move = i == walk.moves - 1
-        if order == 2 and previous is not None and not (few and last_move):
-            update = x0 + (x0 - previous) * (h / (2.0 * (walk.lam[i] - walk.lam[i - 1])))
+        if p == 2:
+            update = x0 + (x0 - previous[-1]) * (h / (2.0 * (walk.lam[i] - walk.lam[i - 1])))
         x = float(walk.sigma[i + 1] / walk.sigma[i]) * x - float(walk.alpha[i + 1] * np.expm1(-h)) * update
-        previous = x0
+        if p == 3:
+            x = x + _third_order_terms(walk, i, h, x0, previous)
+        previous = [*previous[-1:], x0]
     return x, evaluate.calls
+
+
+def _third_order_terms(walk: _Walk, i: int, h: float, x0: torch.Tensor, previous: list[torch.Tensor]) -> torch.Tensor:
+    """DPM-Solver++(3M)'s terms beyond the first order, α_t φ2 D1 − α_t φ3 D2, for the move from grid step i."""
+    r0, r1 = (walk.lam[i] - walk.lam[i - 1]) / h, (walk.lam[i - 1] - walk.lam[i - 2]) / h
+    d10, d11 = (x0 - previous[-1]) / float(r0), (previous[-1] - previous[-2]) / float(r1)
+    d1, d2 = d10 + float(r0 / (r0 + r1)) * (d10 - d11), (d10 - d11) / float(r0 + r1)
+    phi2 = np.expm1(-h) / h + 1.0
+    phi3 = phi2 / h - 0.5
+    return float(walk.alpha[i + 1] * phi2) * d1 - float(walk.alpha[i + 1] * phi3) * d2
 
 
 def singlestep_orders(nfe: int, order: int) -> list[int]:
@@ -189,13 +219,20 @@ def dpm_solver_singlestep(
     return x, evaluate.calls
 
 
-def _unipc_coefficients(rks: np.ndarray, hh: float, order: int, corrector: bool) -> np.ndarray:
-    """UniPC's ρ (its Theorem 3 system, B(h) = e^{hh} − 1: "bh2"): R ρ = b with R_ij = r_j^(i−1),
-    b_i = i! φ_{i+1}(hh) hh / B(h); the predictor solves the system without its last row and column. The
-    authors' shortcuts: ρ = 1/2 for the order-2 predictor and the order-1 corrector."""
+def _b_of_h(hh: float, variant: UniPCVariant) -> float:
+    """UniPC's B(h) at hh (−h for data prediction): hh ("bh1") or e^{hh} − 1 ("bh2")."""
+    return float(hh) if variant is UniPCVariant.BH1 else float(np.expm1(hh))
+
+
+def _unipc_coefficients(
+    rks: np.ndarray, hh: float, order: int, corrector: bool, variant: UniPCVariant = UniPCVariant.BH2
+) -> np.ndarray:
+    """UniPC's ρ (its Theorem 3 system): R ρ = b with R_ij = r_j^(i−1), b_i = i! φ_{i+1}(hh) hh / B(h); the
+    predictor solves the system without its last row and column. The authors' shortcuts: ρ = 1/2 for the
+    order-2 predictor and the order-1 corrector, whatever B(h)."""
     if order == 1 and corrector or order == 2 and not corrector:
         return np.array([0.5])
-    b_h, phi, factorial, b = np.expm1(hh), np.expm1(hh) / hh - 1.0, 1.0, []
+    b_h, phi, factorial, b = _b_of_h(hh, variant), np.expm1(hh) / hh - 1.0, 1.0, []
     for i in range(1, order + 1):
         b.append(phi * factorial / b_h)
         factorial *= i + 1
@@ -207,10 +244,16 @@ def _unipc_coefficients(rks: np.ndarray, hh: float, order: int, corrector: bool)
 
 
 def _unipc_move(
-    walk: _Walk, x: torch.Tensor, s: int, outputs: list[torch.Tensor], order: int, new: torch.Tensor | None = None
+    walk: _Walk,
+    x: torch.Tensor,
+    s: int,
+    outputs: list[torch.Tensor],
+    order: int,
+    new: torch.Tensor | None = None,
+    variant: UniPCVariant = UniPCVariant.BH2,
 ) -> torch.Tensor:
     """UniP (``new`` None) or UniC (``new`` = x̂0 at the move's end) of ``order`` from grid step s to s + 1, data
-    prediction, B(h) = e^{−h} − 1: x_t = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) (x̂0_s + Σ ρ_k D_k)."""
+    prediction: x_t = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) x̂0_s − α_t B(−h) Σ ρ_k D_k."""
     t = s + 1
     h = walk.lam[t] - walk.lam[s]
     m0 = outputs[s]
@@ -221,9 +264,9 @@ def _unipc_move(
     differences = [(outputs[s - k] - m0) / float(rks[k - 1]) for k in range(1, order)]
     if new is not None:
         differences.append(new - m0)
-    rhos = _unipc_coefficients(rks, -h, order, corrector=new is not None)
+    rhos = _unipc_coefficients(rks, -h, order, corrector=new is not None, variant=variant)
     residual = sum(float(rho) * d for rho, d in zip(rhos, differences, strict=True))
-    return x_t - float(walk.alpha[t] * np.expm1(-h)) * residual
+    return x_t - float(walk.alpha[t] * _b_of_h(-h, variant)) * residual
 
 
 def unipc(
@@ -233,29 +276,31 @@ def unipc(
     grid: Grid,
     *,
     order: int = 3,
+    variant: str | UniPCVariant = UniPCVariant.BH2,
     lower_order_final: bool = True,
     clip_denoised: bool = False,
 ) -> tuple[torch.Tensor, int]:
-    """UniPC-p, B(h) = e^{−h} − 1 ("bh2"), data prediction (UniPC Algorithms 1–2): each move is predicted by UniP of
-    order p from the last p calls; the call at its end then corrects it by UniC (order p + 1) and is reused for the
-    next move, so there is one call per grid step and none after the last move, which stays uncorrected. The order
-    ramps up over the first moves and, with ``lower_order_final``, down over the last ones (min(p, moves left):
-    diffusers' rule); the move to σ = 0 of a clean end is x̂0."""
+    """UniPC-p, data prediction (UniPC Algorithms 1–2), B(h) = h (``bh1``) or e^h − 1 (``bh2``): each move is
+    predicted by UniP of order p from the last p calls; the call at its end then corrects it by UniC (order
+    p + 1) and is reused for the next move, so there is one call per grid step and none after the last move,
+    which stays uncorrected. The order ramps up over the first moves and, with ``lower_order_final``, down over
+    the last ones (min(p, moves left): the authors' and diffusers' rule); the move to σ = 0 of a clean end is x̂0."""
     if order not in (1, 2, 3):
         raise OptionError("order", f"UniPC is implemented for orders 1 to 3, got {order}")
+    variant = parse_enum(UniPCVariant, variant, "variant")
     evaluate = Evaluations(diffusion, model, clip_denoised)
     walk = _Walk(evaluate, grid)
     x, outputs, last = walk.start(x_T), [], None
     for i in range(walk.moves):
         x0, _ = evaluate(x, float(walk.steps[i]))
         if last is not None:
-            x = _unipc_move(walk, last[0], i - 1, outputs, last[1], new=x0)
+            x = _unipc_move(walk, last[0], i - 1, outputs, last[1], new=x0, variant=variant)
         outputs.append(x0)
         p = min(order, i + 1, walk.moves - i if lower_order_final else order)
         if walk.is_clean(i + 1):
             return x0, evaluate.calls
         last = (x, p)
-        x = _unipc_move(walk, x, i, outputs, p)
+        x = _unipc_move(walk, x, i, outputs, p, variant=variant)
     return x, evaluate.calls
 
 
@@ -280,18 +325,31 @@ def heun(
     return x, evaluate.calls
 
 
-def calls_spent(sampler: Sampler, nfe: int, end: str | End) -> int:
+def calls_spent(sampler: str | Sampler, nfe: int, end: str | End) -> int:
     """The network calls a budget of ``nfe`` buys: all of them, but Heun's moves take two calls each (one for a
-    clean end's Euler move), so a budget of the other parity leaves one call unspent."""
+    clean end's Euler move), so a budget of the other parity leaves one call unspent. (EDM's grid may need fewer
+    still where its levels repeat a step: ``grid_calls``.)"""
+    sampler = parse_enum(Sampler, sampler, "sampler")
     clean = parse_enum(End, end, "end") is End.CLEAN
     if sampler is Sampler.HEUN and nfe % 2 == (0 if clean else 1):
         return nfe - 1
     return nfe
 
 
+def grid_calls(sampler: str | Sampler, grid: Grid, orders: Sequence[int] = ()) -> int:
+    """The network calls a solver makes on ``grid``: one per move (the multistep methods), k per singlestep
+    move of order k, two per Heun move but one for the move to σ = 0 of a clean end."""
+    sampler = parse_enum(Sampler, sampler, "sampler")
+    if orders:
+        return sum(orders)
+    if sampler is Sampler.HEUN:
+        return 2 * grid.moves - (grid.end is End.CLEAN)
+    return grid.moves
+
+
 def solver_grid(
     diffusion: GaussianDiffusion,
-    sampler: Sampler,
+    sampler: str | Sampler,
     nfe: int,
     spacing: str | TimeSpacing,
     end: str | End,
@@ -300,6 +358,7 @@ def solver_grid(
     """The grid (and, for DPM-Solver singlestep, the orders) that spends ``calls_spent(sampler, nfe, end)``
     calls: one per grid step for the multistep methods, two per Heun move. The DPM-Solver family's grids span
     the steps whose λ is at least ``clip_lambda`` (its authors' code; None: all steps)."""
+    sampler = parse_enum(Sampler, sampler, "sampler")
     spacing, end = parse_enum(TimeSpacing, spacing, "spacing"), parse_enum(End, end, "end")
     if spacing is TimeSpacing.AUTO or end is End.AUTO:
         raise OptionError("spacing", "resolve auto with solver_conventions first")
@@ -337,11 +396,12 @@ def ode_sample(
     grid, orders = solver_grid(diffusion, sampler, nfe, spacing, end)
     clip = clip_denoised
     with torch.no_grad():
-        if sampler is Sampler.DPM_SOLVER_PP_2M:
-            return dpm_solver_multistep(diffusion, model, x_T, grid, order=2, clip_denoised=clip)
+        if sampler in (Sampler.DPM_SOLVER_PP_2M, Sampler.DPM_SOLVER_PP_3M):
+            order = 2 if sampler is Sampler.DPM_SOLVER_PP_2M else 3
+            return dpm_solver_multistep(diffusion, model, x_T, grid, order=order, clip_denoised=clip)
         if sampler in (Sampler.DPM_SOLVER_2, Sampler.DPM_SOLVER_3):
             return dpm_solver_singlestep(diffusion, model, x_T, grid, orders, clip_denoised=clip)
-        if sampler in (Sampler.UNIPC_2, Sampler.UNIPC_3):
-            order = 2 if sampler is Sampler.UNIPC_2 else 3
-            return unipc(diffusion, model, x_T, grid, order=order, clip_denoised=clip)
+        if sampler in UNIPC:
+            order, variant = UNIPC[sampler]
+            return unipc(diffusion, model, x_T, grid, order=order, variant=variant, clip_denoised=clip)
         return heun(diffusion, model, x_T, grid, clip_denoised=clip)

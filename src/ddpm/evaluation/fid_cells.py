@@ -11,7 +11,7 @@ import numpy as np
 from ddpm.config import Params
 from ddpm.core.generation import generate
 from ddpm.core.options import ODE_SOLVERS, Eta, Sampler, check_eta, solver_conventions
-from ddpm.core.solvers import calls_spent
+from ddpm.core.solvers import grid_calls, solver_grid
 from ddpm.factory import Inference, load_for_inference
 from ddpm.parallel import ONE_PROCESS, WorkShare
 from ddpm.progress import progress
@@ -127,7 +127,8 @@ def solver_cell(
     if sampler in ODE_SOLVERS:
         spacing, end = solver_conventions(sampler, table.spacing, table.end, inference.shape[-1])
         options |= {"spacing": spacing, "end": end}
-        cell |= {"network_calls": calls_spent(sampler, nfe, end), "spacing": str(spacing), "end": str(end)}
+        grid, orders = solver_grid(inference.diffusion, sampler, nfe, spacing, end)
+        cell |= {"network_calls": grid_calls(sampler, grid, orders), "spacing": str(spacing), "end": str(end)}
     elif sampler is Sampler.DDIM:
         options |= {"eta": 0.0, "skip": params.ddim_table.skip}
     return cell | _fid_of_samples(
