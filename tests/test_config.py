@@ -83,8 +83,8 @@ BAD = [
     (
         {"sample": {"sampler": "euler"}},
         "params.yaml: sample.sampler: Input should be 'ancestral', 'ddim', "
-        "'dpm_solver_pp_2m', 'dpm_solver_2', 'dpm_solver_3', 'unipc_2', 'unipc_3' or "
-        "'heun' (got 'euler')",
+        "'dpm_solver_pp_2m', 'dpm_solver_pp_3m', 'dpm_solver_2', 'dpm_solver_3', 'unipc_2', 'unipc_3', "
+        "'unipc_bh1_2', 'unipc_bh1_3' or 'heun' (got 'euler')",
     ),
     ({"sample": {"sampler": "heun"}}, "params.yaml: sample.steps: heun needs its budget of network calls"),
     (
@@ -259,3 +259,16 @@ def test_every_256px_profile_evaluates_the_bound_in_batches_that_fit_an_80gb_gpu
     assert len(big) == 7
     for profile in big:
         assert _compose([f"profile={profile}"])["evaluate"]["nll_batch_size"] <= 128, profile
+
+
+def test_every_profile_samples_and_bounds_as_its_papers_code_did():
+    """The decoder's Φ is the authors' tanh everywhere; improved-diffusion's profiles clip x̂0 in DDIM and take
+    its DDIM steps, DDPM's (ermongroup/ddim's DDIM) leave x̂0 unclipped."""
+    profiles = sorted(p.stem for p in (ROOT / "conf" / "profile").glob("*.yaml"))
+    assert _compose([])["decoder_cdf"] == "tanh"
+    for profile in profiles:
+        raw = _compose([f"profile={profile}"])
+        assert raw["decoder_cdf"] == "tanh", profile
+        iddpm = "iddpm" in profile
+        assert raw["ddim_table"]["clip_denoised"] is (True if iddpm else None), profile
+        assert (raw["ddim_table"]["skip"] == "uniform_iddpm") is iddpm, profile

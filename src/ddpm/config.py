@@ -310,6 +310,8 @@ class Params(_Section):
         self.train.micro_batch(1)
         _owned("train.sample_steps", ddim_timesteps, T, self.train.sample_steps)
         _owned("figures.ddim_steps", ddim_timesteps, T, self.figures.ddim_steps)
+        for steps in (s for s in self.ddim_table.steps if s <= T):  # larger S: a cell marked not applicable
+            _owned("ddim_table.skip", ddim_timesteps, T, steps, self.ddim_table.skip)
         if min(self.figures.reconstruction_steps) > T:
             raise ValueError(f"figures.reconstruction_steps: all exceed timesteps ({T})")
         sample = self.sample

@@ -13,7 +13,7 @@ from helpers.networks import small_unet
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.gaussian import gaussian_eps_model
 from ddpm.core.losses import discretized_gaussian_log_likelihood
-from ddpm.core.options import DecoderCDF, Embedding, Padding
+from ddpm.core.options import DecoderCDF, Embedding, OptionError, Padding
 from ddpm.core.sampling import ddim_encode, ddim_sample, default_clip, sample
 from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.spacing import ddim_timesteps, space_timesteps
@@ -176,3 +176,37 @@ def test_model_files_from_before_the_conventions_load_with_the_old_ones(tmp_path
     old = load_model(tmp_path / "old.safetensors", "cpu").config
     assert (old.norm_eps, old.downsample_padding, old.time_embedding) == (1e-5, Padding.SYMMETRIC, Embedding.DDPM)
     assert load_model(path, "cpu").config == model.config
+
+
+def test_the_authors_uniform_ddim_rules_by_name():
+    """S = 7 of T = 1000: ⌊iT/S⌋ keeps 7 steps; DDIM's code range(0, T, T // S) runs 8 (0 … 994); iDDPM's "ddim7"
+    the first integer stride that gives exactly 7 (143). Where S divides T all three agree."""
+    assert ddim_timesteps(1000, 7, "uniform") == [0, 142, 285, 428, 571, 714, 857]
+    assert ddim_timesteps(1000, 7, "uniform_ddim") == list(range(0, 1000, 142)) and len(range(0, 1000, 142)) == 8
+    assert ddim_timesteps(1000, 7, "uniform_iddpm") == list(range(0, 1000, 143))
+    for steps in (10, 20, 50, 100, 1000):
+        rules = {tuple(ddim_timesteps(1000, steps, rule)) for rule in ("uniform", "uniform_ddim", "uniform_iddpm")}
+        assert len(rules) == 1
+    with pytest.raises(OptionError, match="respacing: no integer stride gives exactly 600 of 1000 steps"):
+        ddim_timesteps(1000, 600, "uniform_iddpm")
+
+
+def test_ddims_own_uniform_rule_runs_its_extra_step():
+    diffusion = GaussianDiffusion(get_beta_schedule("linear", 1000))
+    calls = []
+
+    def model(x, t):
+        calls.append(int(t[0]))
+        return torch.zeros_like(x)
+
+    ddim_sample(diffusion, model, (1, 1, 2, 2), 7, skip="uniform_ddim", generator=torch.Generator().manual_seed(0))
+    assert calls == list(range(994, -1, -142))
+
+
+def test_a_uniform_rule_with_no_stride_is_refused_by_name():
+    from helpers.params import make_params
+
+    from ddpm.config import ParamsError
+
+    with pytest.raises(ParamsError, match=r"ddim_table.skip: no integer stride gives exactly 600 of 1000 steps"):
+        make_params({"ddim_table": {"steps": [10, 600], "skip": "uniform_iddpm"}})

@@ -167,6 +167,7 @@ def test_solver_cells_parse_their_matrix_arguments():
     assert [network_calls(Sampler.HEUN, n, "step0") for n in (4, 5)] == [4, 4]
     assert [network_calls(Sampler.HEUN, n, "clean") for n in (4, 5)] == [3, 5]
     assert network_calls(Sampler.UNIPC_3, 5, "step0") == 5
+    assert network_calls("heun", 4, "clean") == 3  # the sampler as params hold it, a string
 
 
 def test_latent_timesteps_are_fractions_of_T():

@@ -49,14 +49,18 @@ def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list
 
 
 class Skip(StrEnum):
-    """DDIM sub-sequences τ of length S (DDIM §4.2 and Appendix D.2)."""
+    """DDIM sub-sequences τ of length S (DDIM §4.2 and Appendix D.2). The three uniform rules agree whenever S
+    divides T (every S of DDIM's and iDDPM's tables); they differ otherwise."""
 
-    UNIFORM = "uniform"  # τ_i = ⌊i T / S⌋
+    UNIFORM = "uniform"  # τ_i = ⌊i T / S⌋: exactly S steps, as evenly as integers allow
+    UNIFORM_DDIM = "uniform_ddim"  # DDIM's code: range(0, T, ⌊T/S⌋), more than S steps when S does not divide T
+    UNIFORM_IDDPM = "uniform_iddpm"  # iDDPM's code ("ddimS"): the integer stride giving exactly S steps, if any
     QUAD = "quad"  # τ_i = ⌊c i²⌋ reaching 0.8 T; early steps repeat (a repeated step is a no-op, as in DDIM's code)
 
 
 def ddim_timesteps(num_timesteps: int, steps: int, skip: str | Skip = Skip.UNIFORM) -> list[int]:
-    """The DDIM sub-sequence τ (0-based original indices), exactly ``steps`` long and non-decreasing.
+    """The DDIM sub-sequence τ (0-based original indices), non-decreasing; ``steps`` long but for DDIM's own
+    uniform rule (``uniform_ddim``: T = 1000, S = 7 gives the 8 steps 0, 142, …, 994, as its code runs them).
 
     The quadratic τ repeats its first indices when S is large (at T = 1000: S = 50, 100, 1000 of DDIM Table 1);
     DDIM's code keeps them, and a step from τ_i to an equal τ_{i−1} leaves x unchanged, so the sampler runs
@@ -67,6 +71,10 @@ def ddim_timesteps(num_timesteps: int, steps: int, skip: str | Skip = Skip.UNIFO
         raise OptionError("steps", f"{steps} exceeds timesteps ({num_timesteps})")
     if steps < 1:
         raise OptionError("steps", f"must be at least 1, got {steps}")
+    if skip is Skip.UNIFORM_DDIM:
+        return list(range(0, num_timesteps, num_timesteps // steps))
+    if skip is Skip.UNIFORM_IDDPM:
+        return space_timesteps(num_timesteps, f"ddim{steps}")
     if skip is Skip.UNIFORM:
         seq = np.floor(np.arange(steps) * num_timesteps / steps).astype(np.int64)
     else:

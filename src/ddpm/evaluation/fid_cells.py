@@ -120,7 +120,7 @@ def solver_cell(
     inference: Inference, params: Params, sampler: Sampler, nfe: int, reference: Path, share: WorkShare = ONE_PROCESS
 ) -> dict:
     """The FID-vs-NFE cell (sampler, NFE): ``solver_table.num_samples`` samples drawn with ``nfe`` network calls
-    each (DDIM: η = 0 on ``ddim_table.skip``; ancestral: respaced to NFE steps) and their FID."""
+    each (DDIM: η = 0 with ``ddim_table``'s skip and clip; ancestral: respaced to NFE steps) and their FID."""
     table = params.solver_table
     cell = {"sampler": str(sampler), "nfe": nfe, "network_calls": nfe}
     options = {"sampler": sampler, "steps": nfe}
@@ -130,7 +130,7 @@ def solver_cell(
         grid, orders = solver_grid(inference.diffusion, sampler, nfe, spacing, end)
         cell |= {"network_calls": grid_calls(sampler, grid, orders), "spacing": str(spacing), "end": str(end)}
     elif sampler is Sampler.DDIM:
-        options |= {"eta": 0.0, "skip": params.ddim_table.skip}
+        options |= {"eta": 0.0, "skip": params.ddim_table.skip, "clip_denoised": params.ddim_table.clip_denoised}
     return cell | _fid_of_samples(
         inference, params, table.num_samples, f"{sampler} NFE={nfe}", reference, share, **options
     )
