@@ -95,13 +95,13 @@ BAD = [
     ),
     (
         {"solver_table": {"spacing": "edm"}},
-        "params.yaml: solver_table.spacing: edm is EDM's grid for its Heun sampler, not for dpm_solver_pp_2m",
+        "params.yaml: solver_table.spacing: edm is EDM's grid for its Heun sampler, not for dpm_solver_pp_3m",
     ),
     (
         {"sample": {"sampler": "heun", "steps": 9, "solver_spacing": "edm", "solver_end": "step0"}},
         "params.yaml: sample.solver_end: EDM's grid ends at σ = 0 (clean)",
     ),
-    ({"mean_type": "mu"}, "params.yaml: solver_table.samplers: dpm_solver_pp_2m integrates the probability-flow ODE"),
+    ({"mean_type": "mu"}, "params.yaml: solver_table.samplers: dpm_solver_pp_3m integrates the probability-flow ODE"),
     ({"solver_table": {"samplers": ["heun", "ddim", "heun"]}}, "params.yaml: solver_table.samplers: listed twice"),
     ({"solver_table": {"nfe": [10, 0]}}, "params.yaml: solver_table.nfe.1: Input should be greater than 0"),
     ({"solver_table": {"end": "zero"}}, "params.yaml: solver_table.end: Input should be 'auto', 'step0' or 'clean'"),

@@ -13,8 +13,8 @@ from helpers.networks import small_unet
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.gaussian import gaussian_eps_model
 from ddpm.core.losses import discretized_gaussian_log_likelihood
-from ddpm.core.options import DecoderCDF, Embedding, OptionError, Padding
-from ddpm.core.sampling import ddim_encode, ddim_sample, default_clip, sample
+from ddpm.core.options import DecoderCDF, Embedding, OptionError, Padding, default_clip
+from ddpm.core.sampling import ddim_encode, ddim_sample, sample
 from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.spacing import ddim_timesteps, space_timesteps
 from ddpm.core.unet import Downsample, timestep_embedding

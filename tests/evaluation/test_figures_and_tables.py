@@ -56,7 +56,11 @@ SCALE = {
     "train.steps": 800000,
     "sample.num_samples": 50000,
     "fid_reference": "3fa2c0d1e4b5a697",
+    "sample.sampler": "ancestral",  # DDPM's sampler: all T steps, x̂0 clipped (sample.clip_denoised null)
+    "sample.steps": None,
+    "sample.clip_denoised": None,
 }
+ANCESTRAL = "ancestral, all 1000 steps, x̂0 clipped"
 
 
 def test_paper_tables_put_ours_beside_the_published_numbers():
@@ -76,12 +80,13 @@ def test_paper_tables_put_ours_beside_the_published_numbers():
     key = paper_tables.comparison_key(run.params)
     ddpm_md, _ = paper_tables.ddpm_table([run], key)
     assert (
-        "| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 | 40.00 | 3.17 | 4.900 | ≤ 3.75 (3.72) | 800000 | "
-        "50000 | this run |"
+        f"| ‖ε̃ − εθ‖² (L_simple) | {ANCESTRAL} | unavailable | 9.46 ± 0.11 | 40.00 | 3.17 | 4.900 | ≤ 3.75 (3.72) "
+        "| 800000 | 50000 | this run |"
     ) in ddpm_md
-    assert ddpm_md.count("not run") == 5
+    assert ddpm_md.count("not run") == 5 and "left out" not in ddpm_md
     iddpm_md, iddpm_rows = paper_tables.iddpm_table([run], key)
-    assert "| linear | L_simple | 4.900 | 40.00 | 800000 | 50000 | this run |" in iddpm_md and len(iddpm_rows) == 6
+    assert f"| linear | L_simple | {ANCESTRAL} | 4.900 | 40.00 | 800000 | 50000 | this run |" in iddpm_md
+    assert len(iddpm_rows) == 6 and iddpm_rows[0]["sampler"] == ANCESTRAL
     recon = paper_tables.reconstruction_table([{"steps": 10, "mse": 0.0123}, {"steps": 20, "mse": 0.0045}])
     assert "| MSE | 0.0123 | 0.0045 |" in recon
 
@@ -106,7 +111,7 @@ def test_tables_and_the_best_fid_alias_take_only_comparable_runs():
     key = paper_tables.comparison_key(records[-1].params)
     assert [r.label for r in paper_tables.comparable(records, key)] == ["first-480", "second-480"]
     md, rows = paper_tables.iddpm_table(records, key)
-    assert "| linear | L_simple | — | 27.00 | 480 | 50000 | second-480 |" in md  # the newest comparable run
+    assert f"| linear | L_simple | {ANCESTRAL} | — | 27.00 | 480 | 50000 | second-480 |" in md  # the newest
     assert "- linear, L_simple: also ran first-480 (FID 25.00)" in md and "old-400" not in md
     assert rows[0]["run"] == "second-480" and rows[0]["train_steps"] == 480
     assert "training steps 480" in paper_tables.comparison_sentence(key)
@@ -199,11 +204,11 @@ def test_each_table_row_comes_from_a_run_whose_setting_matches_it():
     key = paper_tables.comparison_key(scale)
     ddpm_md, rows = paper_tables.ddpm_table(records, key)
     simple_row = next(line for line in ddpm_md.splitlines() if "L_simple" in line)
-    assert simple_row.endswith("| 40.00 | 3.17 | — | ≤ 3.75 (3.72) | 400 | 128 | tiny-linear |")
+    assert simple_row.endswith("| 40.00 | not this sampler | — | ≤ 3.75 (3.72) | 400 | 128 | tiny-linear |")
     assert rows[-1]["fid"] == 40.0
     iddpm_md, _ = paper_tables.iddpm_table(records, key)
-    assert "| linear | L_simple | — | 40.00 | 400 | 128 | tiny-linear |" in iddpm_md
-    assert "| cosine | L_simple | — | 30.00 | 400 | 128 | tiny-cosine |" in iddpm_md
+    assert "| linear | L_simple | — | — | 40.00 | 400 | 128 | tiny-linear |" in iddpm_md  # sampler not recorded
+    assert "| cosine | L_simple | — | — | 30.00 | 400 | 128 | tiny-cosine |" in iddpm_md
     setting = {"dataset": "digits", "profile": "tiny", "timesteps": 100}
     assert "Not comparable" in paper_tables.comparability(setting)
     assert "profile tiny is reduced" in paper_tables.comparability(setting)
@@ -292,3 +297,42 @@ def test_a_report_without_fid_vs_nfe_cells_says_so_instead_of_linking_a_missing_
     )
     assert report.fid_vs_nfe == [] and "fid_vs_nfe.png" not in report.tables_md
     assert "No cells: list samplers in solver_table.samplers" in report.tables_md
+
+
+def test_a_run_sampled_otherwise_than_the_paper_never_sits_beside_its_numbers():
+    """DDPM's 3.17 was sampled with all 1000 ancestral steps: a DDIM S=10 run fills the row with its sampler
+    named and the published IS and FID left out (the bound, NLL, does not depend on the sampler); an ancestral
+    run of the same setting is not comparable with it."""
+    ddim10 = SCALE | {"sample.sampler": "ddim", "sample.steps": 10, "sample.skip": "quad", "sample.eta": 0.0}
+    params = {"mean_type": "eps", "objective": "simple", "variance": "fixed_large", "schedule": "linear"}
+    runs = [
+        paper_tables.Record(params=params | SCALE, metrics={"fid_train": 3.3}, label="ancestral-1000"),
+        paper_tables.Record(params=params | ddim10, metrics={"fid_train": 13.4, "nll_bpd": 3.7}, label="ddim-10"),
+    ]
+    key = paper_tables.comparison_key(runs[-1].params)
+    assert key["sampler"] == "ddim S=10 quad η=0, x̂0 unclipped"
+    assert [r.label for r in paper_tables.comparable(runs, key)] == ["ddim-10"]
+    md, rows = paper_tables.ddpm_table(runs, key)
+    row = next(line for line in md.splitlines() if "L_simple" in line)
+    assert row.startswith("| ε prediction (ours) | ‖ε̃ − εθ‖² (L_simple) | ddim S=10 quad η=0, x̂0 unclipped |")
+    assert "3.17" not in md and "9.46" not in md and "| 13.40 | not this sampler | 3.700 | ≤ 3.75 (3.72) |" in row
+    assert "sampled ddim S=10 quad η=0, x̂0 unclipped; the paper's were sampled " + ANCESTRAL in md
+    assert rows[-1]["fid_paper"] is None and rows[-1]["sampler"] == key["sampler"]
+    # the same params as MLflow logs them (text) name the same sampler
+    logged = {k: str(v) for k, v in (params | ddim10).items()}
+    assert paper_tables.sampler_setting(logged) == key["sampler"]
+    assert paper_tables.sampler_setting(SCALE | {"sample.clip_denoised": False}) == (
+        "ancestral, all 1000 steps, x̂0 unclipped"
+    )
+
+
+def test_ddims_table_shows_the_paper_only_for_ddims_own_setting():
+    cells = [{"steps": 10, "eta": 0.0, "fid": 50.5, "num_samples": 64}]
+    md, rows = paper_tables.ddim_table(cells, published=False)
+    assert "| 0 | 50.50 |" in md and "13.36" not in md and rows[0]["fid_paper"] is None
+    nfe_md, _ = paper_tables.fid_vs_nfe_table([], cells, published=False)
+    assert "13.36" not in nfe_md and "| ddim | 50.50 |" in nfe_md
+    cifar = {"timesteps": 1000, "ddim_table.skip": "quad", "ddim_table.clip_denoised": None}
+    assert paper_tables.ddim_table_setting(cifar) == paper_tables.DDIM_TABLE_SETTING
+    for change in ({"ddim_table.skip": "uniform"}, {"ddim_table.clip_denoised": "True"}, {"timesteps": 100}):
+        assert paper_tables.ddim_table_setting(cifar | change) != paper_tables.DDIM_TABLE_SETTING

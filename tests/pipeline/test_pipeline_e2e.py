@@ -16,7 +16,7 @@ from helpers.repos import checkout_copy, pipeline_env, sh
 from ddpm.config import compose
 from ddpm.storage.files import file_digest
 
-SOLVERS = ("dpm_solver_pp_2m", "dpm_solver_3", "unipc_3", "heun")
+SOLVERS = ("dpm_solver_pp_3m", "dpm_solver_3", "unipc_bh1_3", "heun")
 CELLS = {"ddim_fid@5-0.0", "ddim_fid@10-0.0"} | {f"solver_fid@{s}-{n}" for s in SOLVERS for n in (5, 10)}  # tiny tables
 STAGES = {"prepare", "fid_ref", "train", "sample", "evaluate", "figures", "report"} | CELLS
 DDPM = str(Path(sys.executable).parent / "ddpm")  # the console script of this environment
@@ -132,7 +132,11 @@ def test_kid_precision_recall_figures_and_paper_tables(project):
     cells = [json.loads(p.read_text()) for p in (repo / "metrics" / "ddim_table").glob("*.json")]
     assert len(cells) == 2 and all(math.isfinite(c["fid"]) and c["num_samples"] == 16 for c in cells)
     tables = (repo / "reports" / "paper_tables.md").read_text()  # the workspace holds tiny-linear
-    assert "13.36" in tables and "| ‖ε̃ − εθ‖² (L_simple) | unavailable | 9.46 ± 0.11 |" in tables
+    sampler = "ddim S=20 uniform η=0, x̂0 clipped"  # tiny samples with DDIM: no published IS/FID beside it
+    assert f"| ‖ε̃ − εθ‖² (L_simple) | {sampler} | unavailable | not this sampler |" in tables
+    assert "13.36" not in tables and "3.17" not in tables and "≤ 3.75 (3.72)" in tables  # NLL stays
+    assert f"these runs sampled {sampler}; the paper's were sampled ancestral, all 1000 steps" in tables
+    assert "The published DDIM FIDs are left out: these runs sampled uniform τ of T = 100" in tables
     assert tables.split("| linear | L_simple |")[1].split("\n")[0].endswith("| this run |")
     assert next(line for line in tables.splitlines() if "(L_simple) |" in line).endswith("| this run |")
     assert "**Not comparable to the published numbers**: these runs are digits" in tables
@@ -217,7 +221,7 @@ def test_fid_against_nfe_table_and_plot(project):
         rows = list(csv.DictReader(f))
     assert sorted({r["sampler"] for r in rows}) == sorted(["ddim", *SOLVERS]) and len(rows) == 10
     tables = (repo / "reports" / "paper_tables.md").read_text()
-    assert "## FID against network calls (NFE)" in tables and "| dpm_solver_pp_2m | " in tables
+    assert "## FID against network calls (NFE)" in tables and "| dpm_solver_pp_3m | " in tables
     assert "| heun | " in tables and "[9 calls]" in tables
     vega = json.loads(sh(["dvc", "plots", "show", "--json"], repo, project["env"]))
     [plot] = vega["data"]["plots/fid_vs_nfe.csv"]  # the top-level definition, with its template

@@ -69,6 +69,7 @@ def _train_and_evaluate(tmp_path, monkeypatch, name, seed, fid, steps=400):
 def _key(**change) -> dict:
     """What the tiny runs above share (the comparison key the report passes), with ``change``."""
     raw = compose_raw(["profile=tiny"])
+    raw["sample"] |= PATCH["sample"]  # the runs' sampler: ddim S=5
     flat = flatten(raw) | {"timesteps": PATCH["timesteps"], "fid_reference": "0123456789abcdef"}
     return comparison_key(flat | change)
 
@@ -85,10 +86,9 @@ def test_registered_model_loads_in_a_fresh_process_and_samples_as_the_sample_sta
     assert [int(v.version) for v in client.search_model_versions(f"name = '{name}'")] == [4, 3, 2, 1]
     assert str(client.get_model_version_by_alias(name, BEST_ALIAS).version) == "2"
     assert "models:/ddpm-digits@best_fid" in client.get_registered_model(name).description
-    # other sample counts do not compare: no version scored over 64 samples
-    assert promote_best_model("digits", _key(**{"sample.num_samples": 64})).startswith(
-        "no registered model of ddpm-digits"
-    )
+    # other sample counts or samplers do not compare: no version scored over 64 samples or with 10 DDIM steps
+    for change in ({"sample.num_samples": 64}, {"sample.steps": 10}):
+        assert promote_best_model("digits", _key(**change)).startswith("no registered model of ddpm-digits")
     assert promote_best_model("digits", _key(**{"train.steps": 480})).startswith(
         f"alias {BEST_ALIAS} → ddpm-digits version 4 (FID 20.00"
     )

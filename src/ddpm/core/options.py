@@ -255,3 +255,9 @@ def check_eta(value: Any) -> Eta:
     if not 0.0 <= eta <= 1.0:
         raise OptionError("eta", f"must be a number in [0, 1] or '{SIGMA_HAT}' (got {value!r})")
     return eta
+
+
+def default_clip(sampler: str | Sampler, eta: Eta = 0.0) -> bool:
+    """Whether x̂0 is clipped to [-1, 1] as the papers' code did: DDPM's ancestral sampler and DDIM's σ̂ row (its
+    DDPM steps) clip; DDIM's generalized steps (any η) and the ODE solvers do not."""
+    return Sampler(sampler) is Sampler.ANCESTRAL or eta == SIGMA_HAT

@@ -10,7 +10,19 @@ from typing import Any
 import torch
 
 from .diffusion import GaussianDiffusion, Model, standard_normal
-from .options import ODE_SOLVERS, SIGMA_HAT, End, Eta, Inversion, OptionError, Sampler, TimeSpacing, VarType, check_eta
+from .options import (
+    ODE_SOLVERS,
+    SIGMA_HAT,
+    End,
+    Eta,
+    Inversion,
+    OptionError,
+    Sampler,
+    TimeSpacing,
+    VarType,
+    check_eta,
+    default_clip,
+)
 from .respace import SpacedDiffusion
 from .solvers import ode_sample
 from .spacing import Skip, ddim_timesteps, space_timesteps
@@ -152,12 +164,6 @@ def ddim_sample_progressive(
             out = spaced.ddim_step(model, x, t, eta=eta, clip_denoised=clip_denoised, noise=z)
         x = out["sample"]
         yield {"t": int(spaced.timestep_map[step]), **out}
-
-
-def default_clip(sampler: str | Sampler, eta: Eta = 0.0) -> bool:
-    """Whether x̂0 is clipped to [-1, 1] as the papers' code did: DDPM's ancestral sampler and DDIM's σ̂ row (its
-    DDPM steps) clip; DDIM's generalized steps (any η) do not."""
-    return Sampler(sampler) is Sampler.ANCESTRAL or eta == SIGMA_HAT
 
 
 def _mean_channels(model: Model) -> Model:

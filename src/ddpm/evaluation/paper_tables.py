@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ddpm.core.options import Sampler
+from ddpm.core.options import ODE_SOLVERS, SIGMA_HAT, Sampler, default_clip, solver_conventions
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,51 @@ class Record:
     model_sha256: str = ""
 
 
+def _text(params: dict, key: str) -> str | None:
+    """A flattened param as text, None where absent or null (params logged to MLflow are text: "None")."""
+    value = params.get(key)
+    return None if value is None or str(value) in ("None", "null") else str(value)
+
+
+def sampler_setting(params: dict) -> str | None:
+    """How a run's samples were drawn, in words, from its flattened params (values or their logged text): the
+    sampler, its steps (DDIM: S, skip and η; an ODE solver: NFE, grid and end; ancestral: all T or respaced) and
+    whether x̂0 was clipped. None where the params do not name a sampler."""
+    sampler = _text(params, "sample.sampler")
+    if sampler is None:
+        return None
+    T, steps = _text(params, "timesteps"), _text(params, "sample.steps")
+    eta_text = _text(params, "sample.eta") or "0.0"
+    eta = eta_text if eta_text == SIGMA_HAT else float(eta_text)
+    clip = _text(params, "sample.clip_denoised")
+    clipped = default_clip(sampler, eta) if clip is None else clip.lower() == "true"
+    x0 = "x̂0 clipped" if clipped else "x̂0 unclipped"
+    if sampler == Sampler.DDIM:
+        eta_shown = eta if isinstance(eta, str) else f"{eta:g}"
+        return f"ddim S={steps or T} {_text(params, 'sample.skip') or 'uniform'} η={eta_shown}, {x0}"
+    if sampler in ODE_SOLVERS:
+        spacing, end = solver_conventions(
+            sampler,
+            _text(params, "sample.solver_spacing") or "auto",
+            _text(params, "sample.solver_end") or "auto",
+            int(_text(params, "data.resolution") or 32),
+        )
+        return f"{sampler} NFE={steps} {spacing.value} {end.value}, {x0}"
+    respacing = _text(params, "sample.respacing") or steps
+    return f"ancestral respaced {respacing}, {x0}" if respacing else f"ancestral, all {T or 'T'} steps, {x0}"
+
+
 # What runs must share for their numbers to sit in one table (or compete for the registry's best_fid alias): FIDs
-# over other sample counts or references, or of other training lengths, do not compare.
-COMPARABLE = ("dataset", "data.resolution", "timesteps", "train.steps", "sample.num_samples", "fid_reference")
+# over other sample counts or references, of other training lengths, or drawn by another sampler do not compare.
+COMPARABLE = (
+    "dataset",
+    "data.resolution",
+    "timesteps",
+    "train.steps",
+    "sample.num_samples",
+    "fid_reference",
+    "sampler",  # sampler_setting: the sampler, its steps, η, skip or grid, respacing and clipping
+)
 COMPARABLE_NAMES = {
     "dataset": "dataset",
     "data.resolution": "resolution",
@@ -107,17 +149,52 @@ COMPARABLE_NAMES = {
     "train.steps": "training steps",
     "sample.num_samples": "samples",
     "fid_reference": "FID reference",
+    "sampler": "sampler",
 }
 
 
+def _comparable_value(params: dict, key: str) -> str | None:
+    if key == "sampler":
+        return sampler_setting(params)
+    return None if params.get(key) is None else str(params[key])
+
+
 def comparison_key(params: dict) -> dict[str, str | None]:
-    """The values of ``COMPARABLE`` in ``params`` (dotted keys), as text; None where absent (matches any run)."""
-    return {k: None if params.get(k) is None else str(params[k]) for k in COMPARABLE}
+    """The values of ``COMPARABLE`` in ``params`` (dotted keys; ``sampler``: ``sampler_setting``), as text; None
+    where absent (matches any run)."""
+    return {k: _comparable_value(params, k) for k in COMPARABLE}
 
 
 def comparable(records: list[Record], key: dict[str, str | None]) -> list[Record]:
     """The records that agree with ``key`` (its None entries match anything), oldest first."""
-    return [r for r in records if all(v is None or str(r.params.get(k)) == v for k, v in key.items())]
+    return [r for r in records if all(v is None or _comparable_value(r.params, k) == v for k, v in key.items())]
+
+
+# The samplers behind the published numbers: DDPM's Tables 1–2 (its run_cifar.py: all 1000 ancestral steps, x̂0
+# clipped), DDIM's Table 1 on CIFAR-10 (the quadratic τ of T = 1000, x̂0 as its code: unclipped, σ̂ clipped).
+DDPM_SAMPLER = "ancestral, all 1000 steps, x̂0 clipped"
+DDIM_TABLE_SETTING = "quad τ of T = 1000, x̂0 as DDIM's code (η unclipped, σ̂ clipped)"
+
+
+def ddim_table_setting(params: dict) -> str:
+    """How DDIM Table 1's cells were drawn (``ddim_table``), in the words of ``DDIM_TABLE_SETTING``."""
+    clip = _text(params, "ddim_table.clip_denoised")
+    clipping = (
+        "x̂0 as DDIM's code (η unclipped, σ̂ clipped)"
+        if clip is None
+        else f"x̂0 {'clipped' if clip.lower() == 'true' else 'unclipped'}"
+    )
+    return f"{_text(params, 'ddim_table.skip') or 'uniform'} τ of T = {_text(params, 'timesteps')}, {clipping}"
+
+
+def published_beside(ours: str | None, papers: str, what: str) -> str:
+    """A sentence under a table: why the published numbers are shown beside ours, or left out."""
+    if ours == papers:
+        return ""
+    return (
+        f"\nThe published {what} are left out: these runs sampled {ours or 'with a sampler not recorded'}; "
+        f"the paper's were sampled {papers}.\n"
+    )
 
 
 def _num(value, digits: int = 2) -> str:
@@ -170,10 +247,11 @@ def also_ran(rows: list[tuple[str, Row]]) -> str:
 
 def comparison_sentence(key: dict[str, str | None]) -> str:
     """What the rows share with the run the tables are built for, as a sentence."""
-    parts = [f"{COMPARABLE_NAMES[k]} {v[:12]}" for k, v in key.items() if v is not None]
+    shown = {"fid_reference": lambda v: v[:12], "sampler": lambda v: f"({v})"}
+    parts = [f"{COMPARABLE_NAMES[k]} {shown.get(k, str)(v)}" for k, v in key.items() if v is not None]
     return (
         "Rows come only from runs that share " + ", ".join(parts) + " with it; runs of other lengths, sample "
-        "counts or references are left out.\n"
+        "counts, references or samplers are left out.\n"
     )
 
 
@@ -192,6 +270,9 @@ def comparability(params: dict) -> str:
     return "**Not comparable to the published numbers**: " + "; ".join(notes) + ".\n"
 
 
+OTHER_SAMPLER = "not this sampler"  # a published IS or FID cell where our runs sampled otherwise than the paper
+
+
 def _is_text(m: dict) -> str:
     if "isc" in m:
         return f"{m['isc']:.2f} ± {m.get('isc_std', 0.0):.2f}"
@@ -202,19 +283,24 @@ def ddpm_table(records: list[Record], key: dict) -> tuple[str, list[dict]]:
     """DDPM Tables 1–2: IS, FID (vs train) and NLL test for each parameterisation and objective, each row
     (``DDPM_ROWS``) from the newest run comparable with ``key`` (``COMPARABLE``) with that row's params."""
     lines = [
-        "| prediction | objective | IS (ours) | IS (paper) | FID (ours) | FID (paper) | NLL test bits/dim (ours) "
-        "| NLL test (train) (paper) | steps | samples | run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| prediction | objective | sampler | IS (ours) | IS (paper) | FID (ours) | FID (paper) "
+        "| NLL test bits/dim (ours) | NLL test (train) (paper) | steps | samples | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    sampler = key.get("sampler")
+    papers_sampler = sampler == DDPM_SAMPLER  # IS and FID depend on it; the bound (NLL) does not
     rows, found = [], []
     for table_row in DDPM_ROWS:
         (pred, objective), (is_paper, fid_paper, nll_paper) = table_row.cells, table_row.paper
+        if not papers_sampler:
+            is_paper = fid_paper = OTHER_SAMPLER
         row = _row(records, key, **table_row.params)
         rec = row.best
         m = rec.metrics if rec else {}
         ours_is = _is_text(m) if rec else "not run"
+        ran = (sampler_setting(rec.params) or "—") if rec else "—"
         lines.append(
-            f"| {pred} | {objective} | {ours_is} | {is_paper} | {_num(m.get('fid_train'))} | {fid_paper} "
+            f"| {pred} | {objective} | {ran} | {ours_is} | {is_paper} | {_num(m.get('fid_train'))} | {fid_paper} "
             f"| {_num(m.get('nll_bpd'), 3)} | {nll_paper} | {_scale(rec)} | {rec.label if rec else '—'} |"
         )
         rows.append(
@@ -222,44 +308,58 @@ def ddpm_table(records: list[Record], key: dict) -> tuple[str, list[dict]]:
                 "prediction": table_row.params["mean_type"],
                 "objective": table_row.params["objective"],
                 "variance": table_row.params["variance"],
+                "sampler": sampler_setting(rec.params) if rec else None,
                 "fid": m.get("fid_train"),
-                "fid_paper": fid_paper,
+                "fid_paper": fid_paper if papers_sampler else None,
                 "nll_bpd": m.get("nll_bpd"),
                 "nll_paper": nll_paper,
                 "isc": m.get("isc"),
-                "isc_paper": is_paper,
+                "isc_paper": is_paper if papers_sampler else None,
                 "train_steps": rec.params.get("train.steps") if rec else None,
                 "num_samples": m.get("num_samples"),
                 "run": rec.label if rec else None,
             }
         )
         found.append((f"{pred}, {objective}", row))
-    return "\n".join(lines) + "\n" + also_ran(found), rows
+    note = published_beside(sampler, DDPM_SAMPLER, "IS and FID")
+    return "\n".join(lines) + "\n" + note + also_ran(found), rows
 
 
-def ddim_table(cells: list[dict]) -> tuple[str, list[dict]]:
-    """DDIM Table 1: FID for each η (rows) and S (columns), ours beside the paper's as ``ours (paper)``."""
+def ddim_table(cells: list[dict], published: bool = True) -> tuple[str, list[dict]]:
+    """DDIM Table 1: FID for each η (rows) and S (columns), ours beside the paper's as ``ours (paper)``; the
+    paper's left out unless ``published`` (the cells were drawn as DDIM's: ``DDIM_TABLE_SETTING``)."""
     ours = {(c["eta"], int(c["steps"])): c["fid"] for c in cells if c.get("fid") is not None}
-    steps = sorted({s for _, s in ours} | set(DDIM_STEPS))
-    etas = list(DDIM_TABLE1) + sorted({e for e, _ in ours} - set(DDIM_TABLE1), key=str)
+    ran_steps, ran_etas = {s for _, s in ours}, {e for e, _ in ours}
+    steps = sorted(ran_steps | set(DDIM_STEPS)) if published else sorted(ran_steps)
+    etas = [e for e in DDIM_TABLE1 if published or e in ran_etas] + sorted(ran_etas - set(DDIM_TABLE1), key=str)
     lines = ["| η \\ S | " + " | ".join(str(s) for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
     rows = []
     for eta in etas:
         cells_text = []
         for s in steps:
-            paper = DDIM_TABLE1.get(eta, ())[DDIM_STEPS.index(s)] if s in DDIM_STEPS and eta in DDIM_TABLE1 else None
+            paper = _ddim_paper(eta, s) if published else None
             mine = ours.get((eta, s))
-            cells_text.append(f"{_num(mine)} ({_num(paper)})" if mine is not None or paper is not None else "")
+            if published:
+                cells_text.append(f"{_num(mine)} ({_num(paper)})" if mine is not None or paper is not None else "")
+            else:
+                cells_text.append(_num(mine) if mine is not None else "")
             rows.append({"eta": eta, "steps": s, "fid": mine, "fid_paper": paper})
         name = "σ̂" if eta == "sigma_hat" else f"{eta:g}"
         lines.append(f"| {name} | " + " | ".join(cells_text) + " |")
     return "\n".join(lines) + "\n", rows
 
 
-def fid_vs_nfe_table(solver_cells: list[dict], ddim_cells: list[dict]) -> tuple[str, list[dict]]:
+def _ddim_paper(eta, steps: int) -> float | None:
+    """DDIM Table 1's published FID at (η, S), if it has one."""
+    return DDIM_TABLE1[eta][DDIM_STEPS.index(steps)] if steps in DDIM_STEPS and eta in DDIM_TABLE1 else None
+
+
+def fid_vs_nfe_table(
+    solver_cells: list[dict], ddim_cells: list[dict], published: bool = True
+) -> tuple[str, list[dict]]:
     """FID against NFE: a row per sampler, a column per NFE. DDIM's row is DDIM Table 1's η = 0 row (S = NFE),
-    with the paper's numbers in brackets; no paper reports the other samplers on DDPM's model. A cell whose
-    sampler spent fewer calls than its NFE says so."""
+    with the paper's numbers in brackets when ``published`` (drawn as DDIM's); no paper reports the other samplers
+    on DDPM's model. A cell whose sampler spent fewer calls than its NFE says so."""
     fids = {
         ("ddim", int(c["steps"])): (c["fid"], int(c["steps"]))
         for c in ddim_cells
@@ -279,7 +379,7 @@ def fid_vs_nfe_table(solver_cells: list[dict], ddim_cells: list[dict]) -> tuple[
         texts = []
         for nfe in nfes:
             fid, calls = fids.get((sampler, nfe), (None, nfe))
-            paper = DDIM_TABLE1[0.0][DDIM_STEPS.index(nfe)] if sampler == "ddim" and nfe in DDIM_STEPS else None
+            paper = _ddim_paper(0.0, nfe) if sampler == "ddim" and published else None
             text = _num(fid) + (f" ({_num(paper)})" if paper is not None else "")
             texts.append(text + (f" [{calls} calls]" if calls != nfe else "") if fid is not None else "")
             if fid is not None:
@@ -342,8 +442,8 @@ def iddpm_table(records: list[Record], key: dict) -> tuple[str, list[dict]]:
     """iDDPM's schedule × objective ablation: NLL test and FID for linear/cosine × L_simple/L_hybrid/L_vlb, each
     row (``IDDPM_ROWS``) from the newest run comparable with ``key`` with that row's params."""
     lines = [
-        "| schedule | objective | NLL test bits/dim | FID | steps | samples | run |",
-        "|---|---|---|---|---|---|---|",
+        "| schedule | objective | sampler | NLL test bits/dim | FID | steps | samples | run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rows, found = [], []
     for table_row in IDDPM_ROWS:
@@ -352,13 +452,15 @@ def iddpm_table(records: list[Record], key: dict) -> tuple[str, list[dict]]:
         rec = row.best
         m = rec.metrics if rec else {}
         lines.append(
-            f"| {schedule} | {objective} | {_num(m.get('nll_bpd'), 3)} | {_num(m.get('fid_train'))} | "
+            f"| {schedule} | {objective} | {(sampler_setting(rec.params) or '—') if rec else '—'} "
+            f"| {_num(m.get('nll_bpd'), 3)} | {_num(m.get('fid_train'))} | "
             f"{_scale(rec)} | {rec.label if rec else 'not run'} |"
         )
         rows.append(
             {
                 "schedule": schedule,
                 "objective": table_row.params["objective"],
+                "sampler": sampler_setting(rec.params) if rec else None,
                 "nll_bpd": m.get("nll_bpd"),
                 "fid": m.get("fid_train"),
                 "train_steps": rec.params.get("train.steps") if rec else None,

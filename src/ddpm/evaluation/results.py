@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddpm.config import Params, flatten
-from ddpm.core.options import ODE_SOLVERS, solver_conventions
 
 from . import paper_tables
 from .fid_reference import reference_digest
@@ -29,17 +28,7 @@ def _caveat(num_samples: int) -> str:
 
 
 def results_table(params: Params, train: dict, evaluation: dict) -> str:
-    sampler = params.sample.sampler.value
-    if sampler == "ddim":
-        eta = params.sample.eta if isinstance(params.sample.eta, str) else f"{params.sample.eta:g}"
-        sampler += f" S={params.sample.steps or params.timesteps} {params.sample.skip.value} η={eta}"
-    elif params.sample.sampler in ODE_SOLVERS:
-        spacing, end = solver_conventions(
-            params.sample.sampler, params.sample.solver_spacing, params.sample.solver_end, params.data.resolution
-        )
-        sampler += f" NFE={params.sample.steps} {spacing.value} {end.value}"
-    elif params.sample.respacing or params.sample.steps:
-        sampler += f" respaced {params.sample.respacing or params.sample.steps}"
+    sampler = paper_tables.sampler_setting(flatten(params.model_dump(mode="json")))
     if "isc" in evaluation:
         isc = f"{evaluation['isc']:.3g} ± {evaluation['isc_std']:.2g}"
     else:
@@ -137,8 +126,11 @@ def build_report(
     records = [*records, current]
     key = paper_tables.comparison_key(flat)
     ddpm_md, ddpm_rows = paper_tables.ddpm_table(records, key)
-    ddim_md, ddim_rows = paper_tables.ddim_table(cells)
-    nfe_md, nfe_rows = paper_tables.fid_vs_nfe_table(list(solver_cells), cells)
+    ddim_setting = paper_tables.ddim_table_setting(flat)
+    published = ddim_setting == paper_tables.DDIM_TABLE_SETTING
+    ddim_md, ddim_rows = paper_tables.ddim_table(cells, published)
+    nfe_md, nfe_rows = paper_tables.fid_vs_nfe_table(list(solver_cells), cells, published)
+    ddim_note = paper_tables.published_beside(ddim_setting, paper_tables.DDIM_TABLE_SETTING, "DDIM FIDs")
     iddpm_md, iddpm_rows = paper_tables.iddpm_table(records, key)
     recon_md = paper_tables.reconstruction_table(reconstruction)
     summary = results_table(params, train, evaluation)
@@ -153,12 +145,16 @@ def build_report(
         f"({_fmt(train.get('steps'))} training steps).\n\n"
         "## DDPM Tables 1–2: IS, FID (vs train), NLL\n\n"
         + ddpm_md
-        + f"\n## DDIM Table 1: FID, ours ({max(c['num_samples'] for c in cells)} samples per cell) with the paper's in "
-        "brackets\n\n"
+        + f"\n## DDIM Table 1: FID, ours ({max(c['num_samples'] for c in cells)} samples per cell)"
+        + (" with the paper's in brackets" if published else "")
+        + f" ({ddim_setting})\n\n"
         + ddim_md
+        + ddim_note
         + _caveat(max(c["num_samples"] for c in cells))
         + f"\n## FID against network calls (NFE), ours ({params.solver_table.num_samples} samples per cell; DDIM's "
-        "η = 0 row is Table 1's) with the paper's DDIM in brackets\n\n"
+        "η = 0 row is Table 1's)"
+        + (" with the paper's DDIM in brackets" if published else "")
+        + "\n\n"
         + (
             f"{nfe_md}{_caveat(params.solver_table.num_samples)}\n![FID against NFE](fid_vs_nfe.png)\n"
             if nfe_rows
