@@ -96,7 +96,7 @@ def dpm_solver_multistep(
         raise OptionError("order", f"DPM-Solver++ multistep is implemented for orders 1 to 3, got {order}")
     evaluate = Evaluations(diffusion, model, clip_denoised)
     walk = _Walk(evaluate, grid)
-    x, previous = walk.start(x_T), []
+    x, previous = walk.start(x_T), list[torch.Tensor]()
     few = lower_order_final and len(walk.steps) - 1 < lower_order_below
     for i in range(walk.moves):
         x0, _ = evaluate(x, float(walk.steps[i]))
