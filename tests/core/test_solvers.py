@@ -129,6 +129,13 @@ CONVERGENCE = {
         2,
         0.15,
     ),  # 1.99 / 1.99
+    # its first move is first order (local error O(h²), the authors' start), which bounds the global order at 2
+    "dpm_solver_pp_3m": (
+        lambda d, s, m, x, n: dpm_solver_multistep(d, m, x, _logsnr(s, n + 1), order=3),
+        [40, 80, 160, 320],
+        2,
+        0.15,
+    ),  # 2.02 / 2.04
     "dpm_solver_2": (_singlestep(2), [20, 40, 80, 160], 2, 0.15),  # 2.03 / 2.04
     "dpm_solver_3": (_singlestep(3), [48, 96, 192, 384], 3, 0.25),  # 3.07 / 3.13
     "dpm_solver_3_taylor": (_singlestep(3, "taylor"), [48, 96, 192, 384], 3, 0.25),  # 3.00 / 3.03
@@ -145,6 +152,18 @@ CONVERGENCE = {
         4,
         0.35,
     ),  # 3.82 / 3.80
+    "unipc_bh1_2": (
+        lambda d, s, m, x, n: unipc(d, m, x, _logsnr(s, n + 1), order=2, variant="bh1", lower_order_final=False),
+        [20, 40, 80, 160],
+        3,
+        0.15,
+    ),  # 3.04 / 3.06
+    "unipc_bh1_3": (
+        lambda d, s, m, x, n: unipc(d, m, x, _logsnr(s, n + 1), order=3, variant="bh1", lower_order_final=False),
+        [40, 80, 160, 320],
+        4,
+        0.35,
+    ),  # 3.91 / 3.84
     "heun": (lambda d, s, m, x, n: heun(d, m, x, _logsnr(s, n // 2 + 1)), [20, 40, 80, 160], 2, 0.15),  # 2.05 / 2.07
 }
 

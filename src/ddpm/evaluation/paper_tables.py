@@ -173,14 +173,14 @@ def comparable(records: list[Record], key: dict[str, str | None]) -> list[Record
 # The samplers behind the published numbers: DDPM's Tables 1–2 (its run_cifar.py: all 1000 ancestral steps, x̂0
 # clipped), DDIM's Table 1 on CIFAR-10 (the quadratic τ of T = 1000, x̂0 as its code: unclipped, σ̂ clipped).
 DDPM_SAMPLER = "ancestral, all 1000 steps, x̂0 clipped"
-DDIM_TABLE_SETTING = "quad τ of T = 1000, x̂0 as DDIM's code (η unclipped, σ̂ clipped)"
+DDIM_TABLE_SETTING = "quad τ of T = 1000, x̂0 as DDIM's code: η unclipped, σ̂ clipped"
 
 
 def ddim_table_setting(params: dict) -> str:
     """How DDIM Table 1's cells were drawn (``ddim_table``), in the words of ``DDIM_TABLE_SETTING``."""
     clip = _text(params, "ddim_table.clip_denoised")
     clipping = (
-        "x̂0 as DDIM's code (η unclipped, σ̂ clipped)"
+        "x̂0 as DDIM's code: η unclipped, σ̂ clipped"
         if clip is None
         else f"x̂0 {'clipped' if clip.lower() == 'true' else 'unclipped'}"
     )

@@ -145,9 +145,9 @@ def build_report(
         f"({_fmt(train.get('steps'))} training steps).\n\n"
         "## DDPM Tables 1–2: IS, FID (vs train), NLL\n\n"
         + ddpm_md
-        + f"\n## DDIM Table 1: FID, ours ({max(c['num_samples'] for c in cells)} samples per cell)"
+        + f"\n## DDIM Table 1: FID, ours ({max(c['num_samples'] for c in cells)} samples per cell; {ddim_setting})"
         + (" with the paper's in brackets" if published else "")
-        + f" ({ddim_setting})\n\n"
+        + "\n\n"
         + ddim_md
         + ddim_note
         + _caveat(max(c["num_samples"] for c in cells))
