@@ -1,11 +1,14 @@
-"""dvc.yaml's code deps, generated: each stage depends on exactly the project files its script imports, directly or
-not (read from the source, no code runs), so a change to a module reruns the stages that import it and no other.
+"""dvc.yaml's code deps, generated: each stage depends on the project files its script imports, directly or not
+(read from the source, no code runs), that can change its outputs, so a change to a module reruns the stages whose
+outputs it can change and no other. Left out: MLflow logging (``ddpm.tracking``, which the layering test keeps
+apart from the math) except for the stages whose outputs are computed from MLflow (``FROM_MLFLOW``), and packages'
+``__init__.py`` files that hold only a docstring.
 
     python scripts/dvc_deps.py           # rewrite the code deps in dvc.yaml
     python scripts/dvc_deps.py --check   # exit 1 if dvc.yaml differs from what would be written
 
-Only the deps that are project code (pipeline/*.py, src/ddpm/...) are rewritten, at the top of each stage's list;
-data deps (shards, models, metrics) and everything else in dvc.yaml stay as written.
+Only the deps that are project code (pipeline/*.py, src/ddpm/...) are rewritten, after each stage's data deps
+(shards, models, metrics) under a marker comment; everything else in dvc.yaml stays as written.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 DVC_YAML = ROOT / "dvc.yaml"
-CODE = re.compile(r"^      - (pipeline|src/ddpm)/\S*\n", re.MULTILINE)
+CODE = re.compile(r"^      - (pipeline|src/ddpm)/\S*\n|^      # code: .*\n", re.MULTILINE)
+MARKER = "      # code: what can change this stage's outputs (scripts/dvc_deps.py)\n"
+TRACKING = SRC / "ddpm" / "tracking"
+FROM_MLFLOW = {"report"}  # stages whose outputs are computed from MLflow's runs (the papers' tables, best_fid)
 
 
 def module_name(path: Path) -> str:
@@ -77,15 +83,31 @@ def project_imports(path: Path) -> set[Path]:
     return files
 
 
-def closure(path: Path) -> set[Path]:
-    """Every project file that importing ``path`` can import, ``path`` included."""
+def closure(path: Path, follow=lambda p: True) -> set[Path]:
+    """Every project file that importing ``path`` can import, ``path`` included; files ``follow`` rejects are
+    neither included nor looked into."""
     seen, todo = set(), [path]
     while todo:
         current = todo.pop()
-        if current not in seen:
+        if current not in seen and follow(current):
             seen.add(current)
             todo.extend(project_imports(current))
     return seen
+
+
+@cache
+def docstring_only(path: Path) -> bool:
+    """The file holds a docstring and nothing else (importing it runs no code)."""
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+
+
+def output_closure(script: Path) -> set[Path]:
+    """The files of ``closure(script)`` that can change the stage's outputs: no ``ddpm.tracking`` module (unless
+    the stage is in ``FROM_MLFLOW``) nor what only they import, no docstring-only ``__init__.py``."""
+    mlflow = script.stem in FROM_MLFLOW
+    files = closure(script, lambda p: mlflow or not p.is_relative_to(TRACKING))
+    return {p for p in files if not (p.name == "__init__.py" and docstring_only(p))}
 
 
 def library_files() -> list[Path]:
@@ -93,21 +115,24 @@ def library_files() -> list[Path]:
 
 
 def code_deps(script: Path) -> list[str]:
-    """The stage script first, then the library files it imports, as dvc.yaml lists them."""
-    files = sorted(str(p.relative_to(ROOT)) for p in closure(script) if p != script)
+    """The stage script first, then the library files that can change its outputs, as dvc.yaml lists them."""
+    files = sorted(str(p.relative_to(ROOT)) for p in output_closure(script) if p != script)
     return [str(script.relative_to(ROOT)), *files]
 
 
 def generated(text: str) -> str:
-    """``text`` (dvc.yaml) with each stage's code deps replaced by its script's import closure."""
+    """``text`` (dvc.yaml) with each stage's code deps replaced by ``code_deps`` of its script, after its data
+    deps under ``MARKER``."""
     out, pos = [], 0
     for match in re.finditer(
-        r"^    cmd: .*?(pipeline/\w+\.py).*\n    deps:\n((?:      - .*\n|        .*\n)*)", text, re.MULTILINE
+        r"^    cmd: .*?(pipeline/\w+\.py).*\n    deps:\n((?:      - .*\n|      # .*\n|        .*\n)*)",
+        text,
+        re.MULTILINE,
     ):
         deps_start = match.start(2)
         rest = CODE.sub("", match.group(2))
         listed = "".join(f"      - {dep}\n" for dep in code_deps(ROOT / match.group(1)))
-        out.append(text[pos:deps_start] + listed + rest)
+        out.append(text[pos:deps_start] + rest + MARKER + listed)
         pos = match.end()
     return "".join(out) + text[pos:]
 

@@ -410,3 +410,22 @@ def test_varying_the_workspace_experiment_as_users_type_it(project):
     finally:
         for name, text in kept.items():
             (repo / name).write_text(text)
+
+
+def test_editing_the_mlflow_logging_reruns_only_the_report(project):
+    """dvc.yaml's code deps mean "can change this stage's outputs": an edit to MLflow logging code leaves every
+    stage up to date but the report, whose tables come from MLflow."""
+    repo, env = project["repo"], project["env"]
+
+    def changed() -> set[str]:
+        return set(json.loads(sh(["dvc", "status", "--json"], repo, env) or "{}"))
+
+    before = changed()
+    path = repo / "src" / "ddpm" / "tracking" / "runs.py"
+    text = path.read_text()
+    try:
+        path.write_text(text + "\n# an edit to the MLflow logging\n")
+        after = changed()
+    finally:
+        path.write_text(text)
+    assert "report" in after and after - {"report"} == before - {"report"}
