@@ -1,6 +1,7 @@
 """The house rules, read from the source: import directions between subpackages, no cycles, MLflow in the tracking
 modules, the params schema without torch, and dvc.yaml's code deps exactly the import closure of each stage."""
 
+import ast
 import re
 
 import pytest
@@ -172,3 +173,10 @@ def test_only_the_fid_stages_load_inception_and_prepare_and_fid_ref_not_the_math
         assert (fid in files) == (stage in {"fid_ref", "evaluate", "ddim_fid", "solver_fid"}), stage
         if stage in ("prepare", "fid_ref", "report"):
             assert not files & math, stage
+
+
+def test_the_training_loop_is_named_steps_of_at_most_80_lines():
+    """training/loop.py reads as improved-diffusion's TrainLoop does: run_loop, run_step, log_step, save, …"""
+    tree = ast.parse((SRC / "ddpm" / "training" / "loop.py").read_text())
+    long = [n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno >= 80]
+    assert not long

@@ -166,149 +166,232 @@ def _train(
     log_image: ImageLogFn | None,
 ) -> TrainResult:
     """``train`` inside its run folder ``folder``, whose lock the main process holds."""
-    cfg = params.train
-    manifest = read_manifest(shard_dir, params.data.shards_url)
-    channels = manifest["splits"]["train"]["shape"][2]
-    if manifest["splits"]["train"]["shape"][0] != params.data.resolution:
-        raise ValueError(
-            f"data.resolution: {params.data.resolution} differs from the shards' "
-            f"{manifest['splits']['train']['shape'][0]}; rerun the prepare stage"
-        )
-    micro = cfg.micro_batch(accelerator.num_processes)
-    rank, device = accelerator.process_index, accelerator.device
-    torch.manual_seed(int(np.random.SeedSequence([params.seed]).generate_state(1)[0]))  # same init on every rank
-    diffusion = build_diffusion(params)
-    timesteps = make_timesteps(params.timestep_sampler, diffusion.num_timesteps)
-    model = build_model(params, channels)
-    ema = EMA(model, cfg.ema_decay)  # float32, outside DDP
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    # The EMA in the network's layout: with equal strides the foreach lerp is one kernel over all tensors, not one
-    # per tensor whose layout differs (saved files are contiguous either way).
-    model.to(memory_format=memory_format)
-    ema.model.to(memory_format=memory_format)
-    optimizer = build_optimizer(model, cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-    )
-    start, history = 0, []
-    checkpoints = list_checkpoints(folder)
-    if checkpoints:
-        state = load_checkpoint(checkpoints[-1].path, model, ema.model, optimizer, scheduler)
-        match_layout(optimizer)
-        timesteps.load_state_dict(state["sampler_state"])
-        start, history = min(state["step"], cfg.steps), state["history"]
-        accelerator.print(f"train: resuming from {checkpoints[-1].path} (step {state['step']})")
-    elif accelerator.is_main_process:
-        print(fresh_start_note(folder, params), flush=True)
-    model.gradient_checkpointing = cfg.activation_checkpointing
-    if cfg.compile:
-        model.compile()  # in place: parameter names and state_dict keys stay as they are
-    model, optimizer = accelerator.prepare(model, optimizer)
-    ema.model.to(device)
-    shape = (channels, params.data.resolution, params.data.resolution)
+    loop = TrainLoop(params, shard_dir, folder, fingerprint, accelerator, log, log_image)
+    try:
+        loop.run_loop()
+    finally:
+        loop.close()
+    return loop.finish(model_path)
 
-    telemetry = Telemetry(diffusion.num_timesteps)
-    divergence = Divergence(device, loss_scaled=accelerator.scaler is not None)
-    images_per_second = history[-1]["images_per_second"] if history else 0.0
-    loss_value = history[-1]["loss"] if history else math.nan
-    batches: Generator | None = None
-    bar = progress("train", cfg.steps, "step", initial=start, enabled=accelerator.is_main_process)
 
-    def log_ema_grid(step: int) -> None:
-        if cfg.sample_every and accelerator.is_main_process and log_image:
-            images = ema_sample_grid(
-                diffusion, ema.model, cfg.sample_images, shape, cfg.sample_steps, params.seed, device
+class TrainLoop:
+    """One training run in its run folder, in the manner of improved-diffusion's TrainLoop: ``__init__`` builds the
+    network, EMA, optimizer and schedule (resuming from the folder's newest checkpoint); ``run_loop`` runs
+    ``run_step`` (a batch per micro-batch, one optimization step, the EMA, the timestep sampler's losses) for each
+    step, then ``log_step`` and ``save`` at their intervals; ``finish`` writes the EMA weights."""
+
+    def __init__(
+        self,
+        params: Params,
+        shard_dir: Path,
+        folder: Path,
+        fingerprint: str,
+        accelerator: Accelerator,
+        log: LogFn | None = None,
+        log_image: ImageLogFn | None = None,
+    ):
+        self.params, self.cfg, self.shard_dir = params, params.train, shard_dir
+        self.folder, self.fingerprint, self.accelerator = folder, fingerprint, accelerator
+        self.log, self.log_image = log, log_image
+        self.channels = self._channels()
+        self.micro = self.cfg.micro_batch(accelerator.num_processes)
+        self.rank, self.device = accelerator.process_index, accelerator.device
+        torch.manual_seed(int(np.random.SeedSequence([params.seed]).generate_state(1)[0]))  # same init on every rank
+        self._build()
+        self.start, self.history = self._restore()
+        self._prepare()
+        self.telemetry = Telemetry(self.diffusion.num_timesteps)
+        self.divergence = Divergence(self.device, loss_scaled=accelerator.scaler is not None)
+        self.images_per_second = self.history[-1]["images_per_second"] if self.history else 0.0
+        self.loss_value = self.history[-1]["loss"] if self.history else math.nan
+        self.batches: Generator | None = None
+        self.bar = progress("train", self.cfg.steps, "step", initial=self.start, enabled=accelerator.is_main_process)
+
+    def _channels(self) -> int:
+        """The shards' channel count, once their resolution is the params' (else one line naming the key)."""
+        manifest = read_manifest(self.shard_dir, self.params.data.shards_url)
+        shape = manifest["splits"]["train"]["shape"]
+        if shape[0] != self.params.data.resolution:
+            raise ValueError(
+                f"data.resolution: {self.params.data.resolution} differs from the shards' {shape[0]}; "
+                "rerun the prepare stage"
             )
-            log_image(image_grid(images, cfg.sample_images), "ema_samples", step)
+        return int(shape[2])
 
-    if start == 0:
-        log_ema_grid(0)  # the initial weights' samples: the series starts from noise
-    for step in range(start + 1, cfg.steps + 1):
-        if batches is None or (step - 1) % cfg.checkpoint_every == 0:
-            segment = (step - 1) // cfg.checkpoint_every
-            torch.manual_seed(segment_seed(params.seed, rank, segment))
-            if batches is not None:
-                batches.close()  # its workers end now
+    def _build(self) -> None:
+        """The diffusion, timestep sampler, network, EMA (float32, outside DDP), optimizer and warm-up schedule."""
+        cfg = self.cfg
+        self.diffusion = build_diffusion(self.params)
+        self.timesteps = make_timesteps(self.params.timestep_sampler, self.diffusion.num_timesteps)
+        self.model = build_model(self.params, self.channels)
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        # The EMA in the network's layout: with equal strides the foreach lerp is one kernel over all tensors, not
+        # one per tensor whose layout differs (saved files are contiguous either way).
+        self.model.to(memory_format=self.memory_format)
+        self.ema.model.to(memory_format=self.memory_format)
+        self.optimizer = build_optimizer(self.model, cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+        )
+
+    def _restore(self) -> tuple[int, list[dict[str, float]]]:
+        """The step to start from and the logged history: the folder's newest checkpoint's, or 0 and none."""
+        checkpoints = list_checkpoints(self.folder)
+        if not checkpoints:
+            if self.accelerator.is_main_process:
+                print(fresh_start_note(self.folder, self.params), flush=True)
+            return 0, []
+        newest = checkpoints[-1].path
+        state = load_checkpoint(newest, self.model, self.ema.model, self.optimizer, self.scheduler)
+        match_layout(self.optimizer)
+        self.timesteps.load_state_dict(state["sampler_state"])
+        self.accelerator.print(f"train: resuming from {newest} (step {state['step']})")
+        return min(state["step"], self.cfg.steps), state["history"]
+
+    def _prepare(self) -> None:
+        """Activation checkpointing, compilation and Accelerate's wrapping of the network and optimizer."""
+        self.model.gradient_checkpointing = self.cfg.activation_checkpointing
+        if self.cfg.compile:
+            self.model.compile()  # in place: parameter names and state_dict keys stay as they are
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.ema.model.to(self.device)
+        self.shape = (self.channels, self.params.data.resolution, self.params.data.resolution)
+
+    def run_loop(self) -> None:
+        """Every step from the resumed one to ``train.steps``: a step, then logs, sample grids and checkpoints
+        at their intervals."""
+        cfg = self.cfg
+        if self.start == 0:
+            self.log_ema_grid(0)  # the initial weights' samples: the series starts from noise
+        for step in range(self.start + 1, cfg.steps + 1):
+            grad_norm = self.run_step(step)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                self.log_step(step, grad_norm)
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                self.log_ema_grid(step)
+            self.bar.update(1)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                self.save(step)
+
+    def _next_batches(self, step: int) -> Generator:
+        """The batch stream, reseeded at each checkpoint boundary (a resumed run replays the same data)."""
+        if self.batches is None or (step - 1) % self.cfg.checkpoint_every == 0:
+            segment = (step - 1) // self.cfg.checkpoint_every
+            torch.manual_seed(segment_seed(self.params.seed, self.rank, segment))
+            if self.batches is not None:
+                self.batches.close()  # its workers end now
             # Each rank goes through all shards with its own seed, so the loader is not passed through
             # accelerator.prepare.
-            batches = train_stream(
-                shard_dir,
-                micro,
-                segment_seed(params.seed, rank, segment),
-                cfg.random_flip,
-                cfg.shuffle_buffer,
-                params.data.verify,
-                params.data.shards_url,
-                workers=cfg.loader_workers,
-                pin_memory=device.type == "cuda",
+            self.batches = train_stream(
+                self.shard_dir,
+                self.micro,
+                segment_seed(self.params.seed, self.rank, segment),
+                self.cfg.random_flip,
+                self.cfg.shuffle_buffer,
+                self.params.data.verify,
+                self.params.data.shards_url,
+                workers=self.cfg.loader_workers,
+                pin_memory=self.device.type == "cuda",
             )
+        return self.batches
+
+    def run_step(self, step: int) -> torch.Tensor:
+        """One optimizer step (DDPM Algorithm 1 over ``train.grad_accumulation`` micro-batches), the EMA and the
+        timestep sampler's losses; a non-finite loss is named at the next check. Returns the gradient norm."""
+        cfg, accelerator = self.cfg, self.accelerator
+        batches = self._next_batches(step)
         micro_batches = []
         for _ in range(cfg.grad_accumulation):
-            x0 = to_model_range(to_device(next(batches)[0], device)).contiguous(memory_format=memory_format)
-            micro_batches.append(MicroBatch(x0, *timesteps.draw(x0.shape[0], device)))
+            x0 = to_model_range(to_device(next(batches)[0], self.device)).contiguous(memory_format=self.memory_format)
+            micro_batches.append(MicroBatch(x0, *self.timesteps.draw(x0.shape[0], self.device)))
         loss, terms_list, grad_norm = optimization_step(
-            accelerator, model, diffusion, optimizer, micro_batches, cfg.grad_clip
+            accelerator, self.model, self.diffusion, self.optimizer, micro_batches, cfg.grad_clip
         )
-        divergence.add(step, loss, grad_norm)
+        self.divergence.add(step, loss, grad_norm)
         if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or step == cfg.steps:
             try:
-                divergence.check(step, lambda v: accelerator.reduce(v, "sum"))
+                self.divergence.check(step, lambda v: accelerator.reduce(v, "sum"))
             except FloatingPointError as err:
-                raise FloatingPointError(f"{err}; stopping (the last checkpoint in {folder} is kept)") from None
-        scheduler.step()
-        ema.update(accelerator.unwrap_model(model))
+                raise FloatingPointError(f"{err}; stopping (the last checkpoint in {self.folder} is kept)") from None
+        self.scheduler.step()
+        self.ema.update(accelerator.unwrap_model(self.model))
         t_all = torch.cat([mb.t for mb in micro_batches])
         terms = {k: torch.cat([tm[k].detach().float() for tm in terms_list]) for k in terms_list[0]}
-        record_losses(accelerator, timesteps, t_all, terms["loss"])
-        telemetry.add(loss, terms, t_all)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            summary = telemetry.summary(cfg.batch_size, lambda v: accelerator.reduce(v, "sum"))
-            loss_value, images_per_second = summary["loss"], summary["images_per_second"]
-            lr = float(scheduler.get_last_lr()[0])
-            record = {
+        record_losses(accelerator, self.timesteps, t_all, terms["loss"])
+        self.telemetry.add(loss, terms, t_all)
+        return grad_norm
+
+    def log_step(self, step: int, grad_norm: torch.Tensor) -> None:
+        """The telemetry since the last log, summed over processes: into the history, the bar and ``log``."""
+        summary = self.telemetry.summary(self.cfg.batch_size, lambda v: self.accelerator.reduce(v, "sum"))
+        self.loss_value, self.images_per_second = summary["loss"], summary["images_per_second"]
+        lr = float(self.scheduler.get_last_lr()[0])
+        self.history.append(
+            {
                 "step": step,
-                "loss": loss_value,
+                "loss": self.loss_value,
                 "mse": summary["mse"],
                 "grad_norm": float(grad_norm),
                 "lr": lr,
-                "images_per_second": images_per_second,
+                "images_per_second": self.images_per_second,
             }
-            history.append(record)
-            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_second:.0f}")
-            if log is not None and accelerator.is_main_process:
-                log(summary | {"grad_norm": float(grad_norm), "lr": lr}, step)
-            telemetry.reset()
-        if cfg.sample_every and step % cfg.sample_every == 0:
-            log_ema_grid(step)
-        bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                save_checkpoint(
-                    folder,
-                    step,
-                    fingerprint,
-                    accelerator.unwrap_model(model),
-                    ema.model,
-                    optimizer,
-                    scheduler,
-                    timesteps.state_dict(),
-                    history,
-                    cfg.keep_checkpoints,
-                )
-    bar.close()
-    if batches is not None:
-        batches.close()
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_model(ema.model, model_path, ema_decay=str(cfg.ema_decay), steps=str(cfg.steps))
-    return TrainResult(
-        steps=cfg.steps,
-        final_loss=loss_value,
-        parameters=count_parameters(ema.model),
-        images_per_second=images_per_second,
-        resumed_from=start,
-        history=history,
-        fingerprint=fingerprint,
-        checkpoints=folder,
-    )
+        )
+        self.bar.set_postfix(loss=f"{self.loss_value:.4f}", img_s=f"{self.images_per_second:.0f}")
+        if self.log is not None and self.accelerator.is_main_process:
+            self.log(summary | {"grad_norm": float(grad_norm), "lr": lr}, step)
+        self.telemetry.reset()
+
+    def log_ema_grid(self, step: int) -> None:
+        """A grid of the EMA network's samples, to ``log_image`` (main process, when ``train.sample_every``)."""
+        cfg = self.cfg
+        if cfg.sample_every and self.accelerator.is_main_process and self.log_image:
+            images = ema_sample_grid(
+                self.diffusion,
+                self.ema.model,
+                cfg.sample_images,
+                self.shape,
+                cfg.sample_steps,
+                self.params.seed,
+                self.device,
+            )
+            self.log_image(image_grid(images, cfg.sample_images), "ema_samples", step)
+
+    def save(self, step: int) -> None:
+        """A checkpoint of ``step`` in the run folder (main process; older ones beyond ``keep_checkpoints`` go)."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            save_checkpoint(
+                self.folder,
+                step,
+                self.fingerprint,
+                self.accelerator.unwrap_model(self.model),
+                self.ema.model,
+                self.optimizer,
+                self.scheduler,
+                self.timesteps.state_dict(),
+                self.history,
+                self.cfg.keep_checkpoints,
+            )
+
+    def close(self) -> None:
+        """End the progress bar and the batch stream's workers."""
+        self.bar.close()
+        if self.batches is not None:
+            self.batches.close()
+
+    def finish(self, model_path: Path) -> TrainResult:
+        """Write the EMA weights to ``model_path`` (main process) and say what was trained."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            save_model(self.ema.model, model_path, ema_decay=str(self.cfg.ema_decay), steps=str(self.cfg.steps))
+        return TrainResult(
+            steps=self.cfg.steps,
+            final_loss=self.loss_value,
+            parameters=count_parameters(self.ema.model),
+            images_per_second=self.images_per_second,
+            resumed_from=self.start,
+            history=self.history,
+            fingerprint=self.fingerprint,
+            checkpoints=self.folder,
+        )
