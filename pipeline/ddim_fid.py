@@ -8,12 +8,12 @@ import sys
 
 from ddpm.evaluation.fid_cells import cell_network, ddim_cell, not_applicable, parse_cell
 from ddpm.progress import rounded
-from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.harness import Params, Paths, Placement, Run, exit_now, stage_main
 from ddpm.stage.paths import require
 from ddpm.storage.files import write_json
 
 
-def main(params, paths, run, placement):
+def main(params: Params, paths: Paths, run: Run, placement: Placement) -> None:
     steps, eta = parse_cell(sys.argv[1:])
     out = paths.ddim_cell(*sys.argv[1:])  # named as dvc.yaml's matrix names it
     result = not_applicable(steps, params.timesteps, steps=steps, eta=eta)

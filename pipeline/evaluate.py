@@ -6,13 +6,13 @@ from ddpm.evaluation.likelihood import likelihood_scores, rate_distortion_series
 from ddpm.factory import load_for_inference
 from ddpm.progress import rounded
 from ddpm.sample_store import load_samples, sample_batches
-from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.harness import Params, Paths, Placement, Run, exit_now, stage_main
 from ddpm.stage.paths import require
 from ddpm.storage.files import write_csv, write_json
 from ddpm.tracking.lineage import log_inputs
 
 
-def main(params, paths, run, placement):
+def main(params: Params, paths: Paths, run: Run, placement: Placement) -> None:
     cfg, device, share = params.evaluate, placement.device, placement.share
     samples = sample_batches(require(paths.samples, "samples", "sample"), params.fid.batch_size, share)
     # Fail now, not after the samples' features, on a missing reference or weights or a corrupt test shard.

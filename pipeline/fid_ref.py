@@ -2,12 +2,12 @@
 
 from ddpm.data.loader import iter_batches
 from ddpm.evaluation import fid
-from ddpm.stage.harness import Stopwatch, exit_now, stage_main
+from ddpm.stage.harness import Params, Paths, Placement, Run, Stopwatch, exit_now, stage_main
 from ddpm.stage.paths import require
 from ddpm.storage.files import write_json
 
 
-def main(params, paths, run, placement):
+def main(params: Params, paths: Paths, run: Run, placement: Placement) -> None:
     require(paths.shards, "shards", "prepare")
     fid.verified_weights_path()
     batches = {
@@ -16,7 +16,7 @@ def main(params, paths, run, placement):
         )
         for split in paths.fid_refs
     }  # every shard checked now
-    metrics = {}
+    metrics: dict[str, float] = {}
     for split, path in paths.fid_refs.items():
         with Stopwatch() as clock:
             count = fid.write_reference(

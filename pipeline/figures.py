@@ -6,12 +6,12 @@ from ddpm.data.loader import first_batch
 from ddpm.evaluation.likelihood import read_rate_distortion
 from ddpm.evaluation.paper_figures import paper_figures, reconstruction_metrics
 from ddpm.factory import load_for_inference
-from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.harness import Params, Paths, Placement, Run, exit_now, stage_main
 from ddpm.stage.paths import require
 from ddpm.storage.files import write_json, write_png
 
 
-def main(params, paths, run, placement):
+def main(params: Params, paths: Paths, run: Run, placement: Placement) -> None:
     cfg = params.figures
     require(paths.shards, "shards", "prepare")
     rd_rows = read_rate_distortion(require(paths.rd_plot, "rate-distortion table", "evaluate"))

@@ -2,10 +2,10 @@
 
 from ddpm.data.ingest import write_shards
 from ddpm.data.shards import manifest_counts
-from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.harness import Params, Paths, Run, exit_now, stage_main
 
 
-def main(params, paths, run):
+def main(params: Params, paths: Paths, run: Run) -> None:
     manifest = write_shards(params, paths.shards)
     run.log_metrics(manifest_counts(manifest))
     run.log_json(manifest, "manifest.json")

@@ -3,13 +3,13 @@
 from ddpm.evaluation.paper_tables import Record
 from ddpm.evaluation.plots import fid_vs_nfe_figure
 from ddpm.evaluation.results import build_report
-from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.harness import Params, Paths, Run, exit_now, stage_main
 from ddpm.stage.paths import require
 from ddpm.storage.files import read_json, write_csv, write_json, write_png, write_text
 from ddpm.tracking.queries import evaluated_runs, promote_best_model
 
 
-def main(params, paths, run):
+def main(params: Params, paths: Paths, run: Run) -> None:
     train = read_json(require(paths.train_metrics, "metrics", "train"))
     evaluation = read_json(require(paths.eval_metrics, "metrics", "evaluate"))
     reconstruction = read_json(require(paths.reconstruction_metrics, "metrics", "figures"))["table"]

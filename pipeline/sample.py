@@ -3,12 +3,12 @@
 from ddpm import sample_store
 from ddpm.core.images import image_grid
 from ddpm.factory import load_for_inference
-from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.harness import Params, Paths, Placement, Run, exit_now, stage_main
 from ddpm.stage.paths import require
 from ddpm.storage.files import write_json, write_png
 
 
-def main(params, paths, run, placement):
+def main(params: Params, paths: Paths, run: Run, placement: Placement) -> None:
     cfg = params.sample
     inference = load_for_inference(
         params, require(paths.model, "model", "train"), placement.device, precision=cfg.precision, compile=cfg.compile

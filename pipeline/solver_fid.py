@@ -9,12 +9,12 @@ import sys
 from ddpm.core.options import ODE_SOLVERS
 from ddpm.evaluation.fid_cells import cell_network, not_applicable, parse_solver_cell, solver_cell
 from ddpm.progress import rounded
-from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.harness import Params, Paths, Placement, Run, exit_now, stage_main
 from ddpm.stage.paths import require
 from ddpm.storage.files import write_json
 
 
-def main(params, paths, run, placement):
+def main(params: Params, paths: Paths, run: Run, placement: Placement) -> None:
     sampler, nfe = parse_solver_cell(sys.argv[1:])
     bounded = sampler not in ODE_SOLVERS  # ddim and ancestral take at most T steps
     result = not_applicable(nfe, params.timesteps, sampler=str(sampler), nfe=nfe) if bounded else None

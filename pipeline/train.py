@@ -2,16 +2,16 @@
 import a released checkpoint instead."""
 
 from ddpm.importers.released import import_released
-from ddpm.stage.harness import exit_now, stage_main
+from ddpm.stage.harness import Params, Paths, Placement, Run, exit_now, stage_main
 from ddpm.storage.files import file_digest, write_csv, write_json
 from ddpm.tracking.lineage import log_inputs
 from ddpm.training.loop import train
 
 
-def main(params, paths, run, placement):
+def main(params: Params, paths: Paths, run: Run, placement: Placement) -> None:
     if params.model.import_from.path is not None:
         metrics = import_released(params, paths.shards, paths.model)
-        history = [{"step": 0, "loss": None}]
+        history: list[dict] = [{"step": 0, "loss": None}]
     else:
         log_inputs(run, paths.shards, "train", "training", url=params.data.shards_url)
         result = train(

@@ -1,5 +1,5 @@
 """The house rules, read from the source: import directions between subpackages, no cycles, MLflow in the tracking
-modules, the params schema without torch, and dvc.yaml's code deps exactly the import closure of each stage."""
+modules, the params schema without torch, dvc.yaml's code deps what can change each stage's outputs."""
 
 import ast
 import re

@@ -304,40 +304,57 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _consistent(self):
-        T = self.timesteps
-        _owned("timesteps", get_beta_schedule, self.schedule, T)  # e.g. a linear schedule that reaches β = 1
+        """The checks across sections, in this order (the first failing one is the line the user sees)."""
+        self._check_process()
+        self._check_step_lists()
+        self._check_solvers()
+        self._check_sampler_steps()
+        self._check_unet()
+        return self
+
+    def _check_process(self) -> None:
+        """The schedule reaches no β = 1 at T, a learned variance gets a gradient, the batch splits."""
+        _owned("timesteps", get_beta_schedule, self.schedule, self.timesteps)
         _owned("variance", check_variance_trainable, self.variance, self.objective)
         self.train.micro_batch(1)
+
+    def _check_step_lists(self) -> None:
+        """Every DDIM sub-sequence the params name exists at T (a table's S > T is a cell marked not applicable)."""
+        T = self.timesteps
         _owned("train.sample_steps", ddim_timesteps, T, self.train.sample_steps)
         _owned("figures.ddim_steps", ddim_timesteps, T, self.figures.ddim_steps)
-        for steps in (s for s in self.ddim_table.steps if s <= T):  # larger S: a cell marked not applicable
+        for steps in (s for s in self.ddim_table.steps if s <= T):
             _owned("ddim_table.skip", ddim_timesteps, T, steps, self.ddim_table.skip)
         if min(self.figures.reconstruction_steps) > T:
             raise ValueError(f"figures.reconstruction_steps: all exceed timesteps ({T})")
-        sample = self.sample
-        solvers = [s for s in (sample.sampler, *self.solver_table.samplers) if s in ODE_SOLVERS]
+
+    def _check_solvers(self) -> None:
+        """The ODE solvers named get a probability-flow ODE, each once, with a grid and end they accept."""
+        sample, table = self.sample, self.solver_table
+        solvers = [s for s in (sample.sampler, *table.samplers) if s in ODE_SOLVERS]
         if solvers and self.mean_type is MeanType.PREVIOUS_X:
             key = "sample.sampler" if sample.sampler in ODE_SOLVERS else "solver_table.samplers"
             raise ValueError(
                 f"{key}: {solvers[0]} integrates the probability-flow ODE, which a μ̃-predicting "
                 "model (mean_type mu) does not give; use ancestral"
             )
-        if len(set(self.solver_table.samplers)) < len(self.solver_table.samplers):
-            raise ValueError(f"solver_table.samplers: listed twice in {[str(s) for s in self.solver_table.samplers]}")
-        table = self.solver_table
+        if len(set(table.samplers)) < len(table.samplers):
+            raise ValueError(f"solver_table.samplers: listed twice in {[str(s) for s in table.samplers]}")
         uses = [
             (sample.sampler, sample.solver_spacing, sample.solver_end, "sample.solver_spacing", "sample.solver_end")
         ]
-        uses += [
-            (sampler, table.spacing, table.end, "solver_table.spacing", "solver_table.end")
-            for sampler in table.samplers
-        ]
+        uses += [(s, table.spacing, table.end, "solver_table.spacing", "solver_table.end") for s in table.samplers]
         for sampler, spacing, end, spacing_key, end_key in uses:
             if sampler in ODE_SOLVERS:
                 try:
                     solver_conventions(sampler, spacing, end, self.data.resolution)
                 except OptionError as err:
                     raise ValueError(f"{spacing_key if err.key == 'spacing' else end_key}: {err.reason}") from None
+
+    def _check_sampler_steps(self) -> None:
+        """``sample.steps`` and ``sample.respacing`` as the sampler reads them: a solver's budget, DDIM's S, or
+        the ancestral sampler's respacing."""
+        sample, T = self.sample, self.timesteps
         if sample.sampler in ODE_SOLVERS:
             if sample.steps is None or sample.respacing is not None:
                 raise ValueError(
@@ -352,12 +369,14 @@ class Params(_Section):
             _owned("sample.respacing", space_timesteps, T, sample.respacing)
         elif sample.steps is not None:
             _owned("sample.steps", space_timesteps, T, str(sample.steps))
+
+    def _check_unet(self) -> None:
+        """The U-Net's shape rules (``check_unet_geometry``), keyed as ``model.<key>``."""
         m = self.model
         try:
             check_unet_geometry(m.ch, m.ch_mult, self.data.resolution, m.attn_resolutions, m.num_heads)
         except OptionError as err:
             raise ValueError(f"model.{err.key}: {err.reason}") from None
-        return self
 
 
 def _format(err: ValidationError) -> str:

@@ -10,15 +10,32 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from ddpm.config import ParamsError, experiment_name, load_params
+from ddpm.config import Params, ParamsError, experiment_name, load_params
 from ddpm.processes import project_root
 from ddpm.storage.files import WriteError
 from ddpm.tracking.tracker import NullRun
+from ddpm.tracking.tracker import Tracker as Run
 
 from .paths import Paths
 from .workspace import claim_workspace, hold_params
+
+if TYPE_CHECKING:
+    from .placement import Placement
+
+# What a stage script's main(params, paths, run[, placement]) receives, for its annotations.
+__all__ = ["Params", "Paths", "Placement", "Run", "Stopwatch", "exit_now", "stage_main"]
+
+
+def __getattr__(name: str) -> type:
+    """``Placement`` on first use: its module imports torch, which only the compute stages load."""
+    if name == "Placement":
+        from .placement import Placement
+
+        return Placement
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Errors reported as one line (exit status 1, the message on stderr) rather than a traceback: bad params or
 # inputs, a diverged loss, and failed reads or writes (a full disk, a read-only folder: OSError names the file).

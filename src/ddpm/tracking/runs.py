@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,7 +238,7 @@ class StageRun(Tracker):
         except Exception:  # noqa: BLE001 - the store is what failed
             pass
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
         mlflow.log_metrics(clean, step=step)
 

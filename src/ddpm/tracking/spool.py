@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -67,7 +68,7 @@ class ResilientRun(Tracker):
         return False
 
     # The Tracker's methods, each call passed to the stage run until MLflow fails, then spooled.
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self._call("log_metrics", metrics, step=step)
 
     def log_series(self, series: dict[str, list[float]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ class Tracker:
     nothing (``NullRun``, on processes other than the first). Every method here logs nothing; a tracker overrides
     them all, and the spool replays exactly these (``OPS``)."""
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         pass
 
     def log_series(self, series: dict[str, list[float]]) -> None:
