@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +42,9 @@ TWO_RANKS = [
 ]
 
 
-def run(stage: str, cwd: Path, ranks: int = 1) -> tuple[subprocess.CompletedProcess, float]:
+def run(stage: str, cwd: Path, ranks: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The stage in ``cwd``; on a damaged workspace it must stop within 2 minutes (``timeout=120``: the damage is
+    found before any work)."""
     env = dict(
         os.environ,
         MLFLOW_TRACKING_URI=f"sqlite:///{cwd / 'mlflow.db'}",
@@ -52,23 +53,21 @@ def run(stage: str, cwd: Path, ranks: int = 1) -> tuple[subprocess.CompletedProc
         OMP_NUM_THREADS="1",
     )
     launcher = TWO_RANKS if ranks == 2 else []
-    start = time.perf_counter()
-    res = subprocess.run(
+    return subprocess.run(
         [sys.executable, *launcher, str(ROOT / "pipeline" / f"{stage}.py")],
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
-    return res, time.perf_counter() - start
 
 
 def workspace(root: Path, patch: dict, stages: list[str]) -> Path:
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(merged(compose_raw(["profile=tiny"]), merged(TINY, patch))))
     for stage in stages:
-        res, _ = run(stage, root)
+        res = run(stage, root)
         assert res.returncode == 0, res.stderr[-3000:]
     return root
 
@@ -121,7 +120,7 @@ def test_one_process_names_the_shard_and_touches_nothing(trained, tmp_path, stag
         params["train"]["steps"] = 8
         (ws / "params.yaml").write_text(yaml.safe_dump(params))
     before = snapshot(ws)
-    res, seconds = run(stage, ws)
+    res = run(stage, ws, timeout=120)
     assert res.returncode == 1
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {stage}: shard data/shards/digits/{STAGES[stage]} is corrupt: ")
@@ -129,7 +128,6 @@ def test_one_process_names_the_shard_and_touches_nothing(trained, tmp_path, stag
     assert snapshot(ws) == before  # no checkpoint, model, sample, metric or FID reference touched or added
     assert "models/ema.safetensors" in before
     assert any(k.startswith("checkpoints/") and k.endswith("/step-000000004/model.safetensors") for k in before)
-    assert seconds < 120
 
 
 @pytest.mark.parametrize(
@@ -150,11 +148,10 @@ def test_two_ranks_report_the_failing_ranks_line_and_stop(two_shards, tmp_path, 
     ws = damaged_copy(two_shards, tmp_path / "ws", shards[0], how)
     for shard in shards[1:]:
         corrupt(ws / "data" / "shards" / "digits" / shard, how)
-    res, seconds = run(stage, ws, ranks=2)
+    res = run(stage, ws, ranks=2, timeout=120)
     assert res.returncode != 0
     line = rf"error: {stage}: shard data/shards/digits/train-00000[01]\.tar is corrupt: "
     assert re.search(line, res.stderr)
     root_cause = res.stderr.split("Root Cause")[-1]
     assert re.search(f"traceback : {line}", root_cause)  # the rank's error file, not "To enable traceback see ..."
     assert not list((ws / "checkpoints").glob("*/step-*"))  # a run folder at most, no checkpoint in it
-    assert seconds < 120

@@ -125,9 +125,8 @@ def test_a_dead_node_stops_the_other_in_one_line_and_the_rerun_resumes_to_the_sa
     node1 = psutil.Process(nodes[1].pid)
     for process in [node1, *node1.children(recursive=True)]:  # node 1 dies mid-run: its launcher and its worker
         process.send_signal(signal.SIGKILL)
-    killed_at = time.monotonic()
-    (node0, _, err0), _ = _finish(nodes, timeout=300)
-    assert node0 != 0 and time.monotonic() - killed_at < 120  # stopped, not hanging
+    (node0, _, err0), _ = _finish(nodes, timeout=120)  # stopped within 2 minutes, not hanging
+    assert node0 != 0
     assert _checkpoints(ws)[-1] < "step-000000060"  # the kill landed mid-stage
     lines = [line for line in err0.splitlines() if line.startswith("error: train:")]
     assert lines and "lost contact with" in lines[0] and "127.0.0.1" in lines[0], err0[-3000:]
