@@ -15,7 +15,7 @@ def main(params: Params, paths: Paths, run: Run) -> None:
     reconstruction = read_json(require(paths.reconstruction_metrics, "metrics", "figures"))["table"]
     tables = (paths.ddim_table, paths.solver_table)
     cells, solver_cells = ([read_json(p) for p in sorted(d.glob("*.json"))] for d in tables)
-    runs, note = evaluated_runs(params.dataset.value)
+    runs, note = evaluated_runs(params.dataset.value, leave_out=run.pipeline_run_id)  # this run: added as such
     inputs = (train, evaluation, reconstruction, cells, [Record(**r) for r in runs], note, solver_cells)
     report = build_report(params, *inputs, fid_reference=paths.fid_refs["train"])
     write_text(paths.report, report.results_md)

@@ -138,6 +138,7 @@ def test_kid_precision_recall_figures_and_paper_tables(project):
     assert f"these runs sampled {sampler}; the paper's were sampled ancestral, all 1000 steps" in tables
     assert "The published DDIM FIDs are left out: these runs sampled uniform τ of T = 100" in tables
     assert tables.split("| linear | L_simple |")[1].split("\n")[0].endswith("| this run |")
+    assert "also ran tiny-linear" not in tables  # its own evaluate run is "this run", not an older one
     assert next(line for line in tables.splitlines() if "(L_simple) |" in line).endswith("| this run |")
     assert "**Not comparable to the published numbers**: these runs are digits" in tables
     for name in ("ddpm_table.csv", "ddim_table1.csv", "ddim_table2.csv", "iddpm_table.csv", "fid_vs_nfe.png"):

@@ -16,12 +16,13 @@ from .store import tracking_uri
 from .tracker import FID_REFERENCE_TAG, MODEL_SHA_TAG
 
 
-def evaluated_runs(dataset: str) -> tuple[list[dict], str]:
+def evaluated_runs(dataset: str, leave_out: str | None = None) -> tuple[list[dict], str]:
     """Every finished ``evaluate`` stage run of the dataset's experiment, oldest first (params, metrics and the DVC
-    experiment's name as ``label``), and a note: empty, or saying that the store could not be read (a dead
-    tracking server must not stop the report)."""
+    experiment's name as ``label``), but those of the pipeline run ``leave_out`` (the report's own execution, whose
+    evaluation it adds itself), and a note: empty, or saying that the store could not be read (a dead tracking
+    server must not stop the report)."""
     try:
-        return _evaluated_runs(experiment_name(dataset)), ""
+        return _evaluated_runs(experiment_name(dataset), leave_out), ""
     except Exception as err:  # noqa: BLE001 - any tracking failure
         return [], f"(MLflow runs unavailable: {type(err).__name__}; these tables hold this run only)\n\n"
 
@@ -37,7 +38,7 @@ def promote_best_model(dataset: str, key: dict[str, str | None]) -> str:
         return f"model registry unavailable ({type(err).__name__}); alias not moved"
 
 
-def _evaluated_runs(experiment: str) -> list[dict]:
+def _evaluated_runs(experiment: str, leave_out: str | None = None) -> list[dict]:
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
@@ -68,6 +69,7 @@ def _evaluated_runs(experiment: str) -> list[dict]:
             "model_sha256": r.data.tags.get(MODEL_SHA_TAG, ""),
         }
         for r in runs
+        if leave_out is None or r.data.tags.get("mlflow.parentRunId") != leave_out
     ]
 
 

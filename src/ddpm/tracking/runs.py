@@ -167,6 +167,10 @@ class StageRun(Tracker):
         self.run_id: str | None = None
         self.parent_id: str | None = None
 
+    @property
+    def pipeline_run_id(self) -> str | None:
+        return self.parent_id
+
     def __enter__(self) -> StageRun:
         uri = tracking_uri()
         prepare_store(uri)

@@ -49,6 +49,10 @@ class ResilientRun(Tracker):
         self.run, self.spool_dir = run, Path(spool_dir)
         self.pending: Path | None = None
 
+    @property
+    def pipeline_run_id(self) -> str | None:
+        return None if self.pending is not None else self.run.pipeline_run_id
+
     def __enter__(self) -> ResilientRun:
         try:
             _retrying(self.run.__enter__)

@@ -17,6 +17,11 @@ class Tracker:
     nothing (``NullRun``, on processes other than the first). Every method here logs nothing; a tracker overrides
     them all, and the spool replays exactly these (``OPS``)."""
 
+    @property
+    def pipeline_run_id(self) -> str | None:
+        """The MLflow run of the pipeline execution this stage run belongs to, where one is known."""
+        return None
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         pass
 
