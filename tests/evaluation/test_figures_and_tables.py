@@ -324,6 +324,8 @@ def test_a_run_sampled_otherwise_than_the_paper_never_sits_beside_its_numbers():
     assert paper_tables.sampler_setting(SCALE | {"sample.clip_denoised": False}) == (
         "ancestral, all 1000 steps, x̂0 unclipped"
     )
+    assert paper_tables.sampler_setting(SCALE | {"sample.steps": 1000}) == ANCESTRAL  # all T steps, asked for
+    assert paper_tables.sampler_setting(SCALE | {"sample.steps": 250}) == "ancestral respaced 250, x̂0 clipped"
 
 
 def test_ddims_table_shows_the_paper_only_for_ddims_own_setting():

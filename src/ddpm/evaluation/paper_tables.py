@@ -127,7 +127,7 @@ def sampler_setting(params: dict) -> str | None:
             int(_text(params, "data.resolution") or 32),
         )
         return f"{sampler} NFE={steps} {spacing.value} {end.value}, {x0}"
-    respacing = _text(params, "sample.respacing") or steps
+    respacing = _text(params, "sample.respacing") or (steps if steps != T else None)  # all T steps: none
     return f"ancestral respaced {respacing}, {x0}" if respacing else f"ancestral, all {T or 'T'} steps, {x0}"
 
 
