@@ -17,10 +17,12 @@ from ddpm.core.solvers import (
     ODE_SOLVERS,
     dpm_solver_multistep,
     dpm_solver_singlestep,
+    grid_calls,
     heun,
     ode_sample,
     singlestep_grid,
     singlestep_orders,
+    solver_grid,
     unipc,
 )
 
@@ -330,6 +332,8 @@ def test_a_budget_buys_exactly_its_network_calls(linear100, x_T, sampler, end):
             odd = nfe % 2 == 1
             expected = nfe - 1 if sampler is Sampler.HEUN and odd == (ends is End.STEP0) else nfe
             assert calls == expected and torch.isfinite(x).all(), (nfe, spacing, calls)
+            resolved = solver_conventions(sampler, spacing, end, x_T.shape[-1])
+            assert grid_calls(sampler, *solver_grid(linear100, sampler, nfe, *resolved)) == calls  # FID cells
     with pytest.raises(OptionError, match="nfe: must be a positive number"):
         ode_sample(linear100, model, x_T, sampler, 0)
 
