@@ -1,7 +1,7 @@
 """Stage evaluate: FID, KID, precision/recall (IS where its weights exist) of the samples; NLL and rate–distortion."""
 
 from ddpm.data.loader import iter_batches
-from ddpm.evaluation import fid
+from ddpm.evaluation import fid, fidelity
 from ddpm.evaluation.likelihood import likelihood_scores, rate_distortion_series
 from ddpm.factory import load_for_inference
 from ddpm.progress import rounded
@@ -21,7 +21,7 @@ def main(params: Params, paths: Paths, run: Run, placement: Placement) -> None:
     if cfg.fid:
         fid.check_references(paths.fid_refs)
     inference = load_for_inference(params, require(paths.model, "model", "train"), device, precision=cfg.nll_precision)
-    metrics = fid.image_scores(samples, lambda: load_samples(paths.samples), paths.fid_refs, params, device, share)
+    metrics = fidelity.image_scores(samples, lambda: load_samples(paths.samples), paths.fid_refs, params, device, share)
     nll, rows = likelihood_scores(inference.diffusion, inference.model, test, params.seed, device, share)
     if not placement.is_main:
         return

@@ -1,10 +1,14 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 import torch_fidelity
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torch_fidelity.metric_fid import fid_statistics_to_metric
 
-from ddpm.evaluation import fid
+from ddpm.evaluation import fid, fidelity
 
 
 def test_weights_are_the_pinned_file():
@@ -18,6 +22,46 @@ def test_frechet_distance_golden_value():
     # ‖Δμ‖² + tr(Σa + Σb − 2 (Σa Σb)^½) = 1 + d (1 + 4 − 4)
     assert fid.frechet_distance(a, b) == pytest.approx(1 + d)
     assert fid.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_of_two_points_against_a_round_gaussian():
+    """Features ±e₁ (n = 2 ≤ d): μa = 0, Σa = 2 e₁e₁ᵀ (divisor n − 1 = 1); against μb = e₂, Σb = 4 I the product
+    Σa Σb = 8 e₁e₁ᵀ has one nonzero eigenvalue, 8, so FID = ‖e₂‖² + 2 + 4d − 2·√8. Both routes to the trace."""
+    d = 5
+    features = np.stack([np.eye(d)[0], -np.eye(d)[0]])
+    a, b = fid.statistics(features), {"mu": np.eye(d)[1], "sigma": 4 * np.eye(d)}
+    expected = 1 + 2 + 4 * d - 2 * np.sqrt(8)
+    assert fid.frechet_distance(a, b, features) == pytest.approx(expected, rel=1e-12)
+    assert fid.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("n", [6, 40, 80])
+def test_frechet_distance_from_the_features_equals_the_d_by_d_route_and_torch_fidelity(n):
+    """n < d, n = d and n > d samples in d = 40 dimensions: the n×n eigenproblem gives the trace of the d×d one;
+    without features the computation is TTUR's, as torch-fidelity codes it."""
+    rng = np.random.default_rng(n)
+    d = 40
+    features = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) / 4 + 1
+    ref_feats = rng.normal(size=(200, d)) @ rng.normal(size=(d, d)) / 4
+    a, b = fid.statistics(features), fid.statistics(ref_feats)
+    full = fid.frechet_distance(a, b)
+    assert full == pytest.approx(fid_statistics_to_metric(a, b, False)["frechet_inception_distance"], rel=1e-12)
+    assert fid.frechet_distance(a, b, features) == pytest.approx(full, rel=1e-7, abs=1e-6)
+
+
+def test_fid_processes_do_not_import_the_torch_fidelity_package():
+    """The stages that compute features and FID (fid_ref, the FID cells) skip torch-fidelity's ~1.2 s import
+    (torchvision, torch._dynamo); the resize is torch-fidelity's own function, bit for bit."""
+    code = (
+        "import sys, torch; from ddpm.evaluation import fid, fid_cells; "
+        "fid.feature_extractor('cpu')(torch.zeros(1, 3, 8, 8, dtype=torch.uint8)); "
+        "print(sorted(m for m in ('torch_fidelity', 'torchvision', 'torch._dynamo') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 255
+    ours = fid.tf1_bilinear_resize()(x, size=(299, 299), align_corners=False)
+    assert torch.equal(ours, interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False))
 
 
 def test_statistics_need_two_images():
@@ -51,7 +95,7 @@ def test_registered_extractor_runs_offline_through_torch_fidelity():
         input2=Images(b),
         fid=True,
         cuda=False,
-        feature_extractor=fid.EXTRACTOR_NAME,
+        feature_extractor=fidelity.EXTRACTOR_NAME,
         verbose=False,
         save_cpu_ram=True,
     )
@@ -76,7 +120,7 @@ def test_statistics_roundtrip(tmp_path):
 def test_kid_and_precision_recall_separate_matching_from_shifted_features():
     import numpy as np
 
-    from ddpm.evaluation.fid import kid_precision_recall
+    from ddpm.evaluation.fidelity import kid_precision_recall
 
     rng = np.random.default_rng(0)
     real = rng.normal(size=(200, 16))
@@ -105,7 +149,7 @@ def test_channels_last_on_cpu_gives_the_plain_layouts_features():
     up to float32 summation order (measured ≤ 1e-5; pool3 features are O(0.1–1))."""
     x = (torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
     extractor = fid.feature_extractor("cpu")
-    ours = extractor(x)[0]
+    ours = extractor(x)
     resized = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(299, 299), align_corners=False)
     with torch.no_grad():
         plain = extractor.model(((resized - 128.0) / 128.0).contiguous())
