@@ -2,11 +2,14 @@
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from . import ROOT
+
+DDPM = str(Path(sys.executable).parent / "ddpm")  # the console script of this environment
 
 
 def sh(args, cwd, env, timeout=900):
@@ -52,3 +55,28 @@ def committed(rel: str) -> str:
     """A file of this checkout as committed (HEAD), or as it stands where this is not a git checkout."""
     res = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=ROOT, capture_output=True, text=True)
     return res.stdout if res.returncode == 0 else (ROOT / rel).read_text()
+
+
+def copy_of(repo: Path, dest: Path, keep_checkpoints: bool = True) -> Path:
+    """A copy of a pipeline repository at ``dest``: git history and experiments, DVC's cache and run cache, the
+    workspace's outputs and its MLflow store (a SQLite file whose absolute artifact paths are moved to the copy, so
+    its runs write their artifacts there). DVC's temporary folder (locks, a queue's state) is left behind, and the
+    training checkpoints too unless ``keep_checkpoints``."""
+    skip = {".dvc/tmp"} | (set() if keep_checkpoints else {"checkpoints"})
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        rel = Path(folder).relative_to(repo)
+        return [n for n in names if str(rel / n).removeprefix("./") in skip]
+
+    shutil.copytree(repo, dest, symlinks=True, ignore=ignore)
+    db = dest / "mlflow.db"
+    if db.exists():
+        with sqlite3.connect(db) as con:
+            for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                for column in [c[1] for c in con.execute(f"PRAGMA table_info({table})") if c[2].upper() != "BLOB"]:
+                    con.execute(
+                        f"UPDATE {table} SET {column} = replace({column}, ?, ?) WHERE {column} LIKE ?",
+                        (str(repo), str(dest), f"%{repo}%"),
+                    )
+        con.close()
+    return dest

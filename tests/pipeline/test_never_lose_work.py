@@ -1,4 +1,4 @@
-"""Never lose work, through DVC itself, in a temporary copy of this checkout (the tiny profile's train stage):
+"""Never lose work, through DVC itself, in a copy of the session's quickstart run (the tiny profile's train stage):
 a change of another section resumes training; a refused value fails in the check stage before DVC removes any
 output; a second `dvc exp run` started while one runs is refused before it touches the workspace while the first
 finishes and is saved; a queued experiment killed in its train stage resumes when queued again and ends with the
@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from helpers.repos import checkout_copy, pipeline_env, sh
+from helpers.repos import copy_of, pipeline_env, sh
 
 pytestmark = pytest.mark.e2e
 TINY = ["-S", "profile=tiny", "-S", "train.checkpoint_every=50", "-S", "train.sample_every=0"]
@@ -22,9 +22,11 @@ KEPT = ("models/ema.safetensors", "metrics/train.json", "plots/train_loss.csv")
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def repo(tiny_run, tmp_path_factory):
+    """The quickstart's repository without its checkpoints; a first experiment trains 100 steps (prepare is up to
+    date)."""
     env = pipeline_env()
-    repo = checkout_copy(tmp_path_factory.mktemp("never-lose") / "repo", env)
+    repo = copy_of(tiny_run["repo"], tmp_path_factory.mktemp("never-lose") / "repo", keep_checkpoints=False)
     out = sh(["dvc", "exp", "run", *TINY, "-S", "train.steps=100", "-n", "first", "train"], repo, env)
     assert "train: starting at step 0 in checkpoints/" in out
     return repo, env

@@ -1,17 +1,15 @@
-"""The tiny profile end to end through DVC, in a temporary copy of this checkout: what the quickstart runs."""
+"""The tiny profile end to end through DVC, in a copy of the session's quickstart run (conftest.tiny_run)."""
 
 import csv
 import json
 import math
 import re
-import sys
 import time
-from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
-from helpers.repos import checkout_copy, pipeline_env, sh
+from helpers.repos import DDPM, copy_of, pipeline_env, sh
 
 from ddpm.config import compose
 from ddpm.storage.files import file_digest
@@ -19,7 +17,6 @@ from ddpm.storage.files import file_digest
 SOLVERS = ("dpm_solver_pp_3m", "dpm_solver_3", "unipc_bh1_3", "heun")
 CELLS = {"ddim_fid@5-0.0", "ddim_fid@10-0.0"} | {f"solver_fid@{s}-{n}" for s in SOLVERS for n in (5, 10)}  # tiny tables
 STAGES = {"prepare", "fid_ref", "train", "sample", "evaluate", "figures", "report"} | CELLS
-DDPM = str(Path(sys.executable).parent / "ddpm")  # the console script of this environment
 
 pytestmark = pytest.mark.e2e
 
@@ -40,20 +37,16 @@ def _wait_for_queue(repo, env, names, timeout=2400):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A git repository holding this checkout's files (committed or not) and a DVC remote in a shared folder; the
-    tiny profile made the workspace's profile and run, as the quickstart does; then a grid of two experiments queued
-    without naming the profile (so they vary the workspace's tiny one) with Hydra's sweep syntax and run by
-    two queue workers at once (`dvc queue start -j 2`), every run logging to one SQLite store."""
+def project(tiny_run, tmp_path_factory):
+    """A copy of the session's quickstart run (tiny-linear in the workspace; the team's DVC remote a shared
+    folder) pushing to a bare git remote; then a grid of two experiments queued without naming the profile (so they
+    vary the workspace's tiny one) with Hydra's sweep syntax and run by two queue workers at once
+    (`dvc queue start -j 2`), every run logging to one SQLite store."""
     env = pipeline_env()
     tmp = tmp_path_factory.mktemp("e2e")
-    repo = checkout_copy(tmp / "repo", env)
+    repo = copy_of(tiny_run["repo"], tmp / "repo")
     sh(["git", "init", "-q", "--bare", str(tmp / "origin.git")], tmp, env)
     sh(["git", "remote", "add", "origin", str(tmp / "origin.git")], repo, env)
-    sh(["dvc", "remote", "add", "-d", "shared", str(tmp / "dvc-store")], repo, env)
-    sh(["git", "commit", "-qam", "the team's DVC remote"], repo, env)
-    sh([DDPM, "profile", "tiny"], repo, env)  # as the quickstart does: later -S changes vary the tiny profile
-    first = sh(["dvc", "exp", "run", "-S", "profile=tiny", "--name", "tiny-linear"], repo, env)
     metrics_first = json.loads((repo / "metrics" / "evaluate.json").read_text())
     queued = sh(
         [
@@ -79,7 +72,7 @@ def project(tmp_path_factory):
         "repo": repo,
         "env": env,
         "tmp": tmp,
-        "first": first,
+        "first": tiny_run["output"],
         "names": names,
         "status": status,
         "iddpm_table": table,
