@@ -91,14 +91,36 @@ def _make_parent(path: Path) -> None:
         raise
 
 
+def remove_leftovers(path: Path) -> None:
+    """Remove the temporary folders ``atomic_folder`` left beside ``path`` in a process that was killed (SIGKILL
+    leaves no chance to clean up): their names carry the writer's pid, and that process no longer runs on this
+    machine. A live writer's folders stay."""
+    for leftover in path.parent.glob(f".{path.name}.*-*"):
+        kind, _, rest = leftover.name.removeprefix(f".{path.name}.").partition("-")
+        pid = rest.split("-")[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextmanager
 def atomic_folder(path: Path) -> Iterator[Path]:
     """A fresh temporary folder beside ``path`` to fill; swapped in for ``path`` (replacing any previous one) when
-    the block ends, removed if it raises."""
+    the block ends, removed if it raises. What a killed writer left beside ``path`` is removed first."""
     path = Path(path)
     _make_parent(path)
+    remove_leftovers(path)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     except OSError as err:
         _raise_as_write_error(err, path, path.parent)
         raise
