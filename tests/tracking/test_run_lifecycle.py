@@ -122,6 +122,28 @@ def _damage(db) -> None:
         f.truncate(size // 2)
 
 
+def test_an_empty_store_file_is_named_damaged_not_replaced_by_a_new_store(tmp_path, monkeypatch, capsys):
+    """A zero-byte mlflow.db (a truncation, a failed copy) would open in SQLite as a new, empty store with every
+    earlier run out of sight: a stage names it damaged, keeps its log aside and leaves the file as it was; the
+    report's query of the runs says the store is unavailable."""
+    from ddpm.stage.harness import stage_main
+    from ddpm.tracking.queries import evaluated_runs
+
+    uri = _store(tmp_path, monkeypatch)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(compose_raw(["profile=tiny"])))
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    monkeypatch.setenv("DVC_STAGE", "report")
+    stage_main("report", lambda params, paths, run: run.log_metrics({"x": 1.0}), str(tmp_path / "params.yaml"))
+    [warning] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(
+        f"warning: the MLflow store at {uri} is damaged (file is not a database: {tmp_path / 'mlflow.db'} is empty "
+        "(0 bytes); restore it, or delete it if it never held a store)"
+    )
+    assert (tmp_path / "mlflow.db").stat().st_size == 0 and list((tmp_path / "mlflow-pending").glob("*.jsonl"))
+    runs, note = evaluated_runs("digits")
+    assert runs == [] and "MLflow runs unavailable" in note and (tmp_path / "mlflow.db").stat().st_size == 0
+
+
 def test_a_damaged_store_is_named_the_log_kept_and_replayed_where_it_belongs(tmp_path, monkeypatch, capsys):
     from ddpm.stage.harness import stage_main
 

@@ -12,7 +12,7 @@ from ddpm.config import experiment_name
 from ddpm.evaluation.paper_tables import Record, comparable
 
 from .registry import BEST_ALIAS, registered_name
-from .store import tracking_uri
+from .store import check_store_file, tracking_uri
 from .tracker import FID_REFERENCE_TAG, MODEL_SHA_TAG
 
 
@@ -39,6 +39,7 @@ def promote_best_model(dataset: str, key: dict[str, str | None]) -> str:
 
 
 def _evaluated_runs(experiment: str, leave_out: str | None = None) -> list[dict]:
+    check_store_file(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)

@@ -52,6 +52,7 @@ def prepare_store(uri: str) -> None:
     (MLflow sets SQLite's busy timeout to 20 s). Other stores are left alone."""
     if not uri.startswith("sqlite:///") or uri in _prepared:
         return
+    check_store_file(uri)
     db = Path(uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(db.with_name(db.name + ".lock")):
@@ -60,6 +61,19 @@ def prepare_store(uri: str) -> None:
             con.execute("PRAGMA journal_mode=WAL")  # persistent: recorded in the database file
         con.close()
     _prepared.add(uri)
+
+
+def check_store_file(uri: str) -> None:
+    """Refuse a SQLite store whose file exists but is empty (0 bytes: truncated, or a copy that failed), which
+    SQLite would silently open as a new, empty store, every earlier run out of sight. The message reads as SQLite's
+    for a damaged file, so that callers name the store as damaged and keep their log."""
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    if db.is_file() and db.stat().st_size == 0:
+        raise sqlite3.DatabaseError(
+            f"file is not a database: {db} is empty (0 bytes); restore it, or delete it if it never held a store"
+        )
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
