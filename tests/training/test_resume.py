@@ -113,3 +113,33 @@ def test_kill9_and_resume_is_bit_identical(tmp_path, shard_dir):
         for key in a:
             assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
     assert [c.step for c in list_checkpoints(folder)] == [80, 90]  # keep_checkpoints: 2
+
+
+def _set_steps(workdir: Path, steps: int) -> None:
+    (workdir / "params.yaml").write_text(
+        yaml.safe_dump(make_params(PARAMS | {"train": PARAMS["train"] | {"steps": steps}}).model_dump(mode="json"))
+    )
+
+
+def test_fewer_steps_than_a_checkpoint_trains_to_the_asked_step(tmp_path, shard_dir):
+    """After a 60-step run (checkpoints 40 and 60), train.steps = 30 trains from step 0, the weights equal to a
+    run asked for 30 steps in the first place (never the step-60 weights labelled 30); train.steps = 50 resumes from
+    step 40. The longer run's checkpoints stay."""
+    longer = workdir(tmp_path, "longer", shard_dir)
+    _set_steps(longer, 60)
+    finish(start_train(longer))
+    [folder] = run_folders(longer)
+    assert [c.step for c in list_checkpoints(folder)] == [40, 60]
+    _set_steps(longer, 30)
+    out = finish(start_train(longer))
+    assert "train: starting at step 0" in out and "the checkpoints beyond train.steps = 30 stay" in out
+    fresh = workdir(tmp_path, "fresh", shard_dir)
+    _set_steps(fresh, 30)
+    finish(start_train(fresh))
+    a, b = (load_file(str(d / "models" / "ema.safetensors")) for d in (longer, fresh))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert [c.step for c in list_checkpoints(folder)][-2:] == [40, 60]
+    _set_steps(longer, 50)
+    out = finish(start_train(longer))
+    assert f"train: resuming from checkpoints/{folder.name}/step-000000040 (step 40)" in out
+    assert [c.step for c in list_checkpoints(folder)][-1] == 60

@@ -91,7 +91,9 @@ def save_checkpoint(
             "history": history,
         }
         (tmp / META).write_text(json.dumps(meta))
-    for old in list_checkpoints(root)[:-keep]:
+    # The newest ``keep`` at or below this step stay; a longer run's later checkpoints (a run asked for fewer
+    # steps than one before it) are not this run's to remove.
+    for old in [c for c in list_checkpoints(root) if c.step <= step][:-keep]:
         shutil.rmtree(old.path, ignore_errors=True)
     return final
 

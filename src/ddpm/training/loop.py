@@ -236,18 +236,24 @@ class TrainLoop:
         )
 
     def _restore(self) -> tuple[int, list[dict[str, float]]]:
-        """The step to start from and the logged history: the folder's newest checkpoint's, or 0 and none."""
+        """The step to start from and the logged history: those of the folder's newest checkpoint at or below
+        ``train.steps`` (a checkpoint beyond it holds weights trained for more steps than asked: it stays, unused),
+        or 0 and none."""
         checkpoints = list_checkpoints(self.folder)
-        if not checkpoints:
+        usable = [c for c in checkpoints if c.step <= self.cfg.steps]
+        beyond = (
+            f"; the checkpoints beyond train.steps = {self.cfg.steps} stay" if len(usable) < len(checkpoints) else ""
+        )
+        if not usable:
             if self.accelerator.is_main_process:
-                print(fresh_start_note(self.folder, self.params), flush=True)
+                print(fresh_start_note(self.folder, self.params) + beyond, flush=True)
             return 0, []
-        newest = checkpoints[-1].path
+        newest = usable[-1].path
         state = load_checkpoint(newest, self.model, self.ema.model, self.optimizer, self.scheduler)
         match_layout(self.optimizer)
         self.timesteps.load_state_dict(state["sampler_state"])
-        self.accelerator.print(f"train: resuming from {newest} (step {state['step']})")
-        return min(state["step"], self.cfg.steps), state["history"]
+        self.accelerator.print(f"train: resuming from {newest} (step {state['step']}){beyond}")
+        return state["step"], state["history"]
 
     def _prepare(self) -> None:
         """Activation checkpointing, compilation and Accelerate's wrapping of the network and optimizer."""
