@@ -122,24 +122,24 @@ def _set_steps(workdir: Path, steps: int) -> None:
 
 
 def test_fewer_steps_than_a_checkpoint_trains_to_the_asked_step(tmp_path, shard_dir):
-    """After a 60-step run (checkpoints 40 and 60), train.steps = 30 trains from step 0, the weights equal to a
-    run asked for 30 steps in the first place (never the step-60 weights labelled 30); train.steps = 50 resumes from
-    step 40. The longer run's checkpoints stay."""
+    """After a 40-step run (checkpoints 20 and 40), train.steps = 10 trains from step 0, the weights equal to a
+    run asked for 10 steps in the first place (never the step-40 weights labelled 10); train.steps = 30 resumes from
+    step 20. The longer run's checkpoints stay."""
     longer = workdir(tmp_path, "longer", shard_dir)
-    _set_steps(longer, 60)
+    _set_steps(longer, 40)
     finish(start_train(longer))
     [folder] = run_folders(longer)
-    assert [c.step for c in list_checkpoints(folder)] == [40, 60]
-    _set_steps(longer, 30)
+    assert [c.step for c in list_checkpoints(folder)] == [20, 40]
+    _set_steps(longer, 10)
     out = finish(start_train(longer))
-    assert "train: starting at step 0" in out and "the checkpoints beyond train.steps = 30 stay" in out
+    assert "train: starting at step 0" in out and "the checkpoints beyond train.steps = 10 stay" in out
     fresh = workdir(tmp_path, "fresh", shard_dir)
-    _set_steps(fresh, 30)
+    _set_steps(fresh, 10)
     finish(start_train(fresh))
     a, b = (load_file(str(d / "models" / "ema.safetensors")) for d in (longer, fresh))
     assert all(torch.equal(a[key], b[key]) for key in a)
-    assert [c.step for c in list_checkpoints(folder)][-2:] == [40, 60]
-    _set_steps(longer, 50)
+    assert [c.step for c in list_checkpoints(folder)][-2:] == [20, 40]
+    _set_steps(longer, 30)
     out = finish(start_train(longer))
-    assert f"train: resuming from checkpoints/{folder.name}/step-000000040 (step 40)" in out
-    assert [c.step for c in list_checkpoints(folder)][-1] == 60
+    assert f"train: resuming from checkpoints/{folder.name}/step-000000020 (step 20)" in out
+    assert [c.step for c in list_checkpoints(folder)][-1] == 40
