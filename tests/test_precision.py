@@ -29,6 +29,18 @@ def test_the_setting_covers_matmuls_convolutions_and_rnns_and_a_block_restores_i
         set_fp32_precision("tf16")
 
 
+@pytest.mark.parametrize("mode", ["ieee", "tf32"])
+def test_the_legacy_flags_read_as_the_setting_after_it(mode):
+    """Code that still reads torch.backends.*.allow_tf32 (Inductor's max-autotune, diffusers) finds the setting
+    there instead of PyTorch's mixed-API RuntimeError, also after a block restored it."""
+    set_fp32_precision("tf32" if mode == "ieee" else "ieee")
+    set_fp32_precision(mode)
+    with ieee_float32():
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cudnn.allow_tf32 == torch.backends.cuda.matmul.allow_tf32 == (mode == "tf32")
+    assert torch.get_float32_matmul_precision() == ("high" if mode == "tf32" else "highest")
+
+
 def test_inception_features_run_in_ieee_float32_after_the_new_api_was_used():
     """The legacy allow_tf32 flags raise once fp32_precision is used; the FID path uses the new API only."""
     torch.backends.cudnn.conv.fp32_precision = "tf32"

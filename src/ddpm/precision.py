@@ -1,10 +1,12 @@
 """What float32 means on a GPU. PyTorch runs cuDNN convolutions in TF32 by default (a 10-bit mantissa), so an
-"fp32" network would not be IEEE float32; every compute stage sets IEEE here, through PyTorch's one precision API
-(``fp32_precision``; the legacy ``allow_tf32`` flags raise once the new API is used), and TF32 only where a param
-asks for it by name. A no-op for CPU arithmetic."""
+"fp32" network would not be IEEE float32; every compute stage sets IEEE here, through PyTorch's precision API
+(``fp32_precision``), and TF32 only where a param asks for it by name. The legacy ``allow_tf32`` flags are set to
+agree first: PyTorch raises when code reads them (Inductor's max-autotune, diffusers, a user's script) after the new
+API alone was used. A no-op for CPU arithmetic."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,12 +19,22 @@ def _settings():
     return (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
 
 
+def _apply(modes: list[str]) -> None:
+    """Set matmul, cuDNN conv and cuDNN RNN precision (``_settings`` order), the legacy flags first to agree."""
+    matmul, conv, _ = modes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy flags' deprecation notice: set only so that reading them works
+        torch.backends.cuda.matmul.allow_tf32 = matmul == TF32
+        torch.backends.cudnn.allow_tf32 = conv == TF32
+    for setting, mode in zip(_settings(), modes, strict=True):
+        setting.fp32_precision = mode
+
+
 def set_fp32_precision(mode: str) -> None:
     """Matmuls and convolutions in float32 as ``mode`` says: ``ieee`` (true float32) or ``tf32``."""
     if mode not in (IEEE, TF32):
         raise ValueError(f"fp32 precision {mode!r} is not {IEEE!r} or {TF32!r}")
-    for setting in _settings():
-        setting.fp32_precision = mode
+    _apply([mode] * len(_settings()))
 
 
 def fp32_precision() -> str:
@@ -39,5 +51,4 @@ def ieee_float32() -> Iterator[None]:
     try:
         yield
     finally:
-        for setting, mode in zip(_settings(), saved, strict=True):
-            setting.fp32_precision = mode
+        _apply(saved)
