@@ -1,5 +1,6 @@
 # ddpm-pipeline: the DVC pipeline with CUDA-capable PyTorch (PyPI's torch wheels carry their CUDA libraries;
-# run with `docker run --gpus all` on a host with the NVIDIA driver and container toolkit).
+# run with `docker run --gpus all --ipc=host` on a host with the NVIDIA driver and container toolkit; --ipc=host
+# (or --shm-size=8g) gives the DataLoader workers and NCCL more than Docker's 64 MiB of /dev/shm: docs/docker.md).
 FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \

@@ -153,3 +153,24 @@ def test_stage_reports_a_full_disk_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         stage_main("sample", other, params_path=str(tmp_path / "params.yaml"))
     assert str(exit_.value) == f"error: sample: outputs/samples/manifest.json: {FULL}"
+
+
+def test_a_dataloader_worker_death_ends_the_stage_in_one_line(tmp_path, monkeypatch):
+    """PyTorch's SIGCHLD handler raises a worker's death wherever the stage is: one line, with the shared memory."""
+    import yaml
+    from helpers.params import compose_raw
+
+    from ddpm.stage.harness import stage_main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(compose_raw()))
+
+    def body(params, paths, run):
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Bus error. It is possible that ...\nmore")
+
+    with pytest.raises(SystemExit) as exit_:
+        stage_main("train", body, params_path=str(tmp_path / "params.yaml"))
+    message = str(exit_.value)
+    assert message.startswith("error: train: DataLoader worker (pid 4242) is killed by signal: Bus error.")
+    assert "\n" not in message and "(/dev/shm: " in message

@@ -94,3 +94,69 @@ def test_a_shard_holding_fewer_images_than_the_manifest_says_is_named(tmp_path, 
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"train-000000.tar.* hold \d+ images, the manifest says \d+"):
         _take(other, 200, 0)
+
+
+def test_too_little_shared_memory_for_the_workers_is_refused_in_one_line(monkeypatch):
+    """Docker's default 64 MiB /dev/shm against 4 workers of batches of 64 images of 3×256×256: refused before
+    training, naming the key, the numbers and the fixes; no workers, or small batches, pass."""
+    import collections
+
+    from ddpm.data import shared_memory
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shared_memory.shutil, "disk_usage", lambda path: usage(64 * 2**20, 0, 64 * 2**20))
+    batch = 64 * 3 * 256 * 256
+    with pytest.raises(OSError) as err:
+        shared_memory.check_shared_memory(4, batch, processes=2)
+    assert str(err.value) == (
+        "train.loader_workers: 2 × 4 workers × 5 batches of 12.0 MiB need 480 MiB of shared memory (/dev/shm: 64 MiB "
+        "free of 64 MiB; Docker gives 64 MiB unless run with --ipc=host or --shm-size); run the container with "
+        "--ipc=host or a larger --shm-size, or set train.loader_workers=0"
+    )
+    shared_memory.check_shared_memory(0, batch, processes=2)
+    shared_memory.check_shared_memory(4, 128 * 3 * 32 * 32)  # CIFAR-10's batches: 7.5 MiB in all
+
+
+KILL_A_WORKER = """
+import os, signal, sys, time, warnings
+from pathlib import Path
+from ddpm.data.loader import train_stream
+from ddpm.data.shared_memory import worker_failure
+
+warnings.simplefilter("ignore")
+stream = train_stream(Path(sys.argv[1]), 32, seed=7, shuffle_buffer=300, workers=2)
+next(stream)
+me = os.getpid()
+try:
+    os.kill(int(Path(f"/proc/{me}/task/{me}/children").read_text().split()[0]), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        next(stream)
+        time.sleep(0.05)
+    line = "no error within 60 s"
+except BaseException as err:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # PyTorch's handler raises again as the other workers end
+    line = worker_failure(err) or f"not a worker failure: {err}"
+os.write(1, line.encode())
+os._exit(0)
+"""
+
+
+def test_a_killed_worker_stops_the_stream_with_one_line_not_a_hang(folder):
+    """SIGKILL to a DataLoader worker (as SIGBUS kills one on a full /dev/shm): PyTorch's error reaches the
+    training process (raised by its SIGCHLD handler wherever that process is: so in a process of its own here) and
+    reads as one line naming the worker and the shared memory."""
+    import subprocess
+    import sys
+
+    from ddpm.data.shared_memory import worker_failure
+
+    res = subprocess.run(
+        [sys.executable, "-c", KILL_A_WORKER, str(folder)], capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    line = res.stdout
+    # PyTorch's own line ("DataLoader worker (pid …) is killed by signal"), or the reset of the dead worker's queue
+    assert line.startswith(("DataLoader worker (pid", "DataLoader worker died: ")) and "\n" not in line, line
+    assert "/dev/shm: " in line and "train.loader_workers=0" in line
+    assert worker_failure(RuntimeError("CUDA out of memory")) is None

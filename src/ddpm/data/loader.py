@@ -18,6 +18,7 @@ from ddpm.progress import Counted
 
 from .png import decode_png
 from .shards import REPAIR, ShardFile, shard_files
+from .shared_memory import PREFETCH, WORKER_TIMEOUT
 from .tar_reader import check_size, read_members, verify_shards
 
 
@@ -90,7 +91,8 @@ def train_stream(
         batch_size=None,
         num_workers=workers,
         pin_memory=pin_memory,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=PREFETCH if workers else None,
+        timeout=WORKER_TIMEOUT if workers else 0,
     )
     for item in loader:
         if isinstance(item, _Raised):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ddpm.config import Params, ParamsError, experiment_name, load_params
+from ddpm.data.shared_memory import worker_failure
 from ddpm.processes import project_root
 from ddpm.storage.files import WriteError
 from ddpm.tracking.tracker import NullRun
@@ -119,13 +120,8 @@ def stage_main(
         hold_params(Path(params_path), stage)
     except ParamsError as err:  # a params value, named as validation names it
         fail(f"error: {err}")
-    except USER_ERRORS as err:
-        fail(f"error: {stage}: {_one_line(err)}")
-    except RuntimeError as err:  # a process of the group (another node, say) died: one line, not a traceback
-        lost = placement.lost_peer(err) if placement is not None else None
-        if lost is None:
-            raise
-        fail(f"error: {stage}: {lost}")
+    except (*USER_ERRORS, RuntimeError, EOFError) as err:
+        fail(f"error: {stage}: {_stage_error(err, placement)}")
 
 
 def _fail_before_run(message: str, tracked: bool) -> NoReturn:
@@ -169,6 +165,17 @@ def _tracker(stage: str, params, body: StageBody, compute: bool):
         system_metrics=compute,
     )
     return ResilientRun(stage_run, project_root() / "mlflow-pending")
+
+
+def _stage_error(err: BaseException, placement: Placement | None) -> str:
+    """The one line for an error that ends a stage: a DataLoader worker's death (with the shared memory it had), a
+    lost process of the group (another node, say), a user error; any other error is raised again (a traceback)."""
+    line = worker_failure(err)
+    if line is None and isinstance(err, RuntimeError | EOFError):
+        line = placement.lost_peer(err) if placement is not None and isinstance(err, RuntimeError) else None
+        if line is None:
+            raise err
+    return line or _one_line(err)
 
 
 def _one_line(err: BaseException) -> str:

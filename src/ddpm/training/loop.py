@@ -4,6 +4,7 @@ accumulation, mixed precision, EMA, resumable checkpoints, telemetry."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from ddpm.core.images import image_grid, to_model_range
 from ddpm.core.unet import count_parameters
 from ddpm.data.loader import train_stream
 from ddpm.data.shards import read_manifest, split_identity
+from ddpm.data.shared_memory import check_shared_memory
 from ddpm.factory import build_diffusion, build_model
 from ddpm.precision import IEEE, TF32, set_fp32_precision
 from ddpm.progress import progress
@@ -195,6 +197,9 @@ class TrainLoop:
         self.log, self.log_image = log, log_image
         self.channels = self._channels()
         self.micro = self.cfg.micro_batch(accelerator.num_processes)
+        res = params.data.resolution
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by accelerate launch (torchrun)
+        check_shared_memory(self.cfg.loader_workers, self.micro * self.channels * res * res, local_processes)
         self.rank, self.device = accelerator.process_index, accelerator.device
         torch.manual_seed(int(np.random.SeedSequence([params.seed]).generate_state(1)[0]))  # same init on every rank
         self._build()
