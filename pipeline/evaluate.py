@@ -16,11 +16,11 @@ def main(params: Params, paths: Paths, run: Run, placement: Placement) -> None:
     cfg, device, share = params.evaluate, placement.device, placement.share
     samples = sample_batches(require(paths.samples, "samples", "sample"), params.fid.batch_size, share)
     # Fail now, not after the samples' features, on a missing reference or weights or a corrupt test shard.
-    shards = require(paths.shards, "shards", "prepare")
+    shards, model = require(paths.shards, "shards", "prepare"), require(paths.model, "model", "train")
     test = iter_batches(shards, "test", cfg.nll_batch_size, cfg.nll_images, params.data.verify, share)
     if cfg.fid:
         fid.check_references(paths.fid_refs)
-    inference = load_for_inference(params, require(paths.model, "model", "train"), device, precision=cfg.nll_precision)
+    inference = load_for_inference(params, model, device, precision=cfg.nll_precision, compile=cfg.compile)
     metrics = fidelity.image_scores(samples, lambda: load_samples(paths.samples), paths.fid_refs, params, device, share)
     nll, rows = likelihood_scores(inference.diffusion, inference.model, test, params.seed, device, share)
     if not placement.is_main:

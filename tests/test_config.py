@@ -123,17 +123,26 @@ BAD = [
     ({"evaluate": {"nll_images": -5}}, "params.yaml: evaluate.nll_images: Input should be greater than 0"),
     (
         {"sample": {"precision": "fp16"}},
-        "params.yaml: sample.precision: Input should be 'fp32', 'tf32' or 'bf16' (got 'fp16')",
+        "params.yaml: sample.precision: Input should be 'auto', 'fp32', 'tf32' or 'bf16' (got 'fp16')",
     ),
-    ({"sample": {"compile": "sometimes"}}, "params.yaml: sample.compile: Input should be a valid boolean"),
-    ({"evaluate": {"nll_precision": "fp64"}}, "params.yaml: evaluate.nll_precision: Input should be 'fp32', 'tf32'"),
+    (
+        {"sample": {"compile": "sometimes"}},
+        "params.yaml: sample.compile: Input should be true, false or auto (got 'sometimes')",
+    ),
+    (
+        {"evaluate": {"nll_precision": "fp64"}},
+        "params.yaml: evaluate.nll_precision: Input should be 'auto', 'fp32', 'tf32'",
+    ),
     ({"data": {"verify": "never"}}, "params.yaml: data.verify: Input should be 'before' or 'streaming' (got 'never')"),
     ({"timestep_sampler": "greedy"}, "params.yaml: timestep_sampler: Input should be 'uniform' or 'loss_aware'"),
     ({"sample": {"eta": "big"}}, "params.yaml: sample.eta: must be a number in [0, 1] or 'sigma_hat' (got 'big')"),
     ({"sample": {"respacing": "10,x"}}, "params.yaml: sample.respacing: cannot parse '10,x'"),
     ({"sample": {"respacing": "ddim999"}}, "params.yaml: sample.respacing: no integer stride gives exactly 999"),
     ({"sample": {"respacing": "50", "sampler": "ddim"}}, "params.yaml: sample.respacing: applies to sampler"),
-    ({"train": {"mixed_precision": "fp8"}}, "params.yaml: train.mixed_precision: Input should be 'no', 'tf32', 'bf16'"),
+    (
+        {"train": {"mixed_precision": "fp8"}},
+        "params.yaml: train.mixed_precision: Input should be 'auto', 'no', 'tf32', 'bf16'",
+    ),
     (
         {"train": {"grad_accumulation": 3}},
         "params.yaml: train.batch_size: 128 does not split over 1 process(es) × "

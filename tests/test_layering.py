@@ -27,9 +27,10 @@ ALLOWED = {
     "ddpm.progress": set(),
     "ddpm.precision": set(),
     "ddpm.config": {"ddpm.core"},
+    "ddpm.device_defaults": {"ddpm.config"},
     "ddpm.storage": {"ddpm.core"},
     "ddpm.data": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.progress", "ddpm.parallel"},
-    "ddpm.factory": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.precision"},
+    "ddpm.factory": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.precision", "ddpm.device_defaults"},
     "ddpm.sample_store": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.factory", "ddpm.parallel", "ddpm.progress"},
     "ddpm.importers": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.data", "ddpm.factory"},
     "ddpm.training": {
@@ -40,6 +41,7 @@ ALLOWED = {
         "ddpm.factory",
         "ddpm.precision",
         "ddpm.progress",
+        "ddpm.device_defaults",
     },
     "ddpm.evaluation": {
         "ddpm.core",
@@ -75,6 +77,7 @@ ALLOWED = {
         "ddpm.precision",
         "ddpm.processes",
         "ddpm.tracking",
+        "ddpm.device_defaults",
     },
     "ddpm.cli": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.evaluation", "ddpm.tracking", "ddpm.processes"},
 }

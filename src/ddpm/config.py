@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -88,10 +88,21 @@ class ShardCheck(StrEnum):
 class Precision(StrEnum):
     """Mixed precision of training (the Accelerator's ``mixed_precision``)."""
 
+    AUTO = "auto"  # bf16 on a CUDA GPU, no elsewhere (``ddpm.device_defaults``)
     NO = "no"  # IEEE float32 (also on GPUs, where PyTorch would run convolutions in TF32)
     TF32 = "tf32"  # float32 with TensorFloat-32 matmuls and convolutions on Ampere+ GPUs (a 10-bit mantissa)
     BF16 = "bf16"  # bfloat16 autocast (CPU and Ampere+ GPUs)
     FP16 = "fp16"  # float16 autocast with loss scaling (CUDA only)
+
+
+def _toggle(value):
+    """A boolean setting that also takes ``auto`` (``ddpm.device_defaults`` resolves it on the stage's device)."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError("Input should be true, false or auto")
+
+
+Toggle = Annotated[bool | Literal["auto"], BeforeValidator(_toggle)]
 
 
 class _Section(BaseModel):
@@ -178,7 +189,7 @@ class TrainParams(_Section):
     grad_accumulation: PositiveInt  # micro-batches per optimizer step
     mixed_precision: Precision
     activation_checkpointing: bool  # recompute U-Net blocks in backward: less memory, ~30% more compute
-    compile: bool  # torch.compile the network
+    compile: Toggle  # torch.compile the network; auto: on CUDA (``ddpm.device_defaults``)
     channels_last: bool  # NHWC memory format (faster convolutions on tensor cores)
     deterministic: bool  # deterministic GPU kernels: bit-exact resumes on a GPU, slower (training/determinism.py)
     sample_every: NonNegativeInt  # steps between EMA sample grids logged to MLflow (0: none)
@@ -214,7 +225,7 @@ class SampleParams(_Section):
     chunk_size: PositiveInt  # images per sample file (the unit of resumption and of work per process)
     grid_size: PositiveInt
     precision: InferencePrecision  # the network in fp32, or under bf16 autocast (also the DDIM table's cells)
-    compile: bool  # torch.compile the network (CUDA graphs on a GPU); also the DDIM table's cells
+    compile: Toggle  # torch.compile (CUDA graphs on a GPU), also the FID cells; auto: on CUDA
 
     def sampler_options(self) -> dict:
         """The keywords of ``ddpm.core.sampling.sample`` these params choose."""
@@ -244,7 +255,8 @@ class EvaluateParams(_Section):
     #                          file, or null (the torch hub cache only)
     nll_images: PositiveInt
     nll_batch_size: PositiveInt
-    nll_precision: InferencePrecision  # the network in fp32 (the papers' tables), or under bf16 autocast
+    nll_precision: InferencePrecision  # the network in fp32 (the papers' tables), tf32, bf16 autocast, or auto
+    compile: Toggle  # torch.compile the network for the bound; auto: on CUDA
 
 
 class FiguresParams(_Section):

@@ -13,6 +13,7 @@ from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.options import InferencePrecision
 from ddpm.core.schedules import get_beta_schedule
 from ddpm.core.unet import UNet, UNetConfig
+from ddpm.device_defaults import concrete
 from ddpm.precision import IEEE, TF32, set_fp32_precision
 from ddpm.storage.model_files import load_model
 
@@ -100,16 +101,18 @@ class LargestBatch(torch.nn.Module):
 
 
 def inference_network(
-    model: torch.nn.Module, device: torch.device, precision: InferencePrecision, compile: bool
+    model: torch.nn.Module, device: torch.device, precision: InferencePrecision, compile: bool | str
 ) -> torch.nn.Module:
     """The network as sampling and the bound call it: ``torch.compile``d if asked (on CUDA with CUDA graphs, for
     one batch size: smaller batches padded; its outputs copied out of the graph's buffers), under bf16 autocast
-    (outputs converted to new float32 tensors) or in float32."""
+    (outputs converted to new float32 tensors) or in float32. ``auto`` (unresolved params: stages resolve them
+    first) means what it means for sampling on this device."""
+    precision = InferencePrecision(concrete("sample.precision", precision, device.type))
+    compile = bool(concrete("sample.compile", compile, device.type))
     net = model
     if compile:
         mode = "reduce-overhead" if device.type == "cuda" else None
         net = LargestBatch(cast(torch.nn.Module, torch.compile(model, mode=mode, dynamic=False)))
-    precision = InferencePrecision(precision)
     set_fp32_precision(TF32 if precision is InferencePrecision.TF32 else IEEE)  # what float32 means on a GPU
     if precision is InferencePrecision.BF16:
         return AutocastModel(net)  # .float() of a bf16 output is a new tensor
@@ -133,7 +136,7 @@ def load_for_inference(
     device: str | torch.device,
     *,
     precision: InferencePrecision = InferencePrecision.FP32,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> Inference:
     """Load the weights at ``path`` onto ``device`` and check that they fit ``params`` (a network trained for one
     variance type cannot serve another: its output channels differ). ``precision`` and ``compile``: see

@@ -12,6 +12,7 @@ import yaml
 from helpers.repos import DDPM, copy_of, pipeline_env, sh
 
 from ddpm.config import compose
+from ddpm.device_defaults import ELSEWHERE
 from ddpm.storage.files import file_digest
 
 SOLVERS = ("dpm_solver_pp_3m", "dpm_solver_3", "unipc_bh1_3", "heun")
@@ -374,7 +375,8 @@ def test_a_fresh_clone_pulls_an_experiment_from_the_shared_remote(project):
 
 
 def test_every_compute_stage_records_its_placement_and_cost(project):
-    """Device, process count, wall time and peak memory: in each compute stage's metrics file and MLflow run."""
+    """Device, process count, wall time, peak memory and what each `auto` setting became (on a CPU: IEEE float32,
+    not compiled): in each compute stage's metrics file and MLflow run (whose params are the resolved ones)."""
     repo = project["repo"]
     files = [repo / "metrics" / f"{name}.json" for name in ("fid_ref", "train", "sample", "evaluate", "reconstruction")]
     cells = [*(repo / "metrics" / "ddim_table").glob("*.json"), *(repo / "metrics" / "solver_table").glob("*.json")]
@@ -382,12 +384,16 @@ def test_every_compute_stage_records_its_placement_and_cost(project):
         m = json.loads(path.read_text())
         assert m["device"] == "cpu" and m["num_processes"] == 1, path.name
         assert m["wall_seconds"] > 0 and m["peak_accelerator_memory_gib"] == 0 and m["peak_host_memory_gib"] > 0
+        assert m["auto"] == {key: str(value).lower() for key, value in ELSEWHERE.items()}, path.name  # no, fp32, false
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
     compute = runs[runs["tags.dvc_stage"].isin(STAGES - {"prepare", "report"})]
     assert len(compute) >= len(STAGES) - 2
     assert (compute["tags.ddpm.device"] == "cpu").all() and (compute["tags.ddpm.num_processes"] == "1").all()
     assert (compute["metrics.wall_seconds"] > 0).all() and (compute["metrics.peak_accelerator_memory_gib"] == 0).all()
+    assert compute["tags.ddpm.auto"].str.contains("train.mixed_precision=no; train.compile=false").all()
+    train = compute[compute["tags.dvc_stage"] == "train"].iloc[0]
+    assert train["params.train.mixed_precision"] == "no" and train["params.sample.precision"] == "fp32"  # as run
 
 
 def test_varying_the_workspace_experiment_as_users_type_it(project):

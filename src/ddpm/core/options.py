@@ -172,6 +172,7 @@ def solver_conventions(
 class InferencePrecision(StrEnum):
     """The network's precision when sampling or evaluating the bound; the diffusion math stays float32/64."""
 
+    AUTO = "auto"  # as the device suggests (``ddpm.device_defaults``: bf16 or tf32 on CUDA, fp32 elsewhere)
     FP32 = "fp32"  # IEEE float32 (also on GPUs: ``ddpm.precision``)
     TF32 = "tf32"  # float32 with TensorFloat-32 matmuls and convolutions on Ampere+ GPUs (a 10-bit mantissa)
     BF16 = "bf16"  # bfloat16 autocast, outputs cast back to float32

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ddpm.config import Params, ParamsError, experiment_name, load_params
 from ddpm.data.shared_memory import worker_failure
+from ddpm.device_defaults import resolve_auto
 from ddpm.processes import project_root
 from ddpm.storage.files import WriteError
 from ddpm.tracking.tracker import NullRun
@@ -106,6 +107,7 @@ def stage_main(
             placement.agree("params.yaml", Path(params_path).read_bytes())
         except USER_ERRORS as err:
             _fail_before_run(f"error: {stage}: {err}", tracked)
+        params, placement.auto = resolve_auto(params, placement.device.type)  # logged and run as resolved
     # Under `accelerate launch` only the first process logs.
     tracker = _tracker(stage, params, body, compute) if tracked and int(os.environ.get("RANK", "0")) == 0 else NullRun()
     try:
@@ -115,7 +117,9 @@ def stage_main(
             else:
                 body(params, Paths(params), run, placement)
                 cost = placement.summary()
-                run.set_tags({"ddpm.device": cost.pop("device"), "ddpm.num_processes": str(cost["num_processes"])})
+                tags = {"ddpm.device": cost.pop("device"), "ddpm.num_processes": str(cost["num_processes"])}
+                auto = cost.pop("auto")
+                run.set_tags(tags | ({"ddpm.auto": "; ".join(f"{k}={v}" for k, v in auto.items())} if auto else {}))
                 run.log_metrics(cost)
         hold_params(Path(params_path), stage)
     except ParamsError as err:  # a params value, named as validation names it

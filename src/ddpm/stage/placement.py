@@ -37,6 +37,7 @@ class Placement:
 
     state: PartialState
     started: float = field(default_factory=time.perf_counter)
+    auto: dict[str, str] = field(default_factory=dict)  # what each ``auto`` setting became on this device
 
     @classmethod
     def start(cls) -> Placement:
@@ -92,8 +93,8 @@ class Placement:
         return self.state.is_main_process
 
     def summary(self) -> dict:
-        """Device, process count, wall time so far, peak accelerator memory (0 on a CPU) and this process's peak
-        resident memory."""
+        """Device, process count, wall time so far, peak accelerator memory (0 on a CPU), this process's peak
+        resident memory, and what the params' ``auto`` settings became on this device."""
         accel = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0
         rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
         return {
@@ -102,4 +103,5 @@ class Placement:
             "wall_seconds": round(time.perf_counter() - self.started, 3),
             "peak_accelerator_memory_gib": round(accel / 2**30, 4),
             "peak_host_memory_gib": round(rss_kib / 2**20, 4),
+            "auto": dict(self.auto),
         }

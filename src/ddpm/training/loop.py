@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import parse_flag_from_env
 
 from ddpm.config import Params, Precision
 from ddpm.core.images import image_grid, to_model_range
@@ -20,6 +21,7 @@ from ddpm.core.unet import count_parameters
 from ddpm.data.loader import train_stream
 from ddpm.data.shards import read_manifest, split_identity
 from ddpm.data.shared_memory import check_shared_memory
+from ddpm.device_defaults import concrete, resolve_auto
 from ddpm.factory import build_diffusion, build_model
 from ddpm.precision import IEEE, TF32, set_fp32_precision
 from ddpm.progress import progress
@@ -92,7 +94,8 @@ def match_layout(optimizer: torch.optim.Optimizer) -> None:
 
 def make_accelerator(params: Params) -> Accelerator:
     """The Accelerator for ``params.train`` (launch settings such as the process count come from the launcher)."""
-    precision = params.train.mixed_precision
+    cuda = torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")  # where Accelerate puts it
+    precision = Precision(concrete("train.mixed_precision", params.train.mixed_precision, "cuda" if cuda else "cpu"))
     if precision is Precision.FP16 and not torch.cuda.is_available():
         raise ValueError("train.mixed_precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
     set_fp32_precision(TF32 if precision is Precision.TF32 else IEEE)  # what float32 means on a GPU
@@ -119,6 +122,7 @@ def train(
     the same weights as an uninterrupted one. Only the main process logs and writes.
     """
     accelerator = accelerator or make_accelerator(params)
+    params, _ = resolve_auto(params, accelerator.device.type)  # stages pass resolved params; tests may not
     data_digest = split_identity(shard_dir, "train", params.data.shards_url)["digest"]
     fingerprint = training_fingerprint(params, data_digest)
     folder = Path(checkpoint_root) / fingerprint
