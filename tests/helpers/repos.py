@@ -80,3 +80,17 @@ def copy_of(repo: Path, dest: Path, keep_checkpoints: bool = True) -> Path:
                     )
         con.close()
     return dest
+
+
+def start_queue(repo: Path, env: dict[str, str], jobs: int = 1) -> None:
+    """`dvc queue start -j jobs`, its output not captured: the workers it leaves running inherit the command's
+    pipes, and a worker that stays up idle would hold a captured pipe open until its reader times out."""
+    res = subprocess.run(
+        ["dvc", "queue", "start", "-j", str(jobs)],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert res.returncode == 0, "dvc queue start failed"

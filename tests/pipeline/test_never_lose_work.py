@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from helpers.repos import copy_of, pipeline_env, sh
+from helpers.repos import copy_of, pipeline_env, sh, start_queue
 
 pytestmark = pytest.mark.e2e
 TINY = ["-S", "profile=tiny", "-S", "train.checkpoint_every=50", "-S", "train.sample_every=0"]
@@ -162,21 +162,6 @@ def saved_model(repo: Path, env, name: str) -> bytes:
     return (repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).read_bytes()
 
 
-def start_worker(repo, env) -> None:
-    """`dvc queue start`, its output not captured: the worker it leaves running holds captured pipes open."""
-    assert (
-        subprocess.run(
-            ["dvc", "queue", "start"],
-            cwd=repo,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=120,
-        ).returncode
-        == 0
-    )
-
-
 def _wait_for_queue(repo, env, timeout=600) -> str:
     deadline = time.monotonic() + timeout
     while True:
@@ -192,7 +177,7 @@ def test_a_killed_queued_experiment_resumes_when_queued_again(repo, tmp_path):
     setting = [*TINY, "-S", "train.steps=200", "-S", "train.lr=0.0015"]
     earlier = set((repo / "checkpoints").iterdir())
     sh(["dvc", "exp", "run", "--queue", *setting, "-n", "queued", "train"], repo, env)
-    start_worker(repo, env)
+    start_queue(repo, env)
 
     def reached_100() -> list[Path]:
         return [p.parent for p in (repo / "checkpoints").glob("*/step-000000100") if p.parent not in earlier]
@@ -209,7 +194,7 @@ def test_a_killed_queued_experiment_resumes_when_queued_again(repo, tmp_path):
 
     sh(["dvc", "queue", "remove", "--failed"], repo, env)  # then `dvc queue logs queued` shows the new task
     sh(["dvc", "exp", "run", "--queue", *setting, "-n", "queued", "train"], repo, env)
-    start_worker(repo, env)
+    start_queue(repo, env)
     assert "Success" in _wait_for_queue(repo, env)
     log = sh(["dvc", "queue", "logs", "queued"], repo, env)
     assert f"train: resuming from {folder}/step-{steps[-1]:09d} (step {steps[-1]})" in log

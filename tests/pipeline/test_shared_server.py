@@ -8,7 +8,7 @@ import time
 import mlflow
 import pytest
 from helpers.mlflow_server import MlflowServer
-from helpers.repos import copy_of, pipeline_env, sh
+from helpers.repos import copy_of, pipeline_env, sh, start_queue
 
 from ddpm.tracking.registry import registered_name
 
@@ -38,7 +38,7 @@ def test_two_queue_workers_log_every_run_and_model_to_one_server(tiny_run, tmp_p
         shutil.rmtree(repo / "mlartifacts")
         for name, lr in LRS.items():
             sh(["dvc", "exp", "run", "--queue", *TINY, "-S", f"train.lr={lr}", "-n", name, "train"], repo, env)
-        sh(["dvc", "queue", "start", "-j", "2"], repo, env)
+        start_queue(repo, env, jobs=2)
         status = wait_for_queue(repo, env, set(LRS))
         assert status == dict.fromkeys(LRS, "Success"), sh(["dvc", "queue", "logs", "lr-a"], repo, env)[-3000:]
 
