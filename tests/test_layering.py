@@ -23,7 +23,8 @@ from dvc_deps import (
 # What each part of the library may import from the rest of it (its own modules aside), bottom to top.
 ALLOWED = {
     "ddpm.core": set(),
-    "ddpm.parallel": set(),
+    "ddpm.peers": set(),
+    "ddpm.parallel": {"ddpm.peers"},
     "ddpm.progress": set(),
     "ddpm.precision": set(),
     "ddpm.config": {"ddpm.core"},
@@ -42,6 +43,7 @@ ALLOWED = {
         "ddpm.precision",
         "ddpm.progress",
         "ddpm.device_defaults",
+        "ddpm.peers",
     },
     "ddpm.evaluation": {
         "ddpm.core",
@@ -78,6 +80,7 @@ ALLOWED = {
         "ddpm.processes",
         "ddpm.tracking",
         "ddpm.device_defaults",
+        "ddpm.peers",
     },
     "ddpm.cli": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.evaluation", "ddpm.tracking", "ddpm.processes"},
 }

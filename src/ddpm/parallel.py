@@ -5,17 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TypeVar
 
 import torch.distributed as dist
 
-T = TypeVar("T")
+from ddpm import peers
 
-# How long ``wait_for_all`` waits: a rank may finish its share of a long job (hours of 256² sampling) long before
-# the slowest one, far beyond the 10 minutes after which NCCL's watchdog kills a waiting collective.
-LONG_WAIT = timedelta(hours=48)
-_waiting_groups: dict[int, dist.ProcessGroup] = {}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,15 +43,11 @@ class WorkShare:
             dist.barrier()
 
     def wait_for_all(self) -> None:
-        """A barrier for the end of unevenly long work: on a CPU-side (gloo) group with a timeout of ``LONG_WAIT``
-        rather than on the default group, whose NCCL watchdog would end the run while the slowest rank finishes."""
-        if self.world == 1:
-            return
-        if self.world not in _waiting_groups:  # every rank creates it, at its first call
-            group = dist.new_group(backend="gloo", timeout=LONG_WAIT)
-            assert isinstance(group, dist.ProcessGroup)  # this rank is a member
-            _waiting_groups[self.world] = group
-        dist.barrier(group=_waiting_groups[self.world])
+        """A barrier for the end of unevenly long work (a rank may finish its share of hours of 256² sampling long
+        before the slowest one): through the rendezvous store, as long as the peers are heard from
+        (``peers.wait_for_all``), rather than a collective that NCCL's watchdog would end."""
+        if self.world > 1:
+            peers.wait_for_all()
 
     def gather(self, results: dict[int, T]) -> list[T]:
         """Every rank's {chunk index: result}, merged and in index order, on every rank."""

@@ -58,6 +58,9 @@ def _uneven_work(rank: int, port: int, long_wait: bool, out: str) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=3)
     )
+    from ddpm import peers
+
+    peers.start_heartbeat()  # as every stage process does when its group forms
     share = WorkShare(rank, 2)
     time.sleep(6.0 if rank == 1 else 0.0)
     try:
@@ -70,10 +73,12 @@ def _uneven_work(rank: int, port: int, long_wait: bool, out: str) -> None:
 
 
 @pytest.mark.parametrize("long_wait", [True, False])
-def test_the_wait_for_the_slowest_rank_outlasts_the_default_groups_timeout(tmp_path, long_wait):
-    """Ranks that finish their chunks early wait for the slowest one (sampling: up to a chunk) on a group of
-    their own with a long timeout; the default group's barrier would time out."""
+def test_the_wait_for_the_slowest_rank_outlasts_the_default_groups_timeout(tmp_path, monkeypatch, long_wait):
+    """Ranks that finish their chunks early wait for the slowest one (sampling: up to a chunk) as long as it is
+    heard from (here 6 s of work against 2 s of allowed silence); the default group's barrier would time out."""
     import torch.multiprocessing as mp
+
+    monkeypatch.setenv("DDPM_PEER_SILENCE_S", "2")  # read by the spawned processes as they import ddpm.peers
 
     out = str(tmp_path / "rank")
     mp.spawn(_uneven_work, args=(free_port(), long_wait, out), nprocs=2, join=True)

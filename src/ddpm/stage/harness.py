@@ -146,6 +146,8 @@ def _place(stage: str):
 
     try:
         return Placement.start()
+    except ValueError as err:  # a group that cannot connect, named
+        fail(f"error: {stage}: {err}")
     except RuntimeError as err:
         lost = Placement.lost_peer(err)
         if lost is None:
@@ -193,8 +195,8 @@ def exit_now() -> NoReturn:
     """End a finished stage's process at once (exit status 0): flush logging and the standard streams, then
     ``os._exit``. Python's own teardown of the torch, MLflow and torchvision modules a stage imports costs 1–2 s
     per process, eleven times a pipeline run, and has nothing left to do: every output is already renamed into
-    place and the MLflow run is closed (which also stops its system-metrics thread). The stages start no other
-    threads or child processes."""
+    place and the MLflow run is closed (which also stops its system-metrics thread). The stages' only other
+    thread is the process group's heartbeat (a daemon); they start no child processes."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

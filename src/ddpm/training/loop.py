@@ -19,10 +19,12 @@ from ddpm.config import Params, Precision
 from ddpm.core.images import image_grid, to_model_range
 from ddpm.core.unet import count_parameters
 from ddpm.data.loader import train_stream
+from ddpm.data.shard_cache import node_cache
 from ddpm.data.shards import read_manifest, split_identity
 from ddpm.data.shared_memory import check_shared_memory
 from ddpm.device_defaults import concrete, resolve_auto
 from ddpm.factory import build_diffusion, build_model
+from ddpm.peers import wait_for_all
 from ddpm.precision import IEEE, TF32, set_fp32_precision
 from ddpm.progress import progress
 from ddpm.storage.files import exclusive_lock
@@ -141,7 +143,7 @@ def train(
     with lock:
         if accelerator.is_main_process:
             open_run(folder, {"fingerprint": fingerprint, "data": data_digest, "params": fingerprinted_params(params)})
-        accelerator.wait_for_everyone()
+        wait_for_all()  # the main process may have waited hours for the lock: no collective would outlast that
         with deterministic_algorithms(params.train.deterministic):
             return _train(params, shard_dir, model_path, folder, fingerprint, log, accelerator, log_image)
 
@@ -308,6 +310,7 @@ class TrainLoop:
                 self.params.data.shards_url,
                 workers=self.cfg.loader_workers,
                 pin_memory=self.device.type == "cuda",
+                cache=node_cache(),
             )
         return self.batches
 
