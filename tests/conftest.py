@@ -8,6 +8,15 @@ from ddpm.core.gaussian import MU, S
 from ddpm.core.schedules import get_beta_schedule
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shard_cache_of_the_session(tmp_path_factory):
+    """Served shards that training caches go to the session's temporary folder, not the system's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DDPM_SHARD_CACHE", str(tmp_path_factory.mktemp("shard-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def gaussian_grid_data():
     """64 draws of Gaussian data N(MU, S² I), rounded to the 256-level grid."""

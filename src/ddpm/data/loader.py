@@ -17,6 +17,7 @@ from ddpm.parallel import ONE_PROCESS, Elsewhere, WorkShare
 from ddpm.progress import Counted
 
 from .png import decode_png
+from .shard_cache import cached, cached_already
 from .shards import REPAIR, ShardFile, shard_files
 from .shared_memory import PREFETCH, WORKER_TIMEOUT
 from .tar_reader import check_size, read_members, verify_shards
@@ -69,6 +70,7 @@ def train_stream(
     url: str | None = None,
     workers: int = 0,
     pin_memory: bool = False,
+    cache: Path | None = None,
 ) -> Generator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
     """Infinite batches ``(images, labels, keys)`` of one rank, as ``TrainOrder`` defines them: images uint8
     N×C×H×W (``core.images.to_model_range`` makes them the network's input, on the device: a quarter of
@@ -79,13 +81,15 @@ def train_stream(
     non-blocking copy to a GPU). Every training shard's size is checked now (on every rank, so that all stop
     together), and each shard's sha256 each time it is read (``check``); a defect stops the caller with the same
     one-line ValueError from a worker as from this process. With ``url`` (``data.shards_url``) the manifest and
-    the shards are read from there. The stream never ends, so every rank yields as many batches as it is asked
-    for, and the loader must not also go through ``accelerator.prepare``.
+    the shards are read from there, each fetched once into the node's ``cache`` folder (``shard_cache``) and read
+    from that file, or streamed from the URL at every read without a cache. The stream never ends, so every rank
+    yields as many batches as it is asked for, and the loader must not also go through ``accelerator.prepare``.
     """
     shards = shard_files(shard_dir, "train", url)
     for shard in shards:  # all ranks see a truncated or missing shard at once
-        check_size(shard)
-    order = TrainOrder(shards, batch_size, seed, random_flip, shuffle_buffer, check)
+        if not (cache and cached_already(shard, cache)):
+            check_size(shard)
+    order = TrainOrder(shards, batch_size, seed, random_flip, shuffle_buffer, check, cache)
     loader = torch.utils.data.DataLoader(
         order,
         batch_size=None,
@@ -129,10 +133,15 @@ class TrainOrder(torch.utils.data.IterableDataset):
         random_flip: bool,
         shuffle_buffer: int,
         check: ShardCheck,
+        cache: Path | None = None,
     ):
         super().__init__()
         self.shards, self.batch_size, self.seed = shards, batch_size, seed
-        self.random_flip, self.shuffle_buffer, self.check = random_flip, shuffle_buffer, check
+        self.random_flip, self.shuffle_buffer, self.check, self.cache = random_flip, shuffle_buffer, check, cache
+
+    def local(self, shard: ShardFile) -> ShardFile:
+        """Where this reader gets ``shard``'s bytes: the node's cached copy of a served shard, if it keeps one."""
+        return cached(shard, self.cache) if self.cache is not None else shard
 
     def __iter__(self) -> Iterator:
         info = torch.utils.data.get_worker_info()
@@ -163,7 +172,7 @@ class TrainOrder(torch.utils.data.IterableDataset):
                 count = sum(shard.count for shard in group)
                 mine = [j for j in range(start // size, (start + count - 1) // size + 1) if j % workers == worker]
                 if mine:
-                    samples = [sample for shard in group for sample in shard_samples(shard, self.check)]
+                    samples = [sample for shard in group for sample in shard_samples(self.local(shard), self.check)]
                     if len(samples) != count:
                         which = (
                             f"shard {group[0].where} holds"
