@@ -28,7 +28,8 @@ def main(params: Params, paths: Paths, run: Run, placement: Placement) -> None:
                 share=placement.share,
             )
         metrics |= {f"{split}_reference_images": count, f"{split}_seconds": clock.seconds}
-        print(f"fid_ref: {count} {split} images in {clock.seconds:.0f}s → {path}")
+        if placement.is_main:
+            print(f"fid_ref: {count} {split} images in {clock.seconds:.0f}s → {path}")
     if placement.is_main:
         write_json(paths.fid_ref_metrics, metrics | placement.summary())
         run.log_metrics(metrics)

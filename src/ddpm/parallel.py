@@ -49,13 +49,20 @@ class WorkShare:
         if self.world > 1:
             peers.wait_for_all()
 
-    def gather(self, results: dict[int, T]) -> list[T]:
-        """Every rank's {chunk index: result}, merged and in index order, on every rank."""
+    def gather(self, results: dict[int, T], everywhere: bool = True) -> list[T]:
+        """Every rank's {chunk index: result}, merged and in index order: on every rank, or (``everywhere``
+        False) on the main one only, the others getting [] (features of a whole dataset held once, not per rank)."""
         parts: list[dict[int, T]] = [results]
         if self.world > 1:
             self.wait_for_all()  # ranks finish their chunks up to a chunk apart
-            parts = [{}] * self.world  # filled by all_gather_object
-            dist.all_gather_object(parts, results)
+            if everywhere:
+                parts = [{}] * self.world  # filled by all_gather_object
+                dist.all_gather_object(parts, results)
+            else:
+                parts = [{}] * self.world if self.is_main else []
+                dist.gather_object(results, parts if self.is_main else None, dst=0)
+                if not self.is_main:
+                    return []
         merged = {i: r for part in parts for i, r in part.items()}
         if sorted(merged) != list(range(len(merged))):
             raise RuntimeError(f"share: gathered chunks {sorted(merged)} are not 0..{len(merged) - 1}")

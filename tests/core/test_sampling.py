@@ -163,6 +163,6 @@ def test_noise_drawn_ahead_on_a_helper_thread_has_the_bytes_of_noise_drawn_inlin
 
     generators = [torch.Generator().manual_seed(image_seed(5, i)) for i in range(10, 17)]
     expected = [torch.stack([torch.randn(3, 8, 8, generator=g) for g in generators]) for _ in range(4)]
-    for ahead in (False, True):
-        draw = per_image_noise(5, range(10, 17), (3, 8, 8), "cpu", ahead=ahead)
-        assert all(torch.equal(draw(), e) for e in expected), ahead
+    for ahead, threads in ((False, None), (True, 1), (True, 3), (True, 16)):  # rows side by side on 3 threads
+        draw = per_image_noise(5, range(10, 17), (3, 8, 8), "cpu", ahead=ahead, threads=threads)
+        assert all(torch.equal(draw(), e) for e in expected), (ahead, threads)

@@ -194,3 +194,24 @@ def test_a_missing_shard_or_a_damaged_manifest_is_named(damaged):
     (folder / "manifest.json").write_text(manifest[: len(manifest) // 2])
     with pytest.raises(ValueError, match=rf"^shards: {folder}/manifest.json is not a readable manifest \(.*\); "):
         iter_batches(folder, "test", 100)
+
+
+def _split_check(folder, out):
+    from accelerate import PartialState
+
+    from ddpm.parallel import WorkShare
+
+    state = PartialState(cpu=True)
+    try:
+        iter_batches(Path(folder), "train", 64, share=WorkShare(state.process_index, state.num_processes))
+    except ValueError as err:
+        Path(f"{out}.{state.process_index}").write_text(str(err))
+
+
+def test_two_ranks_each_verify_half_the_shards_and_both_name_the_damaged_one(damaged, tmp_path):
+    """Shard 1 is hashed by rank 1 alone (shard i by the owner of chunk i); rank 0 stops with the same line."""
+    folder, _ = damaged("train-000001.tar", "payload")
+    out = tmp_path / "rank"
+    debug_launcher(_split_check, args=(str(folder), str(out)), num_processes=2)
+    lines = [Path(f"{out}.{rank}").read_text() for rank in (0, 1)]
+    assert lines[0] == lines[1] and re.match(rf"shard {folder}/train-000001\.tar is corrupt: {SHA}", lines[0])

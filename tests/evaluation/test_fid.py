@@ -130,6 +130,43 @@ def test_kid_and_precision_recall_separate_matching_from_shifted_features():
     assert shifted["kid"] > 1.0 and shifted["precision"] < 0.2 and shifted["recall"] < 0.2
 
 
+def test_kid_is_torch_fidelitys_with_its_subsets_and_leaves_the_thread_count_as_it_was():
+    import numpy as np
+    import torch
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from ddpm.evaluation.fidelity import kid_precision_recall
+    from ddpm.evaluation.kid import kernel_inception_distance
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(150, 32)), rng.normal(size=(120, 32)) + 0.3
+    theirs = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subset_size=50, rng_seed=7)
+    mean, std = kernel_inception_distance(torch.from_numpy(a), torch.from_numpy(b), 50, seed=7)
+    # the same subsets; sums in another order: float64 rounding of values of order 1
+    assert mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-9, abs=1e-12)
+    assert std == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-9, abs=1e-12)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `accelerate launch` starts each process
+    try:
+        kid_precision_recall(a, b, subset_size=50)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_mmd2_of_two_points_each_against_a_hand_derived_value():
+    """x = {1, −1}, y = {1, 1} in d = 1: k(a, b) = (ab + 1)³ gives k(1, −1) = 0, k(1, 1) = 8; unbiased MMD² =
+    [k(x1, x2) + k(x2, x1) + k(y1, y2) + k(y2, y1)] / 2 − 2 · Σ k(x_i, y_j) / 4 = (0 + 16) / 2 − 2 · 16 / 4 = 0."""
+    import torch
+
+    from ddpm.evaluation.kid import mmd2_unbiased
+
+    x, y = torch.tensor([[1.0], [-1.0]], dtype=torch.float64), torch.tensor([[1.0], [1.0]], dtype=torch.float64)
+    assert float(mmd2_unbiased(x, y)) == 0.0
+    # y = {2, 2}: k(2, 2) = 125, k(±1, 2) = 27 or −1 → (0 + 250) / 2 − 2 · (27 + 27 − 1 − 1) / 4 = 125 − 26 = 99
+    assert float(mmd2_unbiased(x, 2 * y)) == 99.0
+
+
 def test_statistics_files_keep_features_for_kid_and_say_when_they_lack_them(tmp_path):
     import numpy as np
     import pytest

@@ -210,7 +210,8 @@ def iter_batches(
     ``share`` owns it; elsewhere it is an ``Elsewhere`` of its size (the rank that owns it decodes it).
 
     Every shard the pass will read is verified (size and sha256) when this is called, so a corrupt one stops the
-    caller before any work; each is checked again as it is read (``check``).
+    caller before any work: each by one process of ``share`` (shard i by the owner of chunk i), which tells the
+    others; each is checked again as it is read (``check``).
     """
     shards, covered = [], 0
     for shard in shard_files(shard_dir, split):
@@ -218,8 +219,20 @@ def iter_batches(
             break
         shards.append(shard)
         covered += shard.count
-    verify_shards(shards)
+    checking = share if torch.distributed.is_initialized() else ONE_PROCESS  # a share of a live group
+    defects = [d for d in checking.gather({i: _defect(shard) for i, shard in checking.mine(shards)}) if d]
+    if defects:
+        raise ValueError(defects[0])
     return Counted(_ordered(shards, batch_size, limit, check, share), covered if limit is None else min(limit, covered))
+
+
+def _defect(shard: ShardFile) -> str | None:
+    """What is wrong with ``shard`` (its size or sha256 against the manifest), or None."""
+    try:
+        verify_shards([shard])
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def _ordered(shards: list[ShardFile], batch_size: int, limit: int | None, check: ShardCheck, share: WorkShare):

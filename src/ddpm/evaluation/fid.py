@@ -117,17 +117,21 @@ def inception_features(
     device: str | torch.device,
     share: WorkShare = ONE_PROCESS,
     desc: str | None = "inception",
+    everywhere: bool = True,
 ) -> np.ndarray:
-    """Pool3 features (float64, N×2048) of uint8 image batches, on every rank; rank r computes batches r, r + W, …
-    (so the features do not depend on the number of processes). Progress shows as ``desc`` (None: none) on the
-    first rank, with an ETA where ``batches`` tells its number of ``images``."""
+    """Pool3 features (float64, N×2048) of uint8 image batches, on every rank (``everywhere``) or on the main one
+    only (the others get 0×2048); rank r computes batches r, r + W, … (so the features do not depend on the number
+    of processes). Progress shows as ``desc`` (None: none) on the first rank, with an ETA where ``batches`` tells
+    its number of ``images``."""
     extractor = feature_extractor(str(device))
     seen = tracked(
         batches, desc, getattr(batches, "images", None), "img", size=len, enabled=share.is_main and desc is not None
     )
     with full_float32():
         mine = {i: extractor(b.to(device)).float().cpu() for i, b in share.mine(seen)}
-    feats = share.gather(mine)
+    feats = share.gather(mine, everywhere)
+    if not everywhere and not share.is_main:
+        return np.empty((0, int(FEATURE)), np.float64)
     if not feats:
         raise ValueError("FID input: no images")
     return torch.cat(feats).double().numpy()
@@ -215,8 +219,9 @@ def write_reference(
     share: WorkShare = ONE_PROCESS,
 ) -> int:
     """The Inception statistics of uint8 image batches, and their first ``feature_images`` features (for KID and
-    precision/recall), as a reference file (written by rank 0); returns the number of images."""
-    features = inception_features(batches, device, share, desc=f"inception {split}")
+    precision/recall), as a reference file (written by rank 0, which alone holds all features); returns the
+    number of images (0 on other ranks)."""
+    features = inception_features(batches, device, share, desc=f"inception {split}", everywhere=False)
     if share.is_main:
         save_statistics(
             path,

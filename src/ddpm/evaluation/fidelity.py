@@ -5,15 +5,16 @@ this module: importing torch_fidelity costs ~1.2 s (see ``fid``)."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from ddpm.config import Params
@@ -23,6 +24,7 @@ from ddpm.progress import Counted
 from .fid import FEATURE, TFInception, fid_of_features, inception_features, load_features
 from .fid_reference import EXTRACTOR_NAME
 from .isc_weights import Unavailable, isc_weights_path
+from .kid import kernel_inception_distance
 
 
 class TFInceptionFeatureExtractor(FeatureExtractorBase):
@@ -56,22 +58,39 @@ torch_fidelity.register_feature_extractor(EXTRACTOR_NAME, TFInceptionFeatureExtr
 
 
 def kid_precision_recall(
-    samples: np.ndarray, reference: np.ndarray, subset_size: int = 1000, seed: int = 0
+    samples: np.ndarray,
+    reference: np.ndarray,
+    subset_size: int = 1000,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """KID (MMD² with the cubic polynomial kernel, mean ± std over 100 subsets) and precision / recall
-    (k = 3 nearest-neighbour balls) of sample features against reference features, computed by torch-fidelity."""
+    """KID (MMD² with the cubic polynomial kernel, mean ± std over 100 subsets; ``kid``) and precision / recall
+    (k = 3 nearest-neighbour balls; torch-fidelity's) of sample features against reference features, on
+    ``device``; on a CPU with every host core (the other processes of a group wait meanwhile)."""
     n = min(len(samples), len(reference), subset_size)
     if n < 4:
         raise ValueError(f"KID / precision-recall: need at least 4 images on each side, got {n}")
-    a, b = torch.from_numpy(np.asarray(samples, np.float64)), torch.from_numpy(np.asarray(reference, np.float64))
-    kid = kid_features_to_metric(a, b, kid_subset_size=n, rng_seed=seed, verbose=False)
-    prc = prc_features_to_metric(a.float(), b.float(), save_cpu_ram=True, verbose=False)
-    return {
-        "kid": float(kid["kernel_inception_distance_mean"]),
-        "kid_std": float(kid["kernel_inception_distance_std"]),
-        "precision": float(prc["precision"]),
-        "recall": float(prc["recall"]),
-    }
+    device = torch.device(device)
+    a = torch.from_numpy(np.asarray(samples, np.float64)).to(device)
+    b = torch.from_numpy(np.asarray(reference, np.float64)).to(device)
+    with every_host_core(device):
+        kid, kid_std = kernel_inception_distance(a, b, n, seed)
+        prc = prc_features_to_metric(a.float(), b.float(), save_cpu_ram=True, verbose=False)
+    return {"kid": kid, "kid_std": kid_std, "precision": float(prc["precision"]), "recall": float(prc["recall"])}
+
+
+@contextmanager
+def every_host_core(device: torch.device) -> Iterator[None]:
+    """torch's CPU threads raised to every core this process may run on, for the block (``accelerate launch``
+    starts each process with one); nothing changes for work on an accelerator."""
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cpu":
+        torch.set_num_threads(max(before, cores))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def inception_score(
@@ -117,13 +136,13 @@ def image_scores(
     metrics: dict[str, float] = {"num_samples": samples.images}
     if cfg.fid:
         start = time.perf_counter()
-        features = inception_features(samples, device, share, desc="inception samples")
+        features = inception_features(samples, device, share, desc="inception samples", everywhere=False)
         if share.is_main:
             fids = fid_of_features(features, references)
             metrics |= {f"fid_{split}": value for split, value in fids.items()}
             metrics["fid_seconds"] = time.perf_counter() - start
             metrics |= kid_precision_recall(
-                features, load_features(references["train"]), params.fid.kid_subset_size, params.seed
+                features, load_features(references["train"]), params.fid.kid_subset_size, params.seed, device
             )
     if not share.is_main:
         return {}
