@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,26 +52,46 @@ def _valid_chunk(path: Path, count: int) -> bool:
         return False
 
 
+def spare_folder(out_dir: Path, fingerprint: str) -> Path:
+    """Where the chunks of ``fingerprint`` are written until all are made: beside the output folder and outside
+    what DVC tracks, so that an interrupted run's chunks survive DVC putting the output folder back as its last
+    commit had it (`dvc exp run` does before the stage runs again)."""
+    return Path(out_dir).parent / f".{Path(out_dir).name}.chunks" / fingerprint
+
+
 def clear_stale(out_dir: Path, fingerprint: str) -> None:
-    """Remove chunks made with other params or weights (their fingerprint differs)."""
+    """Remove chunks made with other params or weights (their fingerprint differs), finished or spare."""
     marker = Path(out_dir) / "fingerprint"
     if Path(out_dir).is_dir() and (not marker.is_file() or marker.read_text() != fingerprint):
         for p in Path(out_dir).iterdir():
             p.unlink()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     marker.write_text(fingerprint)
+    spare = spare_folder(out_dir, fingerprint)
+    if spare.parent.is_dir():
+        for other in spare.parent.iterdir():
+            if other != spare:
+                shutil.rmtree(other, ignore_errors=True)
 
 
 def sample_chunks(
-    inference: Inference, cfg: SampleParams, seed: int, out_dir: Path, share: WorkShare = ONE_PROCESS
+    inference: Inference,
+    cfg: SampleParams,
+    seed: int,
+    out_dir: Path,
+    share: WorkShare = ONE_PROCESS,
+    spare: Path | None = None,
 ) -> list[str]:
-    """Write this rank's missing chunks (chunks rank, rank + W, …); returns the names it wrote.
+    """Write this rank's missing chunks (chunks rank, rank + W, …) into ``spare`` (default: ``out_dir``); a chunk
+    in either folder counts as made. Returns the names it wrote.
 
     Call ``clear_stale`` first (on one process). Each chunk is written to a temporary file and renamed.
     """
     out_dir = Path(out_dir)
+    spare = Path(spare) if spare is not None else out_dir
+    spare.mkdir(parents=True, exist_ok=True)
     mine = [chunk for _, chunk in share.mine(chunk_layout(cfg.num_samples, cfg.chunk_size))]
-    todo = [c for c in mine if not _valid_chunk(out_dir / c[0], c[2])]
+    todo = [c for c in mine if not (_valid_chunk(out_dir / c[0], c[2]) or _valid_chunk(spare / c[0], c[2]))]
     written = []
     bar = progress("sample", sum(c[2] for c in todo), "img", enabled=bool(todo) and share.is_main)
     for name, start, count in todo:
@@ -85,7 +107,7 @@ def sample_chunks(
             progress=bar,
             **cfg.sampler_options(),
         )
-        write_npz(out_dir / name, images=images)
+        write_npz(spare / name, images=images)
         written.append(name)
     bar.close()
     return written
@@ -162,18 +184,23 @@ class Sampled:
 
 
 def fill(out_dir: Path, inference: Inference, params: Params, model_path: Path, share: WorkShare) -> Sampled | None:
-    """Make every missing chunk of ``params.sample`` (processes take chunks round-robin) and, on the main process,
-    write the manifest; returns what was done there (None on other processes)."""
+    """Make every missing chunk of ``params.sample`` (processes take chunks round-robin, into the spare folder) and,
+    on the main process, move them into ``out_dir`` and write the manifest; returns what was done there (None on
+    other processes)."""
     fingerprint = sample_fingerprint(params, model_path)
+    spare = spare_folder(out_dir, fingerprint)
     if share.is_main:
         clear_stale(out_dir, fingerprint)
     share.barrier()
     start = time.perf_counter()
-    written = sample_chunks(inference, params.sample, params.seed, out_dir, share)
+    written = sample_chunks(inference, params.sample, params.seed, out_dir, share, spare)
     seconds = time.perf_counter() - start
     share.wait_for_all()  # ranks finish up to a chunk apart
     if not share.is_main:
         return None
+    for chunk in sorted(spare.glob("chunk-*.npz")):
+        os.replace(chunk, Path(out_dir) / chunk.name)  # whole files: a kill between two leaves both usable
+    shutil.rmtree(spare.parent, ignore_errors=True)
     manifest = write_manifest(out_dir, params.sample, fingerprint)
     made = sum(c["count"] for c in manifest["chunks"] if c["name"] in written)
     return Sampled(made, manifest["num_samples"], seconds)

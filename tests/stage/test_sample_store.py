@@ -58,3 +58,43 @@ def test_chunk_layout_and_incomplete_manifest(tmp_path):
     clear_stale(tmp_path, "fp")
     with pytest.raises(ValueError, match="samples: chunk .*chunk-000000.npz is missing or incomplete"):
         write_manifest(tmp_path, cfg, "fp")
+
+
+def test_an_interrupted_runs_chunks_survive_the_output_folder_being_put_back(tmp_path, monkeypatch):
+    """`dvc exp run` puts the samples folder back as the last commit had it before the stage reruns: the chunks
+    an interrupted run made wait in the spare folder beside it, and the rerun reuses them."""
+    from helpers.params import make_params
+
+    from ddpm import sample_store
+    from ddpm.parallel import ONE_PROCESS
+    from ddpm.storage.files import write_npz
+
+    inference, cfg = sampling_setup()
+    params = make_params({"timesteps": 50, "sample": cfg.model_dump(mode="json")})
+    model = tmp_path / "ema.safetensors"
+    model.write_bytes(b"the weights")  # only their digest enters the fingerprint
+    whole = sample_store.fill(tmp_path / "whole", inference, params, model, ONE_PROCESS)
+    assert whole is not None and whole.generated == 10
+
+    out = tmp_path / "samples"
+    calls = []
+
+    def killed_after_one_chunk(path, **arrays):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(path)
+        write_npz(path, **arrays)
+
+    monkeypatch.setattr(sample_store, "write_npz", killed_after_one_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        sample_store.fill(out, inference, params, model, ONE_PROCESS)
+    monkeypatch.undo()
+    # DVC restores the committed folder: another run's finished samples, with their own fingerprint
+    for p in out.iterdir():
+        p.unlink()
+    (out / "fingerprint").write_text("the committed run's")
+    (out / "chunk-000000.npz").write_bytes(b"another run's chunk")
+    again = sample_store.fill(out, inference, params, model, ONE_PROCESS)
+    assert again is not None and (again.generated, again.total) == (6, 10)  # chunk 0 (4 images) reused
+    assert digests(out) == digests(tmp_path / "whole")
+    assert not (tmp_path / ".samples.chunks").exists()
