@@ -73,7 +73,16 @@ def test_a_refused_value_fails_in_the_check_stage_and_leaves_every_output(repo):
     repo, env = repo
     before = {rel: (repo / rel).read_bytes() for rel in KEPT}
     params = (repo / "params.yaml").read_text()
+    (repo / "not-a-model.ckpt").write_bytes(b"an HTML error page saved under the checkpoint's name")
     for override, message in (
+        (
+            f"model.import_from.path={repo / 'not-a-model.ckpt'}",
+            f"error: check: model.import_from.path: {repo / 'not-a-model.ckpt'}: refused: not a file of plain tensors",
+        ),
+        (
+            "launcher=accelerate launch --num_processes 3",
+            "error: check: train.batch_size: 64 does not split over 3 process(es) × 1 accumulation step(s)",
+        ),
         ("train.lr=abc", "error: params.yaml: train.lr: Input should be a valid number"),
         (
             "model.import_from.path=/no/such/model.ckpt",
@@ -136,6 +145,29 @@ def test_a_second_exp_run_while_one_runs_is_refused_and_the_first_is_saved_whole
     runs = mlflow.search_runs(experiment_names=["ddpm-digits"])
     trained = runs[(runs["tags.dvc_stage"] == "train") & (runs["tags.dvc_experiment"] == "lr-002")]
     assert list(trained["params.train.lr"]) == ["0.002"] and "lr-003" not in set(runs["tags.dvc_experiment"])
+
+
+def test_sampling_killed_under_exp_run_resumes_from_the_chunks_it_made(repo):
+    """`dvc exp run` puts the samples folder back as the last commit had it before the stage runs again; the
+    chunks the killed run made wait beside it and are reused."""
+    repo, env = repo
+    args = ["dvc", "exp", "run", *TINY, "-S", "train.steps=100", "-S", "train.lr=0.002"]  # the workspace's model
+    args += ["-S", "sample.chunk_size=16", "-S", "sample.batch_size=16", "sample"]
+    killed = subprocess.Popen(
+        args, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while len(list((repo / "outputs" / ".samples.chunks").glob("*/chunk-*.npz"))) < 2 and killed.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=60)
+    made = len(list((repo / "outputs" / ".samples.chunks").glob("*/chunk-*.npz")))
+    assert made >= 2
+    out = sh(args, repo, env)
+    reused = int(out.split(" reused → ")[0].rsplit(", ", 1)[1])
+    assert reused >= 16 * made  # every chunk the killed run finished
+    assert not (repo / "outputs" / ".samples.chunks").exists()
 
 
 def _train_pids() -> list[int]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ddpm.config import Params
+from ddpm.config import Dataset, Params
 from ddpm.core.options import VarType
 from ddpm.core.unet import count_parameters
-from ddpm.data.shards import read_manifest
+from ddpm.data.shards import MANIFEST, read_manifest
 from ddpm.factory import unet_config
 from ddpm.storage.files import file_digest
 from ddpm.storage.model_files import save_model
@@ -42,15 +42,35 @@ def check_scheduler(scheduler: dict, params: Params, name: str) -> list[str]:
     return notes
 
 
-def import_released(params: Params, shard_dir: Path, out: Path) -> dict:
-    """Import ``model.import_from`` into the model file ``out``; returns what metrics/train.json records."""
+def _channels(params: Params, shard_dir: Path) -> int:
+    """The images' channels: the shards' where prepare wrote them, else the dataset's (digits: grey; others: RGB)."""
+    if (Path(shard_dir) / MANIFEST).is_file():
+        return int(read_manifest(shard_dir)["splits"]["train"]["shape"][2])
+    return 1 if params.dataset is Dataset.DIGITS else 3
+
+
+def _imported(params: Params, shard_dir: Path):
     spec = params.model.import_from
     if spec is None or spec.path is None:
         raise ValueError("model.import_from.path: not set; nothing to import")
-    channels = read_manifest(shard_dir)["splits"]["train"]["shape"][2]
-    imported = import_checkpoint(spec.path, unet_config(params, channels), spec.format.value)
+    imported = import_checkpoint(spec.path, unet_config(params, _channels(params, shard_dir)), spec.format.value)
     notes = check_scheduler(imported.scheduler, params, spec.path) if imported.scheduler else []
-    source = Path(spec.path)
+    return imported, notes
+
+
+def check_importable(params: Params, shard_dir: Path) -> None:
+    """Fail as ``import_released`` would (an unreadable file, another layout, weights that do not fit the params,
+    a scheduler that disagrees), without writing anything: the check stage's test of ``model.import_from``."""
+    try:
+        _imported(params, shard_dir)
+    except ValueError as err:
+        raise ValueError(f"model.import_from.path: {err}") from None
+
+
+def import_released(params: Params, shard_dir: Path, out: Path) -> dict:
+    """Import ``model.import_from`` into the model file ``out``; returns what metrics/train.json records."""
+    imported, notes = _imported(params, shard_dir)
+    source = Path(str(params.model.import_from.path))  # set: _imported refuses an unset path
     digest = file_digest(source) if source.is_file() else ""
     save_model(
         imported.model,
