@@ -80,9 +80,16 @@ def finish(proc: subprocess.Popen) -> str:
     return out
 
 
-def test_kill9_and_resume_is_bit_identical(tmp_path, shard_dir):
-    reference = workdir(tmp_path, "uninterrupted", shard_dir)
+@pytest.fixture(scope="module")
+def uninterrupted(shard_dir, tmp_path_factory) -> Path:
+    """The run every interrupted one must end equal to."""
+    reference = workdir(tmp_path_factory.mktemp("reference"), "uninterrupted", shard_dir)
     finish(start_train(reference))
+    return reference
+
+
+def test_kill9_and_resume_is_bit_identical(tmp_path, shard_dir, uninterrupted):
+    reference = uninterrupted
 
     resumed = workdir(tmp_path, "killed", shard_dir)
     proc = start_train(resumed)
@@ -102,17 +109,48 @@ def test_kill9_and_resume_is_bit_identical(tmp_path, shard_dir):
     assert f"train: resuming from {ck}/step-{killed_at[-1]:09d} (step {killed_at[-1]})" in out
     assert run_folders(reference) == [reference / ck]  # the same params and shards: the same run folder
 
-    for name in (
-        "models/ema.safetensors",
-        f"{ck}/step-000000090/model.safetensors",
-        f"{ck}/step-000000090/optimizer.safetensors",
-        f"{ck}/step-000000090/state.safetensors",
-    ):
+    names = ["models/ema.safetensors"] + [
+        f"{ck}/step-000000090/{f}.safetensors" for f in ("model", "optimizer", "state")
+    ]
+    _same_weights(reference, resumed, names)
+    assert [c.step for c in list_checkpoints(folder)] == [80, 90]  # keep_checkpoints: 2
+
+
+def _same_weights(reference: Path, resumed: Path, names: list[str]) -> None:
+    for name in names:
         a, b = load_file(str(reference / name)), load_file(str(resumed / name))
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
-    assert [c.step for c in list_checkpoints(folder)] == [80, 90]  # keep_checkpoints: 2
+
+
+def test_ctrl_c_saves_the_step_and_resumes_bit_identical(tmp_path, shard_dir, uninterrupted):
+    """Stopped between checkpoint boundaries (SIGINT; SIGTERM takes the same road), training saves a checkpoint of
+    the step it finished (with its generators' states), says so in one line, and the rerun goes on to the weights
+    of an uninterrupted run."""
+    reference, sig = uninterrupted, signal.SIGINT
+    stopped = workdir(tmp_path, "stopped", shard_dir)
+    proc = start_train(stopped)
+    deadline = time.time() + 300
+    while not (run_folders(stopped) and list_checkpoints(run_folders(stopped)[0])) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(sig).uniform(0.2, 1.0))  # between two checkpoint boundaries, most likely
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=600)
+    [folder] = run_folders(stopped)
+    step = list_checkpoints(folder)[-1].step
+    assert proc.returncode == 1 and "Traceback" not in out and step < 90
+    [line] = [line for line in out.splitlines() if line.startswith("error:")]
+    assert line == (
+        f"error: train: stopped by {sig.name} at step {step}; checkpoint checkpoints/{folder.name}/step-{step:09d} "
+        "saved: rerun the "
+        "stage to resume from it"
+    )
+    out = finish(start_train(stopped))
+    assert f"train: resuming from checkpoints/{folder.name}/step-{step:09d} (step {step})" in out
+    _same_weights(
+        reference, stopped, ["models/ema.safetensors", f"checkpoints/{folder.name}/step-000000090/model.safetensors"]
+    )
 
 
 def _set_steps(workdir: Path, steps: int) -> None:

@@ -6,6 +6,7 @@ Images travel as uint8 N×C×H×W tensors until ``core.images.to_model_range`` t
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -97,11 +98,18 @@ def train_stream(
         pin_memory=pin_memory,
         prefetch_factor=PREFETCH if workers else None,
         timeout=WORKER_TIMEOUT if workers else 0,
+        worker_init_fn=_leave_interrupts_to_the_main_process if workers else None,
     )
     for item in loader:
         if isinstance(item, _Raised):
             raise item.error
         yield item
+
+
+def _leave_interrupts_to_the_main_process(worker: int) -> None:
+    """A worker ignores Ctrl-C (sent to the whole terminal's process group): the training process stops after its
+    step, which may still need the batches the workers make."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _Raised:

@@ -20,6 +20,7 @@ from ddpm.storage.files import WriteError
 from ddpm.tracking.tracker import NullRun
 from ddpm.tracking.tracker import Tracker as Run
 
+from .dvc_parent import stop_with_dvc
 from .paths import Paths
 from .workspace import claim_workspace, hold_params
 
@@ -87,6 +88,7 @@ def stage_main(
     records the device, process count, wall time and peak memory. An untracked stage logs nothing (``NullRun``).
     The workspace is claimed for the pipeline execution, and its params.yaml held, at the stage's start and end
     (``workspace``)."""
+    stop_with_dvc(stage)
     try:
         claim_workspace(stage)
         hold_params(Path(params_path), stage)
@@ -124,6 +126,8 @@ def stage_main(
         hold_params(Path(params_path), stage)
     except ParamsError as err:  # a params value, named as validation names it
         fail(f"error: {err}")
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: training says what it saved
+        fail(f"error: {stage}: {err or 'interrupted; rerun it to resume from what was saved'}")
     except (*USER_ERRORS, RuntimeError, EOFError) as err:
         fail(f"error: {stage}: {_stage_error(err, placement)}")
 

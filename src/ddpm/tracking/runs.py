@@ -229,7 +229,8 @@ class StageRun(Tracker):
         return self.client, self.run_id, self.parent_id
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        status = "FINISHED" if exc_type is None else "FAILED"
+        stopped = isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt)  # Ctrl-C, SIGTERM
+        status = "FINISHED" if exc_type is None else "KILLED" if stopped else "FAILED"
         mlflow.end_run(status=status)
         client, _, parent_id = self.ids()
         client.set_terminated(parent_id, status=status)

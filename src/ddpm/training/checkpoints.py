@@ -73,7 +73,10 @@ def save_checkpoint(
     sampler_state: dict,
     history: list,
     keep: int,
+    rng: dict[str, torch.Tensor] | None = None,
 ) -> Path:
+    """``rng``: each process's random generators' states (``rng.<rank>.cpu``, ``rng.<rank>.cuda``) for a checkpoint
+    between two checkpoint boundaries, from which a run resumes exactly where it stopped."""
     final = Path(root) / f"step-{step:09d}"
     with atomic_folder(final) as tmp:
         for name, module in (("model", model), ("ema", ema_model)):
@@ -82,6 +85,7 @@ def save_checkpoint(
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         extra = {f"sampler.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in sampler_state.items()}
+        extra |= rng or {}
         save_file(extra or {"empty": torch.zeros(0)}, str(tmp / "state.safetensors"))
         meta = {
             "step": step,
@@ -110,7 +114,8 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: Path, model, ema_model, optimizer, scheduler) -> dict:
-    """Restore everything into the given objects; returns ``{"step", "sampler_state", "history"}``."""
+    """Restore everything into the given objects; returns ``{"step", "sampler_state", "history", "fingerprint",
+    "rng"}`` (``rng``: the generators' states saved with the checkpoint, by key; empty for most)."""
     path = Path(path)
     meta = json.loads((path / META).read_text())
     model.load_state_dict(_tensors(path / "model.safetensors"))
@@ -124,6 +129,7 @@ def load_checkpoint(path: Path, model, ema_model, optimizer, scheduler) -> dict:
         "sampler_state": sampler_state,
         "history": meta["history"],
         "fingerprint": meta["fingerprint"],
+        "rng": {k: v for k, v in extra.items() if k.startswith("rng.")},
     }
 
 

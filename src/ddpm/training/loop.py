@@ -31,6 +31,7 @@ from ddpm.storage.files import exclusive_lock
 from ddpm.storage.model_files import save_model
 from ddpm.training.determinism import deterministic_algorithms
 from ddpm.training.ema import EMA
+from ddpm.training.stop import Interrupted, StopRequest
 from ddpm.training.timesteps import make_timesteps
 
 from .checkpoints import (
@@ -209,6 +210,7 @@ class TrainLoop:
         self.rank, self.device = accelerator.process_index, accelerator.device
         torch.manual_seed(int(np.random.SeedSequence([params.seed]).generate_state(1)[0]))  # same init on every rank
         self._build()
+        self.resume_rng: dict[str, torch.Tensor] = {}  # generator states of a checkpoint saved between boundaries
         self.start, self.history = self._restore()
         self._prepare()
         self.telemetry = Telemetry(self.diffusion.num_timesteps)
@@ -263,6 +265,7 @@ class TrainLoop:
         state = load_checkpoint(newest, self.model, self.ema.model, self.optimizer, self.scheduler)
         match_layout(self.optimizer)
         self.timesteps.load_state_dict(state["sampler_state"])
+        self.resume_rng = state["rng"]
         self.accelerator.print(f"train: resuming from {newest} (step {state['step']}){beyond}")
         return state["step"], state["history"]
 
@@ -281,15 +284,35 @@ class TrainLoop:
         cfg = self.cfg
         if self.start == 0:
             self.log_ema_grid(0)  # the initial weights' samples: the series starts from noise
-        for step in range(self.start + 1, cfg.steps + 1):
-            grad_norm = self.run_step(step)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                self.log_step(step, grad_norm)
-            if cfg.sample_every and step % cfg.sample_every == 0:
-                self.log_ema_grid(step)
-            self.bar.update(1)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                self.save(step)
+        with StopRequest() as stop:
+            for step in range(self.start + 1, cfg.steps + 1):
+                grad_norm = self.run_step(step)
+                logged = step % cfg.log_every == 0 or step == cfg.steps
+                if logged:
+                    self.log_step(step, grad_norm)
+                if cfg.sample_every and step % cfg.sample_every == 0:
+                    self.log_ema_grid(step)
+                self.bar.update(1)
+                boundary = step % cfg.checkpoint_every == 0 or step == cfg.steps
+                if boundary:
+                    self.save(step)
+                if step < cfg.steps and self._stop_here(stop, logged):
+                    if not boundary:
+                        self.save(step, exact=True)
+                    raise Interrupted(
+                        f"stopped by {stop.received.name if stop.received else 'another process'} at step {step}; "
+                        f"checkpoint {self.folder}/step-{step:09d} saved: rerun the stage to resume from it"
+                    )
+
+    def _stop_here(self, stop: StopRequest, logged: bool) -> bool:
+        """Whether to stop after this step: as asked, alone; with other processes, at a logging step, where all
+        agree (any one asked) in the collective the log makes anyway, so no step pays for an extra one."""
+        if self.accelerator.num_processes == 1:
+            return stop.requested
+        if not logged:
+            return False
+        flag = torch.tensor(float(stop.requested), device=self.device)
+        return bool(self.accelerator.reduce(flag, "sum").item() > 0)
 
     def _next_batches(self, step: int) -> Generator:
         """The batch stream, reseeded at each checkpoint boundary (a resumed run replays the same data)."""
@@ -300,7 +323,7 @@ class TrainLoop:
                 self.batches.close()  # its workers end now
             # Each rank goes through all shards with its own seed, so the loader is not passed through
             # accelerator.prepare.
-            self.batches = train_stream(
+            batches = train_stream(
                 self.shard_dir,
                 self.micro,
                 segment_seed(self.params.seed, self.rank, segment),
@@ -312,7 +335,28 @@ class TrainLoop:
                 pin_memory=self.device.type == "cuda",
                 cache=node_cache(),
             )
+            self.batches = batches
+            if self.resume_rng:  # a checkpoint between boundaries: on from exactly where it stopped
+                self._resume_within_segment(step)
         return self.batches
+
+    def _resume_within_segment(self, step: int) -> None:
+        """Skip the segment's batches the steps before ``step`` took and put back the generators' states saved at
+        that step, so the run goes on as if it had never stopped."""
+        assert self.batches is not None
+        for _ in range(((step - 1) % self.cfg.checkpoint_every) * self.cfg.grad_accumulation):
+            next(self.batches)
+        cpu, cuda = self.resume_rng.get(f"rng.{self.rank}.cpu"), self.resume_rng.get(f"rng.{self.rank}.cuda")
+        if cpu is None:
+            self.accelerator.print(
+                "train: the checkpoint holds no generator state for this process (another process count?): "
+                "the run goes on, not bit for bit as an uninterrupted one"
+            )
+        else:
+            torch.set_rng_state(cpu)
+            if cuda is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(cuda, self.device)
+        self.resume_rng = {}
 
     def run_step(self, step: int) -> torch.Tensor:
         """One optimizer step (DDPM Algorithm 1 over ``train.grad_accumulation`` micro-batches), the EMA and the
@@ -375,9 +419,11 @@ class TrainLoop:
             )
             self.log_image(image_grid(images, cfg.sample_images), "ema_samples", step)
 
-    def save(self, step: int) -> None:
-        """A checkpoint of ``step`` in the run folder (main process; older ones beyond ``keep_checkpoints`` go)."""
+    def save(self, step: int, exact: bool = False) -> None:
+        """A checkpoint of ``step`` in the run folder (main process; older ones beyond ``keep_checkpoints`` go);
+        ``exact``: with every process's generator states, for a step between checkpoint boundaries."""
         self.accelerator.wait_for_everyone()
+        rng = self._generator_states() if exact else None
         if self.accelerator.is_main_process:
             save_checkpoint(
                 self.folder,
@@ -390,7 +436,19 @@ class TrainLoop:
                 self.timesteps.state_dict(),
                 self.history,
                 self.cfg.keep_checkpoints,
+                rng,
             )
+
+    def _generator_states(self) -> dict[str, torch.Tensor]:
+        """Every process's CPU (and CUDA) generator state, keyed ``rng.<rank>.cpu`` / ``.cuda``, on every process."""
+        mine = {f"rng.{self.rank}.cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            mine[f"rng.{self.rank}.cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.accelerator.num_processes == 1:
+            return mine
+        every: list[dict[str, torch.Tensor]] = [{}] * self.accelerator.num_processes
+        torch.distributed.all_gather_object(every, mine)
+        return {k: v for part in every for k, v in part.items()}
 
     def close(self) -> None:
         """End the progress bar and the batch stream's workers."""
