@@ -113,8 +113,8 @@ def _claimed(repo: Path, name: str) -> bool:
 
 
 def test_a_second_exp_run_while_one_runs_is_refused_and_the_first_is_saved_whole(repo):
-    """Started once the first's pipeline has begun (DVC itself races two runs started within the few seconds
-    before the first's first stage: the README says so)."""
+    """Started once the first's pipeline has begun (two runs started within the few seconds before the first's
+    first stage are both stopped before any work: test_run_lifecycle tests that)."""
     repo, env = repo
     first = subprocess.Popen(
         ["dvc", "exp", "run", *TINY, "-S", "train.steps=100", "-S", "train.lr=0.002", "-n", "lr-002", "train"],

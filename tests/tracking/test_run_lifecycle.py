@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+from helpers import ROOT
 from helpers.params import compose_raw
 
 from ddpm import processes
@@ -250,7 +251,7 @@ def test_params_changed_by_another_run_mid_pipeline_are_put_back(tmp_path, monke
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(
         f"warning: train: {params} changed while this pipeline ran (another `dvc exp run` in this "
-        f"workspace?); put back the params it started with, the other file is kept as {kept}."
+        f"workspace?); put back this pipeline's params, the other file is kept as {kept}."
     )
     monkeypatch.setattr(workspace, "dvc_ancestor", processes.identity)  # the next execution: a fresh start
     params.write_text("train:\n  lr: 0.004\n")
@@ -268,3 +269,56 @@ def test_every_tracker_method_is_logged_to_mlflow_and_to_the_spool():
     assert len(OPS) >= 10
     for cls in (StageRun, ResilientRun):
         assert [op for op in OPS if op not in vars(cls)] == [], cls.__name__
+
+
+def test_params_rewritten_before_the_first_stage_are_put_back_as_the_run_asked(tmp_path, monkeypatch, capsys):
+    """A second `dvc exp run` started a second after the first composes its params.yaml (and DVC's experiment
+    records) before the first's first stage can claim the workspace: that stage composes what its own `dvc exp run
+    -S …` asked for, puts it back and stops the run before any work, in one line (DVC could not save it)."""
+    import shutil
+
+    from dvc.utils.hydra import compose_and_dump
+
+    from ddpm.stage import workspace
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text("[hydra]\n    enabled = true\n")
+    params = tmp_path / "params.yaml"
+
+    def composed(*overrides: str) -> bytes:
+        compose_and_dump(params, str(tmp_path / "conf"), None, "config", str(tmp_path), list(overrides))
+        return params.read_bytes()
+
+    ours, theirs = composed("profile=tiny", "train.lr=0.002"), composed("profile=tiny", "train.lr=0.003")
+    fake = tmp_path / "bin" / "dvc"  # stands for the first `dvc exp run`, by its command line
+    fake.parent.mkdir()
+    fake.write_text("import time\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(fake), "exp", "run", "-S", "profile=tiny", "-S", "train.lr=0.002"])
+    try:
+        monkeypatch.setattr(workspace, "dvc_ancestor", lambda: processes.identity(proc.pid))
+        with pytest.raises(workspace.WorkspaceBusy) as err:
+            workspace.hold_params(params, "check", cwd=tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert params.read_bytes() == ours
+    [kept] = (tmp_path / workspace.FOLDER).glob("replaced-*-check.yaml")
+    assert kept.read_bytes() == theirs
+    assert str(err.value).startswith(
+        f"another `dvc exp run` started in the same seconds rewrote {params} (its file is kept as {kept})"
+    )
+
+
+def test_the_overrides_of_a_workspace_exp_run_and_of_no_other_command():
+    from ddpm.stage.asked_params import overrides
+
+    dvc = ["/venv/bin/python", "/venv/bin/dvc"]
+    assert overrides([*dvc, "exp", "run", "-S", "a=1", "--set-param=b=2", "-Sc=3", "-n", "x", "train"]) == [
+        "a=1",
+        "b=2",
+        "c=3",
+    ]
+    assert overrides([*dvc, "exp", "run", "-S", "other.yaml:a=1"]) == []  # another params file: not composed
+    assert overrides([*dvc, "exp", "run", "--queue", "-S", "a=1"]) is None  # runs in a copy
+    assert overrides([*dvc, "repro", "train"]) is None

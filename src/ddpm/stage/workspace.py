@@ -6,8 +6,9 @@ is then lost. So the first stage of an execution in the workspace (not in a queu
 claims the workspace in DVC's experiment lock (``.dvc/tmp/exps/rwlock``) for as long as the DVC process runs, held
 by a small watcher process that releases it when that process ends: DVC then refuses any other ``dvc exp run``
 (workspace, ``--temp`` or ``--queue``) at its start, before it touches a file, and a stage of another DVC process
-(``dvc repro``) fails in one line. A second run that started in the moment before the claim waits in DVC for the
-first to finish.
+(``dvc repro``) fails in one line. A second run started in the seconds before the claim has already rewritten
+params.yaml and DVC's experiment records: the first run's first stage finds params.yaml is not what its own
+``dvc exp run -S …`` composed (``asked_params``), puts its params back and stops before any work.
 
 And every stage keeps the bytes of params.yaml its execution started with (``.dvc/tmp/ddpm-params/``) and puts
 them back if another process changed the file meanwhile, keeping the replaced file and saying so. Stages run
@@ -23,6 +24,8 @@ from pathlib import Path
 
 from ddpm.processes import alive, dvc_ancestor, identity, project_root
 from ddpm.storage.files import write_text
+
+from .asked_params import asked_params
 
 FOLDER = Path(".dvc") / "tmp" / "ddpm-params"
 EXPS = Path(".dvc") / "tmp" / "exps"  # DVC's experiment lock: its file rwlock, guarded by rwlock.lock
@@ -52,20 +55,38 @@ def hold_params(params_path: Path, stage: str, cwd: Path = Path(".")) -> None:
         for stale in snapshot.parent.glob("*.yaml"):
             if not stale.name.startswith("replaced-") and not alive(stale.stem.replace("-", ":", 1)):
                 stale.unlink(missing_ok=True)
+        asked = asked_params(snapshot.stem.replace("-", ":", 1), cwd.resolve())
+        if asked is not None and asked != now:
+            kept = _keep(now, snapshot.parent, stage)
+            write_text(params_path, asked.decode())
+            raise WorkspaceBusy(
+                f"another `dvc exp run` started in the same seconds rewrote {params_path} (its file is kept as "
+                f"{kept}) and DVC's record of this experiment: this one stops before any work; run it again, "
+                "and concurrent experiments with `dvc exp run --queue` or `--temp`"
+            )
         write_text(snapshot, now.decode())
         return
     started = snapshot.read_bytes()
-    if now == started:
-        return
-    kept = snapshot.parent / f"replaced-{time.strftime('%Y%m%dT%H%M%S')}-{stage}.yaml"
-    write_text(kept, now.decode())
-    write_text(params_path, started.decode())
+    if now != started:
+        _put_back(params_path, now, started, snapshot.parent, stage, "changed while this pipeline ran")
+
+
+def _put_back(params_path: Path, found: bytes, ours: bytes, folder: Path, stage: str, what: str) -> None:
+    """Write this execution's params back over ``found`` (kept in ``folder``), with one warning."""
+    kept = _keep(found, folder, stage)
+    write_text(params_path, ours.decode())
     print(
-        f"warning: {stage}: {params_path} changed while this pipeline ran (another `dvc exp run` in this "
-        f"workspace?); put back the params it started with, the other file is kept as {kept}. Run concurrent "
-        "experiments with `dvc exp run --queue` or `--temp`",
+        f"warning: {stage}: {params_path} {what} (another `dvc exp run` in this workspace?); put back this "
+        f"pipeline's params, the other file is kept as {kept}. Run concurrent experiments with `dvc exp run "
+        "--queue` or `--temp`",
         file=sys.stderr,
     )
+
+
+def _keep(found: bytes, folder: Path, stage: str) -> Path:
+    kept = folder / f"replaced-{time.strftime('%Y%m%dT%H%M%S')}-{stage}.yaml"
+    write_text(kept, found.decode())
+    return kept
 
 
 def _command(pid: int) -> str:
