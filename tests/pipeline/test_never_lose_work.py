@@ -170,6 +170,29 @@ def test_sampling_killed_under_exp_run_resumes_from_the_chunks_it_made(repo):
     assert not (repo / "outputs" / ".samples.chunks").exists()
 
 
+def test_sigterm_to_dvc_alone_stops_its_stage_with_a_checkpoint(repo):
+    """DVC killed alone leaves its stage running; the stage notices its dvc is gone and stops after its step,
+    with a checkpoint and one line, before it could write the model or register a version."""
+    repo, env = repo
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    versions = len(mlflow.MlflowClient().search_model_versions())
+    args = ["dvc", "exp", "run", *TINY, "-S", "train.steps=400", "-S", "train.lr=0.002", "-n", "orphan", "train"]
+    dvc = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert dvc.stdout is not None
+    for line in dvc.stdout:  # until training runs (it resumes at step 100 of 400)
+        if line.startswith("train: resuming from"):
+            break
+    time.sleep(1)
+    dvc.send_signal(signal.SIGTERM)  # to dvc, not to its stage
+    _, err = dvc.communicate(timeout=120)  # the stage holds dvc's pipes until it ends
+    assert not _train_pids()
+    [line] = [line for line in err.splitlines() if line.startswith("error: train: stopped by SIGTERM")]
+    step = int(line.split(" at step ")[1].split(";")[0])
+    assert 100 < step < 400 and f"step-{step:09d} saved" in line
+    assert "error: train: the dvc process that ran this stage" in err
+    assert len(mlflow.MlflowClient().search_model_versions()) == versions
+
+
 def _train_pids() -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():
