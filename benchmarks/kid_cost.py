@@ -42,7 +42,7 @@ def main() -> None:
     before = seconds(lambda: kid_features_to_metric(x, y, kid_subset_size=args.subset, verbose=False))
     prc = seconds(lambda: prc_features_to_metric(x.float(), y.float(), save_cpu_ram=True, verbose=False))
     kid = seconds(lambda: kernel_inception_distance(x, y, args.subset))
-    every = seconds(lambda: kid_precision_recall(a, b, args.subset))  # raises the threads to every core
+    every = seconds(lambda: kid_precision_recall(a, b, args.subset, 0, "cpu"))  # raises the threads to every core
     rows = [
         f"# KID and precision/recall: {args.samples:,} sample features against {args.samples:,} reference features "
         f"(subsets of {args.subset})",

@@ -124,8 +124,8 @@ def test_kid_and_precision_recall_separate_matching_from_shifted_features():
 
     rng = np.random.default_rng(0)
     real = rng.normal(size=(200, 16))
-    same = kid_precision_recall(rng.normal(size=(200, 16)), real, subset_size=100)
-    shifted = kid_precision_recall(rng.normal(size=(200, 16)) + 3.0, real, subset_size=100)
+    same = kid_precision_recall(rng.normal(size=(200, 16)), real, 100, 0, "cpu")
+    shifted = kid_precision_recall(rng.normal(size=(200, 16)) + 3.0, real, 100, 0, "cpu")
     assert abs(same["kid"]) < 0.05 and same["precision"] > 0.6 and same["recall"] > 0.6
     assert shifted["kid"] > 1.0 and shifted["precision"] < 0.2 and shifted["recall"] < 0.2
 
@@ -148,7 +148,7 @@ def test_kid_is_torch_fidelitys_with_its_subsets_and_leaves_the_thread_count_as_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as `accelerate launch` starts each process
     try:
-        kid_precision_recall(a, b, subset_size=50)
+        kid_precision_recall(a, b, 50, 0, "cpu")
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)

@@ -18,6 +18,7 @@ from _train_ranks import run_steps
 from accelerate import Accelerator, debug_launcher
 from accelerate.state import AcceleratorState
 from helpers import ROOT
+from helpers.ranks import launch_two_cpu_ranks
 from safetensors.torch import load_file
 
 from ddpm.core.unet import UNet, UNetConfig
@@ -125,42 +126,12 @@ def test_loss_aware_history_is_shared_across_two_ranks():
     debug_launcher(_shared_history, num_processes=2)
 
 
-def _stopped_at_a_log_step(shards: str, root: str) -> None:
-    import signal
-
-    from accelerate import PartialState
-    from helpers.params import make_params
-
-    from ddpm.training.loop import train
-    from ddpm.training.stop import Interrupted
-
-    params = make_params(
-        {
-            "dataset": "digits",
-            "timesteps": 50,
-            "data": {"resolution": 8},
-            "model": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []},
-            "train": {"steps": 30, "batch_size": 8, "log_every": 5, "checkpoint_every": 20, "shuffle_buffer": 50},
-        }
-    )
-
-    def log(metrics, step):  # the main process's log: Ctrl-C reaches rank 0 alone, at step 5's log
-        if step == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    rank = PartialState(cpu=True).process_index
-    try:
-        train(params, Path(shards), Path(root) / "ema.safetensors", Path(root) / "checkpoints", log=log)
-    except Interrupted as err:
-        Path(root, f"rank{rank}").write_text(str(err))
-
-
 def test_two_ranks_stop_together_at_the_logging_step_one_was_asked_at(digit_shards, tmp_path):
     """Only rank 0 gets the signal; both stop after the same step (they agree in the log's collective) and the
     checkpoint holds both ranks' generator states."""
     from ddpm.training.checkpoints import list_checkpoints
 
-    debug_launcher(_stopped_at_a_log_step, args=(str(digit_shards), str(tmp_path)), num_processes=2)
+    launch_two_cpu_ranks(HERE / "_stop_ranks.py", str(digit_shards), str(tmp_path))  # fresh processes, not forks
     lines = [(tmp_path / f"rank{r}").read_text() for r in (0, 1)]
     assert lines[0].startswith("stopped by SIGINT at step 5; checkpoint ")
     assert lines[1] == lines[0].replace("by SIGINT", "by another process")

@@ -60,9 +60,9 @@ torch_fidelity.register_feature_extractor(EXTRACTOR_NAME, TFInceptionFeatureExtr
 def kid_precision_recall(
     samples: np.ndarray,
     reference: np.ndarray,
-    subset_size: int = 1000,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
+    subset_size: int,
+    seed: int,
+    device: str | torch.device,
 ) -> dict[str, float]:
     """KID (MMD² with the cubic polynomial kernel, mean ± std over 100 subsets; ``kid``) and precision / recall
     (k = 3 nearest-neighbour balls; torch-fidelity's) of sample features against reference features, on
