@@ -37,6 +37,7 @@ PARAMS = {
         "checkpoint_every": 20,
         "keep_checkpoints": 2,
         "shuffle_buffer": 200,
+        "loader_workers": 0,  # the training process decodes (tests/data/test_loader_workers.py covers workers)
     },
 }
 
