@@ -67,18 +67,14 @@ def hold_params(params_path: Path, stage: str, cwd: Path = Path(".")) -> None:
         write_text(snapshot, now.decode())
         return
     started = snapshot.read_bytes()
-    if now != started:
-        _put_back(params_path, now, started, snapshot.parent, stage, "changed while this pipeline ran")
-
-
-def _put_back(params_path: Path, found: bytes, ours: bytes, folder: Path, stage: str, what: str) -> None:
-    """Write this execution's params back over ``found`` (kept in ``folder``), with one warning."""
-    kept = _keep(found, folder, stage)
-    write_text(params_path, ours.decode())
+    if now == started:
+        return
+    kept = _keep(now, snapshot.parent, stage)
+    write_text(params_path, started.decode())
     print(
-        f"warning: {stage}: {params_path} {what} (another `dvc exp run` in this workspace?); put back this "
-        f"pipeline's params, the other file is kept as {kept}. Run concurrent experiments with `dvc exp run "
-        "--queue` or `--temp`",
+        f"warning: {stage}: {params_path} changed while this pipeline ran (another `dvc exp run` in this "
+        f"workspace?); put back this pipeline's params, the other file is kept as {kept}. Run concurrent "
+        "experiments with `dvc exp run --queue` or `--temp`",
         file=sys.stderr,
     )
 
