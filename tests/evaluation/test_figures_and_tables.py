@@ -147,6 +147,30 @@ def test_fid_vs_nfe_puts_ddims_eta_0_row_beside_the_paper_and_the_solvers_below(
     assert image.ndim == 3 and image.shape[2] == 3
 
 
+def test_kid_tables_put_each_cell_with_its_std_in_the_grid_of_its_fid_table():
+    ddim = [
+        {"steps": 10, "eta": 0.0, "fid": 20.0, "kid": 0.0125, "kid_std": 0.001},
+        {"steps": 20, "eta": "sigma_hat", "fid": 10.0, "kid": 0.25, "kid_std": 0.0204},
+        {"steps": 10, "eta": 1.0, "fid": 50.0, "kid": -0.0004, "kid_std": 0.0003},
+        {"steps": 20, "eta": 1.0, "fid": 40.0},  # a cell scored before KID was: left blank
+    ]
+    solvers = [{"sampler": "heun", "nfe": 20, "network_calls": 19, "fid": 8.0, "kid": 0.003, "kid_std": 0.0005}]
+    assert paper_tables.kid_table(None, ddim).splitlines() == [
+        "| η \\ S | 10 | 20 |",
+        "|---|---|---|",
+        "| 0 | 12.50 ± 1.00 |  |",
+        "| 1 | -0.40 ± 0.30 |  |",
+        "| σ̂ |  | 250.00 ± 20.40 |",
+    ]
+    assert paper_tables.kid_table(solvers, ddim).splitlines()[2:] == [
+        "| ddim | 12.50 ± 1.00 |  |",
+        "| heun |  | 3.00 ± 0.50 |",
+    ]
+    _, rows = paper_tables.fid_vs_nfe_table(solvers, ddim)
+    assert {(r["sampler"], r["kid"]) for r in rows} == {("ddim", 0.0125), ("heun", 0.003)}
+    assert paper_tables.kid_table(None, [{"steps": 10, "eta": 0.0, "fid": 1.0}]) == ""
+
+
 def test_solver_cells_parse_their_matrix_arguments():
     from ddpm.core.options import Sampler
     from ddpm.core.solvers import calls_spent as network_calls

@@ -15,8 +15,9 @@ def eval_images(n: int = 7, size: int = 8, seed: int = 3) -> torch.Tensor:
 
 
 def sharded_evaluation(reference: Path, share) -> dict[str, np.ndarray]:
-    """The NLL (batches of 3 of 7 images), Inception features (batches of 2 of 7) and a DDIM cell (7 samples in
-    chunks of 3) of a small untrained network, as ``share`` computes them: equal for any number of processes."""
+    """The NLL (batches of 3 of 7 images), Inception features (batches of 2 of 7) and a DDIM cell (FID and KID of
+    7 samples in chunks of 3) of a small untrained network, as ``share`` computes them: equal for any number of
+    processes."""
     from ddpm.evaluation.fid import inception_features
     from ddpm.evaluation.fid_cells import ddim_cell
     from ddpm.evaluation.likelihood import nll_bpd
@@ -43,5 +44,6 @@ def sharded_evaluation(reference: Path, share) -> dict[str, np.ndarray]:
         "count": np.int64(nll["count"]),
         "features": features,
         "fid": np.float64(cell["fid"]),
+        "kid": np.float64(cell["kid"]),
         "cell_samples": np.int64(cell["num_samples"]),
     }

@@ -1,5 +1,5 @@
-"""One cell of a sampler table: the FID of samples drawn with one setting. DDIM Table 1 has a cell per S × η (the
-ddim_fid DVC matrix), the FID-vs-NFE table one per sampler × NFE (the solver_fid matrix)."""
+"""One cell of a sampler table: the FID and KID of samples drawn with one setting. DDIM Table 1 has a cell per
+S × η (the ddim_fid DVC matrix), the FID-vs-NFE table one per sampler × NFE (the solver_fid matrix)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ddpm.config import Params
 from ddpm.core.generation import generate
@@ -16,7 +17,8 @@ from ddpm.factory import Inference, load_for_inference
 from ddpm.parallel import ONE_PROCESS, WorkShare
 from ddpm.progress import progress
 
-from .fid import fid_of_features, inception_features, to_uint8_rgb_batches, verified_weights_path
+from .fid import fid_of_features, inception_features, load_features, to_uint8_rgb_batches, verified_weights_path
+from .kid import kernel_inception_distance
 
 
 def _count(stage: str, name: str, value: str) -> int:
@@ -63,9 +65,11 @@ def cell_network(params: Params, model: Path, device) -> Inference:
 def _fid_of_samples(
     inference: Inference, params: Params, n: int, label: str, reference: Path, share: WorkShare, **sampler_options
 ) -> dict:
-    """``n`` samples (image i drawn from seed (params.seed, i)) and their FID against the training split's
-    reference. They are made in chunks of ``sample.batch_size``; rank r makes chunks r, r + W, … and their
-    Inception features, so the FID does not depend on the number of processes."""
+    """``n`` samples (image i drawn from seed (params.seed, i)), their FID against the training split's reference
+    and their KID (mean ± std over subsets of ``fid.kid_subset_size``, capped by the counts: unbiased, so cells of
+    a few hundred samples compare where FID's bias dominates). They are made in chunks of ``sample.batch_size``;
+    rank r makes chunks r, r + W, … and their Inception features, so the scores do not depend on the number of
+    processes."""
     size, device = params.sample.batch_size, inference.device
     sampling, features = 0.0, {}
     mine = list(share.mine(range(0, n, size)))
@@ -89,8 +93,18 @@ def _fid_of_samples(
         bar.update(len(images))
     bar.close()
     all_features = np.concatenate(share.gather(features)).astype(np.float64)
+    reference_features = torch.from_numpy(load_features(reference))
+    subset = min(len(all_features), len(reference_features), params.fid.kid_subset_size)
+    kid, kid_std = (
+        kernel_inception_distance(torch.from_numpy(all_features), reference_features, subset, params.seed)
+        if subset >= 2  # the unbiased MMD² needs two features a side
+        else (None, None)
+    )
     return {
         "fid": fid_of_features(all_features, {"train": reference})["train"],
+        "kid": kid,
+        "kid_std": kid_std,
+        "kid_subset_size": subset,
         "num_samples": int(len(all_features)),
         "sampling_seconds": sampling,
     }

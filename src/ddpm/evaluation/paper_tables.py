@@ -343,7 +343,10 @@ def ddim_table(cells: list[dict], published: bool = True) -> tuple[str, list[dic
                 cells_text.append(f"{_num(mine)} ({_num(paper)})" if mine is not None or paper is not None else "")
             else:
                 cells_text.append(_num(mine) if mine is not None else "")
-            rows.append({"eta": eta, "steps": s, "fid": mine, "fid_paper": paper})
+            kid = next((c for c in cells if (c["eta"], int(c["steps"])) == (eta, s) and c.get("kid") is not None), {})
+            rows.append(
+                {"eta": eta, "steps": s, "fid": mine, "fid_paper": paper} | {k: kid.get(k) for k in ("kid", "kid_std")}
+            )
         name = "σ̂" if eta == "sigma_hat" else f"{eta:g}"
         lines.append(f"| {name} | " + " | ".join(cells_text) + " |")
     return "\n".join(lines) + "\n", rows
@@ -360,16 +363,9 @@ def fid_vs_nfe_table(
     """FID against NFE: a row per sampler, a column per NFE. DDIM's row is DDIM Table 1's η = 0 row (S = NFE),
     with the paper's numbers in brackets when ``published`` (drawn as DDIM's); no paper reports the other samplers
     on DDPM's model. A cell whose sampler spent fewer calls than its NFE says so."""
-    fids = {
-        ("ddim", int(c["steps"])): (c["fid"], int(c["steps"]))
-        for c in ddim_cells
-        if c.get("fid") is not None and c["eta"] == 0.0
-    }
-    fids |= {
-        (c["sampler"], int(c["nfe"])): (c["fid"], int(c.get("network_calls", c["nfe"])))
-        for c in solver_cells
-        if c.get("fid") is not None
-    }
+    cells = _nfe_cells(solver_cells, ddim_cells)
+    fids = {k: (c["fid"], int(c.get("network_calls", k[1]))) for k, c in cells.items() if c.get("fid") is not None}
+    kids = {key: (c["kid"], c["kid_std"]) for key, c in cells.items() if c.get("kid") is not None}
     order = [str(s) for s in Sampler]  # ancestral, ddim, then the solvers as the Sampler enum lists them
     samplers = sorted({s for s, _ in fids}, key=order.index)
     nfes = sorted({n for _, n in fids})
@@ -383,9 +379,42 @@ def fid_vs_nfe_table(
             text = _num(fid) + (f" ({_num(paper)})" if paper is not None else "")
             texts.append(text + (f" [{calls} calls]" if calls != nfe else "") if fid is not None else "")
             if fid is not None:
-                rows.append({"sampler": sampler, "nfe": nfe, "network_calls": calls, "fid": fid, "fid_paper": paper})
+                row = {"sampler": sampler, "nfe": nfe, "network_calls": calls, "fid": fid, "fid_paper": paper}
+                rows.append(row | dict(zip(("kid", "kid_std"), kids.get((sampler, nfe), (None, None)), strict=True)))
         lines.append(f"| {sampler} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n", rows
+
+
+def _nfe_cells(solver_cells: list[dict], ddim_cells: list[dict]) -> dict[tuple[str, int], dict]:
+    """The FID-vs-NFE table's cells by (sampler, NFE): DDIM's are Table 1's η = 0 cells (S = NFE)."""
+    ddim = {("ddim", int(c["steps"])): c for c in ddim_cells if c["eta"] == 0.0}
+    return ddim | {(c["sampler"], int(c["nfe"])): c for c in solver_cells}
+
+
+def kid_table(solver_cells: list[dict] | None, ddim_cells: list[dict]) -> str:
+    """KID × 10³ ± its standard deviation over subsets, a row per η and a column per S (DDIM Table 1's cells;
+    ``solver_cells`` None) or a row per sampler and a column per NFE; empty when no cell has a KID. KID is
+    unbiased, so it ranks settings at sample counts where FID's bias dominates."""
+    if solver_cells is None:
+        cells = {(c["eta"], int(c["steps"])): c for c in ddim_cells}
+        row_order = lambda eta: (isinstance(eta, str), eta)  # noqa: E731 — numbers first, then σ̂
+        head, name = "η \\ S", lambda eta: "σ̂" if eta == SIGMA_HAT else f"{eta:g}"
+    else:
+        cells = _nfe_cells(solver_cells, ddim_cells)
+        order = [str(s) for s in Sampler]
+        row_order, head, name = order.index, "sampler \\ NFE", str
+    kids = {key: c for key, c in cells.items() if c.get("kid") is not None}
+    if not kids:
+        return ""
+    rows, columns = sorted({r for r, _ in kids}, key=row_order), sorted({n for _, n in kids})
+    lines = [f"| {head} | " + " | ".join(str(n) for n in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for r in rows:
+        texts = [
+            f"{1e3 * kids[r, n]['kid']:.2f} ± {1e3 * kids[r, n]['kid_std']:.2f}" if (r, n) in kids else ""
+            for n in columns
+        ]
+        lines.append(f"| {name(r)} | " + " | ".join(texts) + " |")
+    return "\n".join(lines) + "\n"
 
 
 DIVERGED_MSE = 1.0  # pixels lie in [0, 1]: a larger reconstruction MSE means the decode left the image range

@@ -27,6 +27,17 @@ def _caveat(num_samples: int) -> str:
     return f"\n{text}\n" if text else ""
 
 
+def _kid_section(title: str, table: str) -> str:
+    """A KID table under its heading, with how to read it; nothing when no cell has a KID (older cells)."""
+    if not table:
+        return ""
+    return (
+        f"\n## {title}\n\n{table}\nKID (the unbiased MMD² of Inception features against the training split's "
+        "reference) keeps no sample-count bias: two cells differ when their means are apart by more than their "
+        "stds.\n"
+    )
+
+
 def results_table(params: Params, train: dict, evaluation: dict) -> str:
     sampler = paper_tables.sampler_setting(flatten(params.model_dump(mode="json")))
     if "isc" in evaluation:
@@ -151,12 +162,14 @@ def build_report(
         + ddim_md
         + ddim_note
         + _caveat(max(c["num_samples"] for c in cells))
+        + _kid_section("DDIM Table 1: KID × 10³ ± std", paper_tables.kid_table(None, cells))
         + f"\n## FID against network calls (NFE), ours ({params.solver_table.num_samples} samples per cell; DDIM's "
         "η = 0 row is Table 1's)"
         + (" with the paper's DDIM in brackets" if published else "")
         + "\n\n"
         + (
             f"{nfe_md}{_caveat(params.solver_table.num_samples)}\n![FID against NFE](fid_vs_nfe.png)\n"
+            + _kid_section("KID × 10³ ± std against NFE", paper_tables.kid_table(list(solver_cells), cells))
             if nfe_rows
             else "No cells: list samplers in solver_table.samplers or η = 0 in ddim_table.etas.\n"
         )
