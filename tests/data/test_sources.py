@@ -5,6 +5,7 @@ import http.server
 import io
 import tarfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +218,21 @@ def test_wrong_md5_is_an_error_and_the_bytes_are_never_used(tmp_path):
 def test_unreachable_url_fails_fast_with_a_hint(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.url: cannot fetch http://127.0.0.1:9/x .*set data.source"):
         fetch("http://127.0.0.1:9/x", tmp_path / "x", "0" * 32, timeout=5)
+
+
+def test_offline_cifar10_names_where_to_put_the_archive_and_no_file_that_is_not_there(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = make_params({"dataset": "cifar10", "data": {"url": "http://127.0.0.1:9/cifar-10-python.tar.gz"}})
+    with pytest.raises(FileNotFoundError) as err:
+        sources.cifar10_path(p)
+    message = str(err.value)
+    assert "\n" not in message and "bytes so far" not in message
+    assert f"put the archive at data/downloads/cifar-10-python.tar.gz (MD5 {p.data.md5})" in message
+    assert "set data.source to a local copy" in message
+    assert not (tmp_path / "data" / "downloads" / "cifar-10-python.tar.gz.part").exists()
+    # a copy placed where the message says is used, without a network
+    (tmp_path / "data" / "downloads").mkdir(parents=True, exist_ok=True)
+    archive = cifar_pickle_tarball(tmp_path / "data" / "downloads" / "cifar-10-python.tar.gz")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()  # noqa: S324
+    placed = make_params({"dataset": "cifar10", "data": {"url": p.data.url, "md5": md5}})
+    assert sources.cifar10_path(placed) == Path("data/downloads/cifar-10-python.tar.gz")

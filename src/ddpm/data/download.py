@@ -48,9 +48,8 @@ def fetch(
         if err.code != 416:  # 416: nothing left to send, the .part is already whole
             raise FileNotFoundError(f"{key}: cannot fetch {url} (HTTP {err.code}); {hint}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise FileNotFoundError(
-            f"{key}: cannot fetch {url} ({getattr(err, 'reason', err)}); bytes so far kept in {part}; {hint}"
-        ) from None
+        kept = f"bytes so far kept in {part}; " if part.is_file() and part.stat().st_size else ""
+        raise FileNotFoundError(f"{key}: cannot fetch {url} ({getattr(err, 'reason', err)}); {kept}{hint}") from None
     got = file_digest(part, algorithm)
     if got != checksum:
         what = "data.md5" if key == "data.url" else key

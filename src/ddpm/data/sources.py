@@ -199,7 +199,12 @@ def cifar10_path(params: Params) -> Path:
             "data.source: not set for dataset cifar10 and data.download is false; set data.source to a local "
             f"cifar-10-python.tar.gz (or a tar.gz of class folders), or data.download: true to fetch {d.url}"
         )
-    return fetch(d.url, Path("data") / "downloads" / Path(d.url).name, d.md5)
+    dest = Path("data") / "downloads" / Path(d.url).name
+    hint = (
+        f"without a network, put the archive at {dest} (MD5 {d.md5}) or set data.source to a local copy "
+        "(that archive, or a tar.gz of train/<class>/*.jpg and test/<class>/*.jpg)"
+    )
+    return fetch(d.url, dest, d.md5, hint=hint)
 
 
 def cifar10(split: str, params: Params) -> Iterator[RawSample]:
