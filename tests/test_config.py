@@ -260,6 +260,29 @@ def test_new_sections_are_validated_too(patch, message):
     assert str(err.value).startswith(message)
 
 
+@pytest.mark.parametrize(
+    "patch,message",
+    [
+        ({"schedul": "cosine"}, "params.yaml: schedul: unknown key; did you mean 'schedule'?"),
+        ({"train": {"stpes": 3}}, "params.yaml: train.stpes: unknown key; did you mean 'steps'?"),
+        (
+            {"schedule": "cosin"},
+            "params.yaml: schedule: Input should be 'linear' or 'cosine' (got 'cosin'); did you mean 'cosine'?",
+        ),
+        ({"sample": {"sampler": "dpm_solver_pp_3"}}, "did you mean 'dpm_solver_pp_3m'?"),
+        ({"schedule": "quadratic"}, "params.yaml: schedule: Input should be 'linear' or 'cosine' (got 'quadratic')"),
+        ({"zzz": 1}, "params.yaml: zzz: unknown key"),
+    ],
+)
+def test_a_close_miss_key_or_value_gets_the_nearest_allowed_one(patch, message):
+    raw = _compose([])
+    for key, value in patch.items():
+        raw[key] = raw[key] | value if isinstance(value, dict) else value
+    with pytest.raises(ParamsError) as err:
+        validate_params(raw)
+    assert str(err.value).endswith(message) and "\n" not in str(err.value)
+
+
 def test_every_256px_profile_evaluates_the_bound_in_batches_that_fit_an_80gb_gpu():
     """~325 MiB (ch 128) and ~420 MiB (ch 192) of fp32 activations per 256² image, measured on CPU: the default
     500 would need 158-205 GiB; 128 needs at most ~53 GiB."""

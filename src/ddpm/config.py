@@ -7,7 +7,9 @@ code that owns it (``ddpm.core.options``, ``schedules``, ``spacing``); the schem
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -391,16 +393,36 @@ class Params(_Section):
             raise ValueError(f"model.{err.key}: {err.reason}") from None
 
 
+def _did_you_mean(word: object, choices: Sequence[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of ``choices`` to a mistyped key or value, or nothing."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _keys_beside(loc: tuple) -> list[str]:
+    """The keys the schema allows where the key at ``loc`` was found (its siblings)."""
+    section: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = section.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        section = annotation
+    return list(section.model_fields)
+
+
 def _format(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"{loc}: unknown key"
+        return f"{loc}: unknown key{_did_you_mean(first['loc'][-1], _keys_beside(first['loc']))}"
     if first["type"] in ("missing",):
         return f"{loc}: required key is missing"
     value = first.get("input")
     got = "" if isinstance(value, dict) or value is None or "(got " in msg else f" (got {value!r})"
+    if first["type"] == "enum":  # "Input should be 'linear' or 'cosine'"
+        got += _did_you_mean(value, re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", ""))))
     return f"{loc}: {msg}{got}" if loc else f"{msg}"
 
 
