@@ -252,12 +252,17 @@ def test_dvc_yaml_outs_are_the_stage_paths():
     ],
 )
 def test_new_sections_are_validated_too(patch, message):
+    assert _error_of(patch).startswith(message)
+
+
+def _error_of(patch: dict) -> str:
+    """The one-line error of the default params with ``patch`` applied (a section's keys merged into it)."""
     raw = _compose([])
     for key, value in patch.items():
-        raw[key] = raw[key] | value if isinstance(value, dict) else value
+        raw[key] = raw.get(key, {}) | value if isinstance(value, dict) else value
     with pytest.raises(ParamsError) as err:
         validate_params(raw)
-    assert str(err.value).startswith(message)
+    return str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -275,12 +280,8 @@ def test_new_sections_are_validated_too(patch, message):
     ],
 )
 def test_a_close_miss_key_or_value_gets_the_nearest_allowed_one(patch, message):
-    raw = _compose([])
-    for key, value in patch.items():
-        raw[key] = raw[key] | value if isinstance(value, dict) else value
-    with pytest.raises(ParamsError) as err:
-        validate_params(raw)
-    assert str(err.value).endswith(message) and "\n" not in str(err.value)
+    error = _error_of(patch)
+    assert error.endswith(message) and "\n" not in error
 
 
 def test_every_256px_profile_evaluates_the_bound_in_batches_that_fit_an_80gb_gpu():
