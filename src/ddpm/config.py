@@ -393,8 +393,8 @@ class Params(_Section):
             raise ValueError(f"model.{err.key}: {err.reason}") from None
 
 
-def _did_you_mean(word: object, choices: Sequence[str]) -> str:
-    """``; did you mean 'x'?`` for the closest of ``choices`` to a mistyped key or value, or nothing."""
+def did_you_mean(word: object, choices: Sequence[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of ``choices`` to a mistyped key, value or command, or nothing."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -416,13 +416,13 @@ def _format(err: ValidationError) -> str:
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"{loc}: unknown key{_did_you_mean(first['loc'][-1], _keys_beside(first['loc']))}"
+        return f"{loc}: unknown key{did_you_mean(first['loc'][-1], _keys_beside(first['loc']))}"
     if first["type"] in ("missing",):
         return f"{loc}: required key is missing"
     value = first.get("input")
     got = "" if isinstance(value, dict) or value is None or "(got " in msg else f" (got {value!r})"
     if first["type"] == "enum":  # "Input should be 'linear' or 'cosine'"
-        got += _did_you_mean(value, re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", ""))))
+        got += did_you_mean(value, re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", ""))))
     return f"{loc}: {msg}{got}" if loc else f"{msg}"
 
 
