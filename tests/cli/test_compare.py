@@ -73,3 +73,21 @@ def test_the_console_script_finds_dvc_without_the_venv_on_path(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")} | {"PATH": "/usr/bin:/bin"}
     out = subprocess.run([DDPM, "compare"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "not inside of a DVC repository" in out.stderr, out.stderr
+
+
+def test_a_narrow_terminal_keeps_the_param_that_differs_and_says_what_every_row_shares():
+    summaries = [
+        _summary(60.0) | {"train_steps": 400, "samples": 128},
+        _summary(50.0) | {"train_steps": 400, "samples": 128},
+    ]
+    table = rows(
+        show(("tiny-linear", TINY, summaries[0]), ("tiny-cosine", TINY | {"schedule": "cosine"}, summaries[1]))
+    )
+    out = lines(render(table, width=80))
+    assert max(len(line) for line in out) <= 80
+    assert out[0].split("│")[0].split() == ["Experiment", "schedule"]
+    assert "steps" not in out[0] and "samples" not in out[0]
+    assert out[-1] == "(the same in every row: steps 400, samples 128)"  # dropped first, from the last
+    assert out[2].split()[:2] == ["tiny-cosine", "cosine"]
+    wide = lines(render(table, width=160))
+    assert "steps" in wide[0] and not wide[-1].startswith("(the same")

@@ -99,8 +99,9 @@ def _metric(value: object, fmt: str) -> str:
 
 
 def render(table: list[Row], width: int = WIDTH, markdown: bool = False, sort_by: str = "FID_train") -> str:
-    """The table as aligned text (or Markdown), sorted by ``sort_by`` (missing values last). Param columns that
-    would make it wider than ``width`` are left out and named below it."""
+    """The table as aligned text (or Markdown), sorted by ``sort_by`` (missing values last). To fit ``width``,
+    metric columns equal in every row go first (their value said below the table), then the differing params
+    from the last (named below it); the first differing param always stays."""
     if not table:
         return "no experiments to compare (run one: dvc exp run; list them: dvc exp list)"
 
@@ -115,10 +116,21 @@ def render(table: list[Row], width: int = WIDTH, markdown: bool = False, sort_by
     params = [(k, [_value(row.params.get(k)) for row in table]) for k in differing(table)]
     columns = [("Experiment", names), *params, *metrics]
     left_out: list[str] = []
-    if not markdown:
-        while len(columns) > 1 + len(metrics) and _width(columns) > width:
-            left_out.insert(0, columns.pop(len(columns) - len(metrics) - 1)[0])
-    lines = _markdown(columns) if markdown else _text(columns, len(params) - len(left_out))
+    same: list[str] = []
+    n_params = len(params)
+    while not markdown and _width(columns) > width:
+        constant = [i for i in range(1 + n_params, len(columns)) if len(table) > 1 and len(set(columns[i][1])) == 1]
+        if constant:
+            header, cells = columns.pop(constant[-1])
+            same.insert(0, f"{header} {cells[0]}")
+        elif n_params > 1:
+            left_out.insert(0, columns.pop(n_params)[0])
+            n_params -= 1
+        else:
+            break
+    lines = _markdown(columns) if markdown else _text(columns, n_params)
+    if same:
+        lines.append(f"(the same in every row: {', '.join(same)})")
     if left_out:
         note = f"(+{len(left_out)} params that differ, left out to fit; all with --md: "
         shown = [k for i, k in enumerate(left_out) if len(note + ", ".join(left_out[: i + 1])) + 3 <= width]
