@@ -91,3 +91,33 @@ def move_best_alias(dataset: str, candidates: list[Record]) -> str:
                 f"{samples} samples, {run.params.get('train.steps')} steps, {run.label})"
             )
     return f"no registered model of {name} has an FID comparable with this run's; alias not moved"
+
+
+def stage_durations(dataset: str, experiment: str) -> list[tuple[str, float]]:
+    """Each stage run of the newest pipeline run of DVC experiment ``experiment`` in the dataset's MLflow
+    experiment, in the order they started: (stage, wall seconds from the run's start to its end). A matrix cell
+    is named as DVC names it (``ddim_fid@10-0.0``); unfinished runs are left out."""
+    check_store_file(tracking_uri())
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment_name(dataset))
+    if exp is None:
+        raise ValueError(f"MLflow: no experiment {experiment_name(dataset)!r} in {tracking_uri()}")
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.dvc_experiment = '{experiment}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and "dvc_stage" not in r.data.tags]
+    if not parents:
+        raise ValueError(f"MLflow: no pipeline run of DVC experiment {experiment!r} in {experiment_name(dataset)!r}")
+    stages = [
+        r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id and r.info.end_time is not None
+    ]
+    return [
+        (r.data.tags["dvc_stage"], (r.info.end_time - r.info.start_time) / 1000)
+        for r in sorted(stages, key=lambda r: r.info.start_time)
+    ]
