@@ -123,3 +123,17 @@ def test_a_rank_decodes_and_reads_only_the_batches_it_owns(tmp_path):
     mine = list(sample_batches(tmp_path, 4, WorkShare(0, 2)))
     assert [len(b) for b in mine] == [4, 4, 4, 1] and mine[1] == Elsewhere(4) and mine[3] == Elsewhere(1)
     assert torch.equal(mine[0], whole[0]) and torch.equal(mine[2], whole[2])
+
+
+def test_the_bound_counts_progress_in_terms_within_a_batch(capsys):
+    """One batch of the bound can take minutes (64 images × 1000 terms on a CPU): its log lines count terms."""
+    from helpers.networks import sampling_setup
+
+    from ddpm.evaluation.likelihood import nll_bpd
+    from ddpm.progress import Counted
+
+    inference, _ = sampling_setup("ddim", 0.0)  # T = 50
+    nll_bpd(inference.diffusion, inference.model, Counted(eval_images().split(4), 7), seed=5, device="cpu")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("nll: 10% (") and "/350 term)" in lines[0]  # 7 images × 50 terms, one line a tenth
+    assert len(lines) == 10 and lines[-1].startswith("nll: done (350/350 term)")

@@ -368,12 +368,14 @@ class GaussianDiffusion:
         clip_denoised: bool = True,
         generator: torch.Generator | None = None,
         noise_fn: Callable[[], Tensor] | None = None,
+        on_term: Callable[[int], None] | None = None,
     ) -> dict[str, Tensor]:
         """The full variational bound in bits/dim (DDPM eq. 5): L_T + Σ_{t>1} L_{t−1} + L_0, with every term.
 
         Returns per-example ``total_bpd`` and ``prior_bpd``, and per-example-per-t ``vb`` (bits/dim),
         ``xstart_mse`` (MSE of x̂0 on [-1, 1]) and ``mse`` (of ε̂), index t as in this process. Each step's ε
         comes from ``noise_fn()`` if given (e.g. one generator per image), else from ``generator``.
+        ``on_term(n)``, if given, is called after each of the T terms with the batch size (progress).
         """
         n, T = x0.shape[0], self.num_timesteps
         vb = torch.zeros(n, T, device=x0.device, dtype=x0.dtype)
@@ -387,6 +389,8 @@ class GaussianDiffusion:
             vb[:, step] = out["output"]
             xstart_mse[:, step] = mean_flat((out["pred_xstart"] - x0) ** 2)
             mse[:, step] = mean_flat((self.predict_eps_from_xstart(x_t, t, out["pred_xstart"]) - noise) ** 2)
+            if on_term is not None:
+                on_term(n)
         prior_bpd = self.prior_bpd(x0)
         return {
             "total_bpd": vb.sum(dim=1) + prior_bpd,

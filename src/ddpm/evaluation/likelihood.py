@@ -14,7 +14,16 @@ from ddpm.core.diffusion import GaussianDiffusion, Model
 from ddpm.core.generation import per_image_noise
 from ddpm.core.images import to_model_range
 from ddpm.parallel import ONE_PROCESS, WorkShare
-from ddpm.progress import tracked
+from ddpm.progress import progress
+
+
+def _own_terms(images: int | None, batch: int, share: WorkShare, timesteps: int) -> int | None:
+    """Image × t terms of the bound this process computes: its batches (r, r + W, …) of ``images`` in batches of
+    ``batch``, T terms each; None when the image count is not known."""
+    if images is None:
+        return None
+    sizes = [min(batch, images - lo) for lo in range(0, images, batch)]
+    return timesteps * sum(size for i, size in enumerate(sizes) if share.owns(i))
 
 
 def nll_bpd(
@@ -25,23 +34,28 @@ def nll_bpd(
     device: str | torch.device,
     share: WorkShare = ONE_PROCESS,
 ) -> dict:
-    """Full-T variational bound in bits/dim over uint8 N×C×H×W batches (``calc_bpd_loop`` per batch).
+    """Full-T variational bound in bits/dim over uint8 N×C×H×W batches (``calc_bpd_loop`` per batch), its
+    progress counted in image × t terms (a batch of the bound can take minutes).
 
     Image i draws every step's ε from its own generator seeded by (seed, i), and rank r evaluates batches
     r, r + W, …, so the numbers do not depend on the number of processes. Returns, on every rank, the mean
     ``total_bpd`` and ``prior_bpd``, the number of images, and per-t means of ``vb`` (bits/dim) and
     ``xstart_mse`` (on [-1, 1]).
     """
-    mine, first = {}, 0
-    seen = tracked(batches, "nll", getattr(batches, "images", None), "img", size=len, enabled=share.is_main)
-    for i, images in enumerate(seen):
+    mine, first, bar = {}, 0, None
+    for i, images in enumerate(batches):
+        if bar is None:  # the first batch's size gives this process's share of the T terms per image
+            terms = _own_terms(getattr(batches, "images", None), len(images), share, diffusion.num_timesteps)
+            bar = progress("nll", terms, "term", enabled=share.is_main)
         if share.owns(i):
             noise_fn = per_image_noise(seed, range(first, first + images.shape[0]), tuple(images.shape[1:]), device)
             out = diffusion.calc_bpd_loop(
-                model, to_model_range(images).to(device), clip_denoised=True, noise_fn=noise_fn
+                model, to_model_range(images).to(device), clip_denoised=True, noise_fn=noise_fn, on_term=bar.update
             )
             mine[i] = {k: out[k].cpu() for k in ("total_bpd", "prior_bpd", "vb", "xstart_mse")}
         first += images.shape[0]
+    if bar is not None:
+        bar.close()
     parts = share.gather(mine)
     if not parts:
         raise ValueError("nll: no images to evaluate")
