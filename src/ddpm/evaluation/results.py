@@ -33,8 +33,9 @@ def _kid_section(title: str, table: str) -> str:
         return ""
     return (
         f"\n## {title}\n\n{table}\nKID (the unbiased MMD² of Inception features against the training split's "
-        "reference) keeps no sample-count bias: two cells differ when their means are apart by more than their "
-        "stds.\n"
+        "reference) keeps no sample-count bias, so cells of equal sample counts compare by it. Its ± is the spread "
+        "over 100 subsets; where a subset holds all of a cell's samples it reflects the reference side only, so "
+        "it understates the uncertainty of a difference.\n"
     )
 
 
