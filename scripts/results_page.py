@@ -8,7 +8,7 @@ Usage: python scripts/results_page.py RUN PAGE --experiment NAME
                 results  the report's results table (reports/results.md)
                 tables   the sampler tables: DDIM Table 1 (FID, KID), FID and KID against NFE, DDIM Table 2
               and pictures copied to images/<page name>/ beside it: samples.png, fid_vs_nfe.png,
-              rate_distortion.png, progressive.png
+              rate_distortion.png
   --experiment  the DVC experiment (its name in `dvc exp show`) whose newest pipeline run in MLflow times the
               stages
 """
@@ -28,7 +28,6 @@ PICTURES = {  # file in the run → name beside the page
     "outputs/samples.png": "samples.png",
     "reports/fid_vs_nfe.png": "fid_vs_nfe.png",
     "outputs/figures/rate_distortion.png": "rate_distortion.png",
-    "outputs/figures/progressive.png": "progressive.png",
 }
 TABLES = (  # sections of reports/paper_tables.md, by the start of their heading
     "DDIM Table 1: FID",
