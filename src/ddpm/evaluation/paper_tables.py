@@ -395,14 +395,17 @@ def kid_table(solver_cells: list[dict] | None, ddim_cells: list[dict]) -> str:
     """KID × 10³ ± its standard deviation over subsets, a row per η and a column per S (DDIM Table 1's cells;
     ``solver_cells`` None) or a row per sampler and a column per NFE; empty when no cell has a KID. KID is
     unbiased, so it ranks settings at sample counts where FID's bias dominates."""
+    order = [str(s) for s in Sampler]
+
+    def row_order(row) -> tuple:  # η: the numbers, then σ̂; samplers: as the Sampler enum lists them
+        return (isinstance(row, str), row) if solver_cells is None else (False, order.index(row))
+
     if solver_cells is None:
         cells = {(c["eta"], int(c["steps"])): c for c in ddim_cells}
-        row_order = lambda eta: (isinstance(eta, str), eta)  # noqa: E731 — numbers first, then σ̂
         head, name = "η \\ S", lambda eta: "σ̂" if eta == SIGMA_HAT else f"{eta:g}"
     else:
         cells = _nfe_cells(solver_cells, ddim_cells)
-        order = [str(s) for s in Sampler]
-        row_order, head, name = order.index, "sampler \\ NFE", str
+        head, name = "sampler \\ NFE", str
     kids = {key: c for key, c in cells.items() if c.get("kid") is not None}
     if not kids:
         return ""
