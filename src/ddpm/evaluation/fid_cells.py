@@ -18,6 +18,7 @@ from ddpm.parallel import ONE_PROCESS, WorkShare
 from ddpm.progress import progress
 
 from .fid import fid_of_features, inception_features, load_features, to_uint8_rgb_batches, verified_weights_path
+from .fidelity import every_host_core
 from .kid import kernel_inception_distance
 
 
@@ -95,11 +96,11 @@ def _fid_of_samples(
     all_features = np.concatenate(share.gather(features)).astype(np.float64)
     reference_features = torch.from_numpy(load_features(reference))
     subset = min(len(all_features), len(reference_features), params.fid.kid_subset_size)
-    kid, kid_std = (
-        kernel_inception_distance(torch.from_numpy(all_features), reference_features, subset, params.seed)
-        if subset >= 2  # the unbiased MMD² needs two features a side
-        else (None, None)
-    )
+    kid, kid_std = None, None
+    if subset >= 2:  # the unbiased MMD² needs two features a side; computed where the features are (every host core)
+        with every_host_core(device):
+            samples = torch.from_numpy(all_features).to(device)
+            kid, kid_std = kernel_inception_distance(samples, reference_features.to(device), subset, params.seed)
     return {
         "fid": fid_of_features(all_features, {"train": reference})["train"],
         "kid": kid,
