@@ -3,10 +3,13 @@ not depend on how many processes computed it (each chunk is the same batch whate
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+import torch
 import torch.distributed as dist
 
 from ddpm import peers
@@ -81,3 +84,17 @@ class Elsewhere:
 
     def __len__(self) -> int:
         return self.size
+
+
+@contextmanager
+def every_host_core(device: torch.device) -> Iterator[None]:
+    """torch's CPU threads raised to every core this process may run on, for the block (``accelerate launch``
+    starts each process with one); nothing changes for work on an accelerator."""
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cpu":
+        torch.set_num_threads(max(before, cores))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

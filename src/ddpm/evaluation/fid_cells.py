@@ -14,11 +14,10 @@ from ddpm.core.generation import generate
 from ddpm.core.options import ODE_SOLVERS, Eta, Sampler, check_eta, solver_conventions
 from ddpm.core.solvers import grid_calls, solver_grid
 from ddpm.factory import Inference, load_for_inference
-from ddpm.parallel import ONE_PROCESS, WorkShare
+from ddpm.parallel import ONE_PROCESS, WorkShare, every_host_core
 from ddpm.progress import progress
 
 from .fid import fid_of_features, inception_features, load_features, to_uint8_rgb_batches, verified_weights_path
-from .fidelity import every_host_core
 from .kid import kernel_inception_distance
 
 

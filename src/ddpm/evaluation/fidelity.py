@@ -5,10 +5,8 @@ this module: importing torch_fidelity costs ~1.2 s (see ``fid``)."""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from ddpm.config import Params
-from ddpm.parallel import ONE_PROCESS, WorkShare
+from ddpm.parallel import ONE_PROCESS, WorkShare, every_host_core
 from ddpm.progress import Counted
 
 from .fid import FEATURE, TFInception, fid_of_features, inception_features, load_features
@@ -77,20 +75,6 @@ def kid_precision_recall(
         kid, kid_std = kernel_inception_distance(a, b, n, seed)
         prc = prc_features_to_metric(a.float(), b.float(), save_cpu_ram=True, verbose=False)
     return {"kid": kid, "kid_std": kid_std, "precision": float(prc["precision"]), "recall": float(prc["recall"])}
-
-
-@contextmanager
-def every_host_core(device: torch.device) -> Iterator[None]:
-    """torch's CPU threads raised to every core this process may run on, for the block (``accelerate launch``
-    starts each process with one); nothing changes for work on an accelerator."""
-    before = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if device.type == "cpu":
-        torch.set_num_threads(max(before, cores))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def inception_score(
