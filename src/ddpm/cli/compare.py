@@ -27,6 +27,8 @@ from pathlib import Path
 
 from ddpm.config import flatten
 
+from . import command_parser
+
 SUMMARY = "metrics/summary.json"
 # (key in summary.json, column header, format): what the report's headline shows
 HEADLINE = (
@@ -171,14 +173,19 @@ def dvc() -> str:
     return str(beside) if beside.is_file() else (shutil.which("dvc") or "dvc")
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ddpm compare", description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    """``ddpm compare``'s options (also the manual's reference page)."""
+    parser = command_parser("ddpm compare", __doc__)
     parser.add_argument("experiments", nargs="*", help="experiment names to show (default: all)")
     parser.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit")
     parser.add_argument("--baseline", action="store_true", help="also the commits' and the workspace's rows")
     parser.add_argument("--md", action="store_true", help="Markdown, every differing param")
     parser.add_argument("--sort-by", default="FID_train", help="a summary metric (default FID_train)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     show = [dvc(), "exp", "show", "--json", *(["-A"] if args.all_commits else [])]
     try:
         res = subprocess.run(show, capture_output=True, text=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from ddpm.config import did_you_mean
 
-COMMANDS = ("compare", "table", "replay", "isc-weights", "profile", "mlflow")
 USAGE = """\
 usage: ddpm COMMAND [options]   (ddpm COMMAND --help: its options)
 
@@ -16,6 +16,24 @@ ddpm replay mlflow-pending/*.jsonl              send the MLflow logs kept while 
 ddpm isc-weights                                fetch torch-fidelity's Inception weights (IS) into the torch hub cache
 ddpm profile [NAME | --reset]                   the workspace's default profile, which dvc exp run -S key=value varies
 ddpm mlflow [--port N]                          the command that opens the MLflow UI, and each experiment's page"""
+
+
+MODULES = {  # command → its module under ddpm.cli (each has parser() and main(argv))
+    "compare": "compare",
+    "table": "tables",
+    "replay": "replay",
+    "isc-weights": "isc_weights",
+    "profile": "profile",
+    "mlflow": "mlflow_ui",
+}
+
+
+COMMANDS = tuple(MODULES)
+
+
+def command_module(name: str):
+    """The module of command ``name`` (imported on use: each pulls in what only it needs)."""
+    return importlib.import_module(f"ddpm.cli.{MODULES[name]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,38 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: ddpm: no command {argv[0]!r}{did_you_mean(argv[0], COMMANDS)}", file=sys.stderr)
         print(USAGE, file=sys.stderr)
         return 2
-    name, rest = argv[0], argv[1:]
-    if name == "compare":
-        from .compare import main as compare
-
-        return compare(rest)
-    if name == "table":
-        from .tables import main as table
-
-        return table(rest)
-    if name == "mlflow":
-        from .mlflow_ui import main as mlflow_ui
-
-        return mlflow_ui(rest)
-    if name == "profile":
-        from .profile import main as profile
-
-        return profile(rest)
-    if name == "replay":
-        from ddpm.tracking.spool import replay_files
-
-        if not rest:
-            print("usage: ddpm replay mlflow-pending/<file>.jsonl ...", file=sys.stderr)
-            return 2
-        return replay_files(rest)
-    from ddpm.evaluation.isc_weights import AUTO, Unavailable, isc_weights_path
-
-    try:
-        print(f"IS weights: {isc_weights_path(AUTO)}")
-    except (Unavailable, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return command_module(argv[0]).main(argv[1:])
 
 
 if __name__ == "__main__":

@@ -14,11 +14,18 @@ from pathlib import Path
 
 from ddpm.tracking.store import experiment_pages, tracking_uri
 
+from . import command_parser
+
+
+def parser() -> argparse.ArgumentParser:
+    """``ddpm mlflow``'s options (also the manual's reference page)."""
+    parser = command_parser("ddpm mlflow", __doc__)
+    parser.add_argument("--port", type=int, default=5000, help="the port the UI will listen on (default 5000)")
+    return parser
+
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ddpm mlflow", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=5000)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     uri, base = tracking_uri(), f"http://127.0.0.1:{args.port}"
     mlflow = Path(sys.executable).parent / "mlflow"
     if uri.startswith("sqlite:///"):

@@ -11,12 +11,15 @@ to a temporary folder, so queued and ``--temp`` experiments see it too.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import yaml
 
 from ddpm.storage.files import write_text
+
+from . import command_parser
 
 LOCAL = Path("local") / "workspace.yaml"  # under conf/
 
@@ -57,18 +60,25 @@ def set_profile(name: str, conf_dir: Path) -> Path:
     return path
 
 
+def parser() -> argparse.ArgumentParser:
+    """``ddpm profile``'s options (also the manual's reference page)."""
+    parser = command_parser("ddpm profile", __doc__)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("name", nargs="?", help="make this profile (a file of conf/profile/) the workspace's default")
+    which.add_argument("--reset", action="store_true", help="back to the committed default (conf/config.yaml)")
+    return parser
+
+
 def main(argv: list[str], conf_dir: Path = Path("conf")) -> int:
-    if len(argv) > 1 or (argv and argv[0] in ("-h", "--help")):
-        print(__doc__.strip(), file=sys.stdout if argv and argv[0] in ("-h", "--help") else sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    args = parser().parse_args(argv)
     if not (conf_dir / "config.yaml").is_file():
         print(f"error: ddpm profile: {conf_dir / 'config.yaml'} not found; run it in the project root", file=sys.stderr)
         return 1
-    if argv == ["--reset"]:
+    if args.reset:
         (conf_dir / LOCAL).unlink(missing_ok=True)
-    elif argv:
+    elif args.name:
         try:
-            set_profile(argv[0], conf_dir)
+            set_profile(args.name, conf_dir)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

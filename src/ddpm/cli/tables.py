@@ -20,6 +20,8 @@ from ddpm.evaluation import paper_tables
 from ddpm.storage.files import write_text
 from ddpm.tracking.queries import evaluated_runs
 
+from . import command_parser
+
 TABLES = {
     "ddpm": ("DDPM Table 2: IS, FID (vs train), NLL", paper_tables.DDPM_ROWS, paper_tables.ddpm_table),
     "iddpm": ("iDDPM: schedule × objective", paper_tables.IDDPM_ROWS, paper_tables.iddpm_table),
@@ -76,8 +78,9 @@ def grid_table(name: str, overrides: list[str], conf_dir: Path = Path("conf")) -
     )
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ddpm table", description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    """``ddpm table``'s options (also the manual's reference page)."""
+    parser = command_parser("ddpm table", __doc__)
     parser.add_argument("table", choices=sorted(TABLES))
     parser.add_argument(
         "-S",
@@ -89,7 +92,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     parser.add_argument("--commands", action="store_true", help="print the rows' queue commands, shell-quoted")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     try:
         if args.commands:
             print("\n".join(shlex.join(cmd) for cmd in queue_commands(args.table, args.overrides)))

@@ -1,0 +1,1 @@
+hljs.highlightAll();  // the theme's own call, for the copy vendored by scripts/vendor_highlight.py
