@@ -19,6 +19,9 @@ def test_each_experiment_opens_on_its_pipeline_runs_best_fid_first(tmp_path, mon
     view = json.loads(client.get_experiment(exp).tags[f"mlflow.sharedViewState.{VIEW}"])
     assert view["searchFilter"] == "tags.`ddpm.role` = 'pipeline'" and view["orderByKey"] == "metrics.`FID_train`"
     assert view["orderByAsc"] is True and "params.`schedule`" in view["selectedColumns"]
+    description = client.get_experiment(exp).tags["mlflow.note.content"]  # what the experiment page says first
+    assert description.startswith("ddpm-pipeline runs on digits: one **pipeline run** per DVC execution")
+    assert f"(#/experiments/{exp}/runs?viewStateShareKey={VIEW}&workflowType=machine_learning)" in description
     assert main(["--port", "5056"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith(f"ui --backend-store-uri {uri} --port 5056")

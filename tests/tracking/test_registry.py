@@ -156,6 +156,9 @@ def test_runs_and_model_versions_name_their_setting_and_after_the_report_their_f
     assert [o.model_id for o in train.outputs.model_outputs] == [output.model_id]
     assert train.data.tags["ddpm.registered_version"] == "1"
     assert client.get_model_version(name, "1").description.startswith(f"{label} · FID 55.35. train. DVC")
+    # the versions table's Tags column: the headline numbers, rounded
+    tags = client.get_model_version(name, "1").tags
+    assert tags["FID_train"] == "55.35" and tags["NLL_bpd"] == "4.97" and "KID" not in tags
 
 
 def test_runs_the_model_and_its_alias_reach_a_shared_server_and_load_from_its_address(tmp_path, monkeypatch, server):

@@ -5,6 +5,7 @@ dataset with as many samples (FID is biased by the sample count, so only equal c
 
 from __future__ import annotations
 
+import math
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -73,9 +74,13 @@ def log_ema_model(
     return number, info.model_id
 
 
-def note_score(client: MlflowClient, parent_id: str, label: str) -> None:
+SCORE_TAGS = ("FID_train", "FID_test", "KID", "NLL_bpd")  # on a model version: the versions table's Tags column
+
+
+def note_score(client: MlflowClient, parent_id: str, label: str, metrics: dict[str, float] | None = None) -> None:
     """Put ``label`` (the experiment, what sets it apart, its FID) at the head of the description of the model
-    version that the pipeline run ``parent_id`` registered, so that versions tell themselves apart in the UI."""
+    version that the pipeline run ``parent_id`` registered, and its headline ``metrics`` (``SCORE_TAGS``, rounded)
+    as the version's tags, so that versions tell themselves apart in the UI."""
     trains = client.search_runs(
         [client.get_run(parent_id).info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.dvc_stage = 'train'",
@@ -88,3 +93,7 @@ def note_score(client: MlflowClient, parent_id: str, label: str) -> None:
     current = client.get_model_version(name, version).description or ""
     rest = current.split(". ", 1)[1] if current.startswith(label.split(" · FID")[0]) else current
     client.update_model_version(name, version, description=f"{label}. {rest}")
+    for key in SCORE_TAGS:
+        value = (metrics or {}).get(key)
+        if value is not None and math.isfinite(value):
+            client.set_model_version_tag(name, version, key, f"{value:.4g}")

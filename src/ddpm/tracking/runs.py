@@ -296,7 +296,7 @@ class StageRun(Tracker):
             client.update_run(parent_id, name=label)
             from .registry import note_score
 
-            note_score(client, parent_id, label)
+            note_score(client, parent_id, label, metrics)
 
     def log_dataset(self, name: str, source: str, digest: str, context: str, tags: dict[str, str]) -> None:
         """An MLflow dataset input of this run: what it read (``source``: a folder or URL) and its digest."""

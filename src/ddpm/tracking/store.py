@@ -29,6 +29,20 @@ EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",  # the UI opens the model-training view
     f"mlflow.sharedViewState.{VIEW}": json.dumps(_VIEW_STATE),  # read by the UI for ?viewStateShareKey=headline
 }
+DESCRIPTION_TAG = "mlflow.note.content"  # an experiment's description in the UI (Markdown)
+
+
+def experiment_description(name: str, experiment_id: str) -> str:
+    """What the experiment ``name`` holds and how to read it, with a link to its headline view."""
+    dataset = name.removeprefix("ddpm-")
+    return (
+        f"ddpm-pipeline runs on {dataset}: one **pipeline run** per DVC execution (`dvc repro`, `dvc exp run`), "
+        "named after its DVC experiment, setting and FID, with the headline metrics (FID vs train and test, NLL in "
+        "bits/dim, KID) as columns, and below it one run per stage that ran. The trained EMA weights are versions of "
+        f"the registered model `{name}`; `@best_fid` is the best comparable FID. "
+        f"[Headline view: pipeline runs, best FID first](#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW}"
+        "&workflowType=machine_learning) (`ddpm mlflow` prints it)."
+    )
 
 
 def ui_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
@@ -86,12 +100,15 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         local = client.tracking_uri.startswith(("sqlite:", "file:", "/"))
         location = (project_root() / "mlartifacts").as_uri() if local else None
         try:
-            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+            created = client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+            client.set_experiment_tag(created, DESCRIPTION_TAG, experiment_description(name, created))
+            return created
         except MlflowException as err:
             exp = client.get_experiment_by_name(name)
             if exp is None:
                 raise err from None
-    for key, value in EXPERIMENT_TAGS.items():  # an experiment made before these tags existed
+    wanted = EXPERIMENT_TAGS | {DESCRIPTION_TAG: experiment_description(name, exp.experiment_id)}
+    for key, value in wanted.items():  # an experiment made before these tags existed
         if exp.tags.get(key) != value:
             client.set_experiment_tag(exp.experiment_id, key, value)
     return exp.experiment_id
