@@ -5,7 +5,7 @@ from ddpm.evaluation.plots import fid_vs_nfe_figure
 from ddpm.evaluation.results import build_report
 from ddpm.stage.harness import Params, Paths, Run, exit_now, stage_main
 from ddpm.stage.paths import require
-from ddpm.storage.files import read_json, write_csv, write_json, write_png, write_text
+from ddpm.storage.files import file_digest, read_json, write_csv, write_json, write_png, write_text
 from ddpm.tracking.queries import evaluated_runs, promote_best_model
 
 
@@ -17,7 +17,7 @@ def main(params: Params, paths: Paths, run: Run) -> None:
     cells, solver_cells = ([read_json(p) for p in sorted(d.glob("*.json"))] for d in tables)
     runs, note = evaluated_runs(params.dataset.value, leave_out=run.pipeline_run_id)  # this run: added as such
     inputs = (train, evaluation, reconstruction, cells, [Record(**r) for r in runs], note, solver_cells)
-    report = build_report(params, *inputs, fid_reference=paths.fid_refs["train"])
+    report = build_report(params, *inputs, fid_reference=paths.fid_refs["train"], model_sha256=file_digest(paths.model))
     write_text(paths.report, report.results_md)
     write_text(paths.paper_tables, report.tables_md)
     for name, rows in report.csv_rows.items():

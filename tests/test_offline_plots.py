@@ -32,3 +32,27 @@ def test_a_rendered_page_loads_nothing_from_the_network(tmp_path):
     out = Path(render_html([renderer], tmp_path / "index.html", html_template=str(TEMPLATE)))
     page = out.read_text(encoding="utf8")
     assert "vegaEmbed" in page and not re.search(r"<script[^>]+src=", page)
+
+
+def test_the_fid_vs_nfe_plot_tells_experiments_apart_and_spans_only_the_data():
+    """Two experiments' cells in one plot (`dvc plots diff a b`): colour per sampler, a point shape per experiment
+    with its legend (and a dash per experiment), a log NFE axis that is not widened to powers of ten."""
+    import json
+
+    from dvc_render.vega_templates import get_template
+
+    rows = [
+        {"sampler": s, "nfe": n, "fid": 10.0 / n, "rev": rev}
+        for rev in ("a", "b")
+        for s in ("ddim", "unipc_3")
+        for n in (10, 20)
+    ]
+    template = get_template(str(ROOT / "conf" / "plots" / "fid_vs_nfe.json"), ROOT / "conf" / "plots")
+    renderer = VegaRenderer(rows, "plots/fid_vs_nfe.csv", template=template, x="nfe", y="fid")
+    spec = renderer.get_filled_template()
+    spec = json.loads(spec) if isinstance(spec, str) else spec
+    enc = spec["encoding"]
+    assert enc["color"]["field"] == "sampler" and enc["shape"]["field"] == enc["strokeDash"]["field"] == "rev"
+    assert enc["shape"]["title"] == "experiment" and enc["strokeDash"]["legend"] is None  # one key, by shape
+    assert enc["x"]["field"] == "nfe" and enc["x"]["scale"] == {"type": "log", "nice": False, "padding": 12}
+    assert {r["rev"] for r in spec["data"]["values"]} == {"a", "b"}

@@ -362,3 +362,24 @@ def test_ddims_table_shows_the_paper_only_for_ddims_own_setting():
     assert paper_tables.ddim_table_setting(cifar) == paper_tables.DDIM_TABLE_SETTING
     for change in ({"ddim_table.skip": "uniform"}, {"ddim_table.clip_denoised": "True"}, {"timesteps": 100}):
         assert paper_tables.ddim_table_setting(cifar | change) != paper_tables.DDIM_TABLE_SETTING
+
+
+def test_a_report_rerun_in_another_execution_does_not_list_its_own_evaluation_as_an_older_run():
+    """The evaluate run of the same weights, sampled the same way, logged by an earlier execution (only the report
+    reran) is this run; another run of the same setting is an older one."""
+    from helpers.params import make_params
+
+    from ddpm.config import flatten
+    from ddpm.evaluation.results import build_report
+
+    params = make_params()
+    evaluation = {"num_samples": 4, "fid_train": 5.0, "fid_test": 5.0, "nll_bpd": 1.0, "prior_bpd": 0.0}
+    evaluation["nll_images"] = 1
+    logged = flatten(params.model_dump(mode="json")) | {"fid_reference": None}
+    own = paper_tables.Record(params=logged, metrics=evaluation, label="boric-leaf", model_sha256="aa")
+    worse = evaluation | {"fid_train": 9.0}
+    other = paper_tables.Record(params=logged, metrics=worse, label="older", model_sha256="bb")
+    args = ({"steps": 1, "loss": 0.1}, evaluation, [{"steps": 10, "mse": 0.1}])
+    cells = [{"steps": 10, "eta": 1.0, "fid": 3.0, "num_samples": 4}]
+    tables = build_report(params, *args, cells, [other, own], model_sha256="aa").tables_md
+    assert "also ran older (FID 9.00)" in tables and "boric-leaf" not in tables

@@ -170,6 +170,12 @@ def comparable(records: list[Record], key: dict[str, str | None]) -> list[Record
     return [r for r in records if all(v is None or _comparable_value(r.params, k) == v for k, v in key.items())]
 
 
+def same_evaluation(record: Record, current: Record, key: dict[str, str | None]) -> bool:
+    """Whether ``record`` evaluated the same weights as ``current`` the same way (``key``: its comparison key)."""
+    same_weights = bool(current.model_sha256) and record.model_sha256 == current.model_sha256
+    return same_weights and comparison_key(record.params) == key
+
+
 # The samplers behind the published numbers: DDPM's Tables 1–2 (its run_cifar.py: all 1000 ancestral steps, x̂0
 # clipped), DDIM's Table 1 on CIFAR-10 (the quadratic τ of T = 1000, x̂0 as its code: unclipped, σ̂ clipped).
 DDPM_SAMPLER = "ancestral, all 1000 steps, x̂0 clipped"

@@ -125,18 +125,21 @@ def build_report(
     note: str = "",
     solver_cells: Sequence[dict] = (),
     fid_reference: Path | None = None,
+    model_sha256: str = "",
 ) -> Report:
     """The run's results and the papers' tables. ``records`` are earlier evaluated runs (oldest first; this run is
     added last), ``cells`` the DDIM Table 1 cells, ``solver_cells`` the FID-vs-NFE cells, ``note`` a line to print
     above the tables, ``fid_reference`` the FID reference statistics this run was scored against: the tables'
-    rows come only from runs comparable with this one (``paper_tables.COMPARABLE``)."""
+    rows come only from runs comparable with this one (``paper_tables.COMPARABLE``). ``model_sha256``: the
+    evaluated weights' digest; an earlier run that evaluated them the same way (a report rerun in another
+    execution) is this run, not an older one."""
     if not cells:
         raise ValueError("metrics: no DDIM table cells; run the ddim_fid stages")
     reference = reference_digest(fid_reference) if fid_reference is not None else None
     flat = flatten(params.model_dump(mode="json")) | {"fid_reference": reference}
-    current = paper_tables.Record(params=flat, metrics=evaluation, label="this run")
-    records = [*records, current]
+    current = paper_tables.Record(params=flat, metrics=evaluation, label="this run", model_sha256=model_sha256)
     key = paper_tables.comparison_key(flat)
+    records = [r for r in records if not paper_tables.same_evaluation(r, current, key)] + [current]
     ddpm_md, ddpm_rows = paper_tables.ddpm_table(records, key)
     ddim_setting = paper_tables.ddim_table_setting(flat)
     published = ddim_setting == paper_tables.DDIM_TABLE_SETTING
