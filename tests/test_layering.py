@@ -82,7 +82,15 @@ ALLOWED = {
         "ddpm.device_defaults",
         "ddpm.peers",
     },
-    "ddpm.cli": {"ddpm.core", "ddpm.config", "ddpm.storage", "ddpm.evaluation", "ddpm.tracking", "ddpm.processes"},
+    "ddpm.cli": {
+        "ddpm.core",
+        "ddpm.config",
+        "ddpm.storage",
+        "ddpm.importers",
+        "ddpm.evaluation",
+        "ddpm.tracking",
+        "ddpm.processes",
+    },
 }
 STAGES = sorted(p.stem for p in (ROOT / "pipeline").glob("*.py"))
 

@@ -185,3 +185,32 @@ def test_runs_the_model_and_its_alias_reach_a_shared_server_and_load_from_its_ad
     )
     out = subprocess.run([sys.executable, "-c", script, server.uri], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "(2, 8, 8, 1)", out.stderr[-3000:]
+
+
+def test_a_registered_model_exports_to_a_diffusers_pipeline_by_its_uri(tmp_path, monkeypatch, store, capsys):
+    """`ddpm export --diffusers models:/ddpm-digits@best_fid DIR`: the model's own weights and params.yaml, as
+    diffusers' DDPMPipeline.from_pretrained loads them; a model file with the workspace's params does the same."""
+    diffusers = pytest.importorskip("diffusers")
+    from ddpm.cli.main import main
+    from ddpm.storage.model_files import load_model
+
+    params, weights = _train_and_evaluate(tmp_path, monkeypatch, "only", seed=1, fid=50.0)
+    promote_best_model("digits", _key())
+    assert main(["export", "--diffusers", "models:/ddpm-digits@best_fid", str(tmp_path / "best")]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'best'}/ (diffusers DDPMPipeline")
+    pipeline = diffusers.DDPMPipeline.from_pretrained(str(tmp_path / "best"))
+    model = load_model(weights, "cpu")
+    x, t = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([7])
+    with torch.no_grad():
+        assert (pipeline.unet(x, t).sample - model(x, t)).abs().max() <= 1e-5
+    assert pipeline.scheduler.config.num_train_timesteps == params.timesteps
+    file_export = [
+        "export",
+        "--diffusers",
+        str(weights),
+        str(tmp_path / "file"),
+        "--params",
+        str(tmp_path / "only.yaml"),
+    ]
+    assert main(file_export) == 0 and (tmp_path / "file" / "unet" / "config.json").is_file()
+    assert main(file_export) == 1 and "file: already exists; name a new folder" in capsys.readouterr().err

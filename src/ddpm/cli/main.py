@@ -15,7 +15,8 @@ ddpm table ddpm|iddpm [-S key=value …]          a paper table from MLflow (--c
 ddpm replay mlflow-pending/*.jsonl              send the MLflow logs kept while the store was out of reach
 ddpm isc-weights                                fetch torch-fidelity's Inception weights (IS) into the torch hub cache
 ddpm profile [NAME | --reset]                   the workspace's default profile, which dvc exp run -S key=value varies
-ddpm mlflow [--port N]                          the command that opens the MLflow UI, and each experiment's page"""
+ddpm mlflow [--port N]                          the command that opens the MLflow UI, and each experiment's page
+ddpm export --diffusers MODEL DIR               a trained model as a diffusers pipeline folder (from_pretrained)"""
 
 
 MODULES = {  # command → its module under ddpm.cli (each has parser() and main(argv))
@@ -25,6 +26,7 @@ MODULES = {  # command → its module under ddpm.cli (each has parser() and main
     "isc-weights": "isc_weights",
     "profile": "profile",
     "mlflow": "mlflow_ui",
+    "export": "export",
 }
 
 

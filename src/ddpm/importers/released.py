@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ddpm.config import Dataset, Params
 from ddpm.core.options import VarType
+from ddpm.core.schedules import linear_betas
 from ddpm.core.unet import count_parameters
 from ddpm.data.shards import MANIFEST, read_manifest
 from ddpm.factory import unet_config
@@ -16,7 +19,8 @@ from ddpm.storage.model_files import save_model
 from . import import_checkpoint
 from .layouts import CheckpointError
 
-# diffusers' DDPMScheduler names for the schedules of ``ddpm.core.schedules`` (linear: β from 1e-4 to 0.02).
+# diffusers' DDPMScheduler names for the schedules of ``ddpm.core.schedules`` (linear: β from 1e-4 to 0.02 at T = 1000,
+# both ends scaled by 1000 / T otherwise).
 _SCHEDULES = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
 
 
@@ -28,7 +32,8 @@ def check_scheduler(scheduler: dict, params: Params, name: str) -> list[str]:
         raise CheckpointError(f"timesteps: {name} was trained with T = {steps}, params.yaml has {params.timesteps}")
     schedule = _SCHEDULES.get(scheduler.get("beta_schedule", "linear"))
     linear_ends = (float(scheduler.get("beta_start", 1e-4)), float(scheduler.get("beta_end", 0.02)))
-    if schedule != params.schedule.value or (schedule == "linear" and linear_ends != (1e-4, 0.02)):
+    ours = linear_betas(params.timesteps)[[0, -1]] if schedule == "linear" else None  # DDPM's ends, × 1000 / T
+    if schedule != params.schedule.value or (ours is not None and not np.allclose(linear_ends, ours, rtol=1e-9)):
         raise CheckpointError(
             f"schedule: {name} was trained with beta_schedule {scheduler.get('beta_schedule')!r} "
             f"{linear_ends}, params.yaml has {params.schedule.value!r}"

@@ -97,3 +97,16 @@ def note_score(client: MlflowClient, parent_id: str, label: str, metrics: dict[s
         value = (metrics or {}).get(key)
         if value is not None and math.isfinite(value):
             client.set_model_version_tag(name, version, key, f"{value:.4g}")
+
+
+def download_model(uri: str, into: Path) -> tuple[Path, Path]:
+    """The weights and params.yaml an MLflow model of this project carries (``models:/…``, ``runs:/…``),
+    downloaded into ``into`` from the project's store."""
+    from .store import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into))) / "artifacts"
+    weights, params = sorted(local.glob("*.safetensors")), sorted(local.glob("*.yaml"))  # log_ema_model's two
+    if len(weights) != 1 or len(params) != 1:
+        raise ValueError(f"{uri}: not a model of this project (one .safetensors and its params.yaml)")
+    return weights[0], params[0]
