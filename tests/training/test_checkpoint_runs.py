@@ -187,3 +187,25 @@ def test_a_second_process_on_the_same_run_folder_waits_for_the_first(tmp_path):
     thread.join()
     assert order == ["first done", "second in"] and time.monotonic() - start >= 0.25
     assert len(waited) == 1 and waited[0].startswith("pid ")
+
+
+def test_the_warm_up_before_the_first_logged_step_is_logged_so_the_lr_chart_shows_it(shards, tmp_path):
+    """With a warm-up of 6 steps and a log every 4, the lr series holds the ramp: steps 1–3 from the warm-up,
+    then every logged step (MLflow draws a constant series as a flat line at its axis' zero)."""
+    logged: list[tuple[int, float]] = []
+    params = tiny({"train": {"warmup": 6, "log_every": 4, "lr": 1e-3}}, steps=8)
+    try:
+        train(
+            params,
+            shards,
+            tmp_path / "ema.safetensors",
+            tmp_path / "checkpoints",
+            log=lambda metrics, step: logged.append((step, metrics["lr"])),
+            accelerator=Accelerator(cpu=True),
+        )
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    steps = [s for s, _ in logged]
+    assert steps == [1, 2, 3, 4, 8]
+    lrs = dict(logged)
+    assert all(abs(lrs[s] - 1e-3 * min(1.0, (s + 1) / 6)) < 1e-12 for s in steps)  # the scheduler's own values

@@ -91,7 +91,8 @@ def test_two_rank_training_shares_sampler_history_and_only_rank_0_logs_and_write
     result = launch("train", str(digit_shards), str(tmp_path))
     ranks = result["ranks"]
     assert ranks[0]["checkpoints_saved"] == 2 and ranks[0]["models_saved"] == 1  # steps 3 and 6, final EMA
-    assert ranks[0]["metric_logs"] == 3 and ranks[0]["image_logs"] == 3  # log_every 2; sample_every 3: 0, 3, 6
+    # log_every 2 (and the warm-up's lr at step 1); sample_every 3: 0, 3, 6
+    assert ranks[0]["metric_logs"] == 4 and ranks[0]["image_logs"] == 3
     assert ranks[1] == {"checkpoints_saved": 0, "models_saved": 0, "metric_logs": 0, "image_logs": 0}
     assert result["weights_identical"] and result["sampler_history_identical"]
     assert (tmp_path / "ema.safetensors").is_file()

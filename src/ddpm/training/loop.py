@@ -284,6 +284,7 @@ class TrainLoop:
         cfg = self.cfg
         if self.start == 0:
             self.log_ema_grid(0)  # the initial weights' samples: the series starts from noise
+            self.log_warmup()
         with StopRequest() as stop:
             for step in range(self.start + 1, cfg.steps + 1):
                 grad_norm = self.run_step(step)
@@ -403,6 +404,18 @@ class TrainLoop:
         if self.log is not None and self.accelerator.is_main_process:
             self.log(summary | {"grad_norm": float(grad_norm), "lr": lr}, step)
         self.telemetry.reset()
+
+    def log_warmup(self) -> None:
+        """The learning rate over the warm-up steps before the first logged step (at most 50 points), logged as
+        ``log_step`` logs it (after the step's scheduler update): a warm-up shorter than ``train.log_every`` would
+        otherwise leave the ``lr`` series constant, drawn as a flat line in MLflow's charts."""
+        cfg = self.cfg
+        if self.log is None or not self.accelerator.is_main_process or not cfg.warmup:
+            return
+        factor = self.scheduler.lr_lambdas[0]  # the lr after k scheduler steps: train.lr × factor(k)
+        ramp = range(1, min(cfg.warmup, cfg.log_every, cfg.steps))  # warm-up steps before the first logged one
+        for step in ramp[:: max(1, -(-len(ramp) // 50))]:
+            self.log({"lr": cfg.lr * factor(step)}, step)
 
     def log_ema_grid(self, step: int) -> None:
         """A grid of the EMA network's samples, to ``log_image`` (main process, when ``train.sample_every``)."""
