@@ -9,10 +9,12 @@ from ddpm.core.schedules import get_beta_schedule
 
 
 @pytest.fixture(scope="session", autouse=True)
-def shard_cache_of_the_session(tmp_path_factory):
-    """Served shards that training caches go to the session's temporary folder, not the system's."""
+def environment_of_the_session(tmp_path_factory):
+    """Served shards that training caches go to the session's temporary folder, not the system's; stages run by
+    tests outside DVC log to MLflow as under DVC (tests of the stage scripts check what they log)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("DDPM_SHARD_CACHE", str(tmp_path_factory.mktemp("shard-cache")))
+    mp.setenv("DDPM_TRACK_OUTSIDE_DVC", "1")
     yield
     mp.undo()
 

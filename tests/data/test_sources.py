@@ -236,3 +236,29 @@ def test_offline_cifar10_names_where_to_put_the_archive_and_no_file_that_is_not_
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()  # noqa: S324
     placed = make_params({"dataset": "cifar10", "data": {"url": p.data.url, "md5": md5}})
     assert sources.cifar10_path(placed) == Path("data/downloads/cifar-10-python.tar.gz")
+
+
+def test_check_obtainable_refuses_before_reading_when_the_images_cannot_be_had(tmp_path, monkeypatch):
+    """The check stage's test of a dataset whose preparation is pending: a HEAD request, no image read."""
+    monkeypatch.chdir(tmp_path)
+    sources.check_obtainable(make_params({"dataset": "digits"}))
+    offline = make_params({"dataset": "cifar10", "data": {"url": "http://127.0.0.1:9/cifar-10-python.tar.gz"}})
+    with pytest.raises(FileNotFoundError) as err:
+        sources.check_obtainable(offline, timeout=5)
+    message = str(err.value)
+    assert message.startswith("data.url: cannot reach http://127.0.0.1:9/cifar-10-python.tar.gz (")
+    assert "put the archive at data/downloads/cifar-10-python.tar.gz" in message and "\n" not in message
+    no_download = make_params({"dataset": "cifar10", "data": {"download": False}})
+    with pytest.raises(FileNotFoundError, match="data.source: not set for dataset cifar10 and data.download is"):
+        sources.check_obtainable(no_download)
+    with pytest.raises(FileNotFoundError, match="data.source: not set; dataset lsun_church reads its images"):
+        sources.check_obtainable(make_params({"dataset": "lsun_church"}))
+    (tmp_path / "data" / "downloads").mkdir(parents=True)
+    (tmp_path / "data" / "downloads" / "cifar-10-python.tar.gz").write_bytes(b"its MD5 is checked when read")
+    sources.check_obtainable(offline)  # the archive where the message says: no request
+    served = _Server(b"the archive")  # it answers HEAD with 501: the server is there, the download will tell
+    try:
+        monkeypatch.chdir(tmp_path / "data")  # no archive here
+        sources.check_obtainable(make_params({"dataset": "cifar10", "data": {"url": served.url}}))
+    finally:
+        served.close()

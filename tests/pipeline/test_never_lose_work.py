@@ -72,7 +72,8 @@ def test_another_section_changed_with_the_steps_resumes_training(repo):
 def test_a_refused_value_fails_in_the_check_stage_and_leaves_every_output(repo):
     repo, env = repo
     before = {rel: (repo / rel).read_bytes() for rel in KEPT}
-    params = (repo / "params.yaml").read_text()
+    params, lock = (repo / "params.yaml").read_text(), (repo / "dvc.lock").read_bytes()
+    status = sh(["dvc", "status", "--json"], repo, env)
     (repo / "not-a-model.ckpt").write_bytes(b"an HTML error page saved under the checkpoint's name")
     for override, message in (
         (
@@ -98,7 +99,31 @@ def test_a_refused_value_fails_in_the_check_stage_and_leaves_every_output(repo):
         assert message in res.stderr + res.stdout, override
         assert "Running stage 'check'" in res.stdout and "Running stage 'train'" not in res.stdout
         assert {rel: (repo / rel).read_bytes() for rel in KEPT} == before, override
-        (repo / "params.yaml").write_text(params)  # a refused `dvc exp run` leaves its params in the workspace
+        # the way back: params.yaml as the last checked run composed it, the check stage's output put back
+        assert " — the workspace is as before this run (params.yaml back to the last checked " in res.stderr
+        assert (repo / "params.yaml").read_text() == params, override
+        assert (repo / "outputs" / "checked.txt").is_file() and (repo / "dvc.lock").read_bytes() == lock
+    assert sh(["dvc", "status", "--json"], repo, env) == status  # DVC sees what it saw before the refused runs
+
+
+def test_a_profile_whose_data_cannot_be_had_stops_before_any_output_is_removed(repo):
+    """Offline, CIFAR-10 with no local archive: refused by the check stage (before DVC removes the shards or FID
+    references of the experiment in the workspace), no MLflow experiment for the dataset, a line that says where
+    to put the archive; the workspace as before."""
+    repo, env = repo
+    before = {p: p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file()}
+    params, lock = (repo / "params.yaml").read_text(), (repo / "dvc.lock").read_bytes()
+    offline = "data.url=http://127.0.0.1:9/cifar-10-python.tar.gz"
+    res = run(["dvc", "exp", "run", "-S", "profile=cifar10_ddpm", "-S", offline], repo, env)
+    assert res.returncode != 0 and "Running stage 'prepare'" not in res.stdout
+    line = next(x for x in res.stderr.splitlines() if x.startswith("error: "))
+    assert line.startswith("error: check: data.url: cannot reach http://127.0.0.1:9/cifar-10-python.tar.gz (")
+    assert "put the archive at data/downloads/cifar-10-python.tar.gz (MD5 " in line
+    assert " — the workspace is as before this run (params.yaml back to the last checked " in line
+    assert {p: p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file()} == before
+    assert (repo / "params.yaml").read_text() == params and (repo / "dvc.lock").read_bytes() == lock
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    assert mlflow.get_experiment_by_name("ddpm-cifar10") is None
 
 
 def _claimed(repo: Path, name: str) -> bool:

@@ -101,7 +101,8 @@ def test_every_compute_stage_hands_the_runners_device_to_each_call_that_computes
 def test_compute_stages_start_through_the_launcher_and_the_others_do_not():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        assert stage["cmd"].startswith("${launcher} " if name not in NOT_COMPUTE else "python "), name
+        launcher = "${launcher} " if name not in NOT_COMPUTE else "python "
+        assert stage["cmd"].startswith(f"sh pipeline/run.sh {launcher}pipeline/"), name
 
 
 def test_placement_records_device_processes_time_and_memory():

@@ -14,6 +14,8 @@ import pickle  # noqa: S403 - only for the official CIFAR-10 batches, read with 
 import re
 import stat
 import tarfile
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -183,6 +185,24 @@ def _read_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
         ) from None
 
 
+def _cifar10_download(params: Params) -> tuple[Path, str]:
+    """Where the official CIFAR-10 archive is kept once fetched, and what to do without a network."""
+    d = params.data
+    dest = Path("data") / "downloads" / Path(d.url).name
+    hint = (
+        f"without a network, put the archive at {dest} (MD5 {d.md5}) or set data.source to a local copy "
+        "(that archive, or a tar.gz of train/<class>/*.jpg and test/<class>/*.jpg)"
+    )
+    return dest, hint
+
+
+def _no_cifar10_download(params: Params) -> FileNotFoundError:
+    return FileNotFoundError(
+        "data.source: not set for dataset cifar10 and data.download is false; set data.source to a local "
+        f"cifar-10-python.tar.gz (or a tar.gz of class folders), or data.download: true to fetch {params.data.url}"
+    )
+
+
 def cifar10_path(params: Params) -> Path:
     """The local CIFAR-10 archive: ``data.source``, or the official tarball fetched (MD5-checked) when allowed."""
     d = params.data
@@ -195,16 +215,36 @@ def cifar10_path(params: Params) -> Path:
             )
         return path
     if not d.download:
-        raise FileNotFoundError(
-            "data.source: not set for dataset cifar10 and data.download is false; set data.source to a local "
-            f"cifar-10-python.tar.gz (or a tar.gz of class folders), or data.download: true to fetch {d.url}"
-        )
-    dest = Path("data") / "downloads" / Path(d.url).name
-    hint = (
-        f"without a network, put the archive at {dest} (MD5 {d.md5}) or set data.source to a local copy "
-        "(that archive, or a tar.gz of train/<class>/*.jpg and test/<class>/*.jpg)"
-    )
+        raise _no_cifar10_download(params)
+    dest, hint = _cifar10_download(params)
     return fetch(d.url, dest, d.md5, hint=hint)
+
+
+def check_obtainable(params: Params, timeout: float = 10.0) -> None:
+    """Fail in one line, without reading any image, when preparing the dataset could not get its images: no
+    ``data.source`` for a dataset that needs one, or CIFAR-10 with neither its archive in ``data/downloads`` nor
+    its URL answering (one HEAD request). A named ``data.source`` is ``check_named_files``' to check."""
+    d = params.data
+    if params.dataset is Dataset.DIGITS or d.source:
+        return
+    if params.dataset is not Dataset.CIFAR10:
+        raise FileNotFoundError(
+            f"data.source: not set; dataset {params.dataset.value} reads its images from data.source (an lmdb "
+            "export for LSUN, a folder, tar or zip of images otherwise)"
+        )
+    if not d.download:
+        raise _no_cifar10_download(params)
+    dest, hint = _cifar10_download(params)
+    if dest.is_file():
+        return  # its MD5 is checked when it is read
+    try:
+        urllib.request.urlopen(urllib.request.Request(d.url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError as err:
+        if err.code in (404, 410):
+            raise FileNotFoundError(f"data.url: {d.url}: HTTP {err.code} {err.reason}; {hint}") from None
+        # any other answer: the server is there, and the download says what it refuses
+    except (urllib.error.URLError, OSError) as err:
+        raise FileNotFoundError(f"data.url: cannot reach {d.url} ({getattr(err, 'reason', err)}); {hint}") from None
 
 
 def cifar10(split: str, params: Params) -> Iterator[RawSample]:

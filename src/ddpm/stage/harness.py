@@ -43,6 +43,7 @@ def __getattr__(name: str) -> type:
 # Errors reported as one line (exit status 1, the message on stderr) rather than a traceback: bad params or
 # inputs, a diverged loss, and failed reads or writes (a full disk, a read-only folder: OSError names the file).
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
+OUTSIDE_DVC = "DDPM_TRACK_OUTSIDE_DVC"  # 1: a stage run by hand logs to MLflow as under DVC
 
 
 class Stopwatch:
@@ -79,7 +80,13 @@ StageBody = Callable[..., None]  # (params, paths, run) or, for a compute stage,
 
 
 def stage_main(
-    stage: str, body: StageBody, params_path: str = "params.yaml", *, compute: bool = False, tracked: bool = True
+    stage: str,
+    body: StageBody,
+    params_path: str = "params.yaml",
+    *,
+    compute: bool = False,
+    tracked: bool = True,
+    on_refusal: Callable[[], str] | None = None,
 ) -> None:
     """Validate params, open the MLflow stage run, run ``body(params, paths, run)``; a user error ends the process
     with exit status 1 and one line ``error: <stage>: <message>`` on stderr.
@@ -87,7 +94,12 @@ def stage_main(
     A ``compute`` stage also gets its ``Placement`` (device and process group) as a fourth argument, and its run
     records the device, process count, wall time and peak memory. An untracked stage logs nothing (``NullRun``).
     The workspace is claimed for the pipeline execution, and its params.yaml held, at the stage's start and end
-    (``workspace``)."""
+    (``workspace``). ``on_refusal`` runs when a bad value or input stops the stage; its text ends the line (what it
+    put back, how to get on)."""
+
+    def refused(message: str) -> str:
+        return message + (on_refusal() if on_refusal is not None else "")
+
     stop_with_dvc(stage)
     try:
         claim_workspace(stage)
@@ -102,7 +114,7 @@ def stage_main(
     try:
         params = load_params(params_path)
     except USER_ERRORS as err:
-        _fail_before_run(f"error: {err}", tracked)
+        _fail_before_run(refused(f"error: {err}"), tracked)
     if compute:  # torch and Accelerate are imported only by the stages that compute (not prepare's or report's)
         placement = placement or _place(stage)
         try:
@@ -111,7 +123,8 @@ def stage_main(
             _fail_before_run(f"error: {stage}: {err}", tracked)
         params, placement.auto = resolve_auto(params, placement.device.type)  # logged and run as resolved
     # Under `accelerate launch` only the first process logs.
-    tracker = _tracker(stage, params, body, compute) if tracked and int(os.environ.get("RANK", "0")) == 0 else NullRun()
+    logged = tracked and int(os.environ.get("RANK", "0")) == 0 and _logged_here(stage)
+    tracker = _tracker(stage, params, body, compute) if logged else NullRun()
     try:
         with tracker as run:
             if placement is None:
@@ -125,11 +138,11 @@ def stage_main(
                 run.log_metrics(cost)
         hold_params(Path(params_path), stage)
     except ParamsError as err:  # a params value, named as validation names it
-        fail(f"error: {err}")
+        fail(refused(f"error: {err}"))
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: training says what it saved
         fail(f"error: {stage}: {err or 'interrupted; rerun it to resume from what was saved'}")
     except (*USER_ERRORS, RuntimeError, EOFError) as err:
-        fail(f"error: {stage}: {_stage_error(err, placement)}")
+        fail(refused(f"error: {stage}: {_stage_error(err, placement)}"))
 
 
 def _fail_before_run(message: str, tracked: bool) -> NoReturn:
@@ -142,6 +155,21 @@ def _fail_before_run(message: str, tracked: bool) -> NoReturn:
         fail_pipeline_run()
         fail(message, shown=True)
     fail(message)
+
+
+def _logged_here(stage: str) -> bool:
+    """Whether this run of the stage goes to MLflow: always under DVC (which sets ``DVC_STAGE``); run by hand, only
+    when ``DDPM_TRACK_OUTSIDE_DVC=1`` asks (else a note says why nothing is logged: no pipeline run, no model
+    version that repeats the pipeline's)."""
+    if "DVC_STAGE" in os.environ or os.environ.get(OUTSIDE_DVC) == "1":
+        return True
+    print(
+        f"note: {stage}: run outside DVC, so nothing goes to MLflow (no run, no model version); `dvc repro "
+        f"{stage}` runs it in the pipeline, {OUTSIDE_DVC}=1 logs this run",
+        file=sys.stderr,
+        flush=True,
+    )
+    return False
 
 
 def _place(stage: str):
