@@ -7,8 +7,9 @@ dependency): `python3 -m venv /tmp/pw && /tmp/pw/bin/pip install playwright`. Th
     /tmp/pw/bin/python scripts/mlflow_screenshots.py http://127.0.0.1:5056 /tmp/shots <DVC experiment> loss
 
 It saves the runs page as it opens, the headline view (`ddpm mlflow`'s address), the runs page filtered to the
-experiment's stage runs, the train run's charts (filtered by the last argument), and the sample and
-figures runs' artifacts, 1700×900 each; the manual's copies are downscaled to 1100 px and quantized to 96 colours.
+experiment's stage runs, the train run's charts (filtered by the last argument), the registered model's versions
+table, and the sample and figures runs' artifacts, 1700×900 each; the manual's
+copies are downscaled to 1100 px and quantized to 96 colours.
 """
 
 import json
@@ -80,6 +81,9 @@ with sync_playwright() as p:
     page.mouse.move(5, 890)
     page.wait_for_timeout(3000)
     page.screenshot(path=f"{out}/mlflow_train_run.png")
+    page.goto(f"{base}/#/models/ddpm-digits?workflowType=machine_learning")  # the versions table, with scores
+    page.wait_for_timeout(4000)
+    page.screenshot(path=f"{out}/mlflow_versions.png")
     for stage, artifact in (("sample", "samples.png"), ("figures", "progressive.png")):
         page.goto(f"{base}/#/experiments/{exp_id}/runs/{run_id(stage)}/artifacts?workflowType=machine_learning")
         page.wait_for_timeout(4000)
