@@ -14,7 +14,7 @@ from helpers.datasets import cifar_folder_tarball
 from helpers.repos import checkout_copy, pipeline_env, sh
 from PIL import Image
 
-pytestmark = pytest.mark.e2e  # a whole pipeline: the full tier (CI) runs it
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a paper-sized profile's DAG (T = 1000): `scripts/test.sh -m slow`
 
 REDUCED = {  # counts only, each far below the profile's
     "train.steps": 4,
