@@ -5,6 +5,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import ROOT
@@ -16,6 +17,19 @@ def sh(args, cwd, env, timeout=900):
     res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     return res.stdout
+
+
+def queue_status(cwd, env, tries: int = 10) -> str:
+    """`dvc queue status`, read again when DVC fails on a worker's info file caught half-written (its "unexpected
+    error - Expecting value"): a poll of a running queue, not a failure of the run."""
+    for _ in range(tries - 1):
+        res = subprocess.run(["dvc", "queue", "status"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        if res.returncode == 0:
+            return res.stdout
+        if "Expecting value" not in res.stderr:
+            break
+        time.sleep(1)
+    return sh(["dvc", "queue", "status"], cwd, env)
 
 
 def pipeline_env() -> dict[str, str]:

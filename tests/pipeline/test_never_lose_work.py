@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from helpers.repos import copy_of, pipeline_env, sh, start_queue
+from helpers.repos import copy_of, pipeline_env, queue_status, sh, start_queue
 
 pytestmark = pytest.mark.e2e
 TINY = ["-S", "profile=tiny", "-S", "train.checkpoint_every=50", "-S", "train.sample_every=0"]
@@ -245,7 +245,7 @@ def saved_model(repo: Path, env, name: str) -> bytes:
 def _wait_for_queue(repo, env, timeout=600) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        status = sh(["dvc", "queue", "status"], repo, env)
+        status = queue_status(repo, env)
         if "Running" not in status and "Queued" not in status:
             return status
         assert time.monotonic() < deadline, status

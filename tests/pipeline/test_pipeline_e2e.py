@@ -9,7 +9,7 @@ import time
 import mlflow
 import pytest
 import yaml
-from helpers.repos import DDPM, copy_of, pipeline_env, sh, start_queue
+from helpers.repos import DDPM, copy_of, pipeline_env, queue_status, sh, start_queue
 
 from ddpm.config import compose
 from ddpm.device_defaults import ELSEWHERE
@@ -29,7 +29,7 @@ def _wait_for_queue(repo, env, names, timeout=2400):
     """Poll `dvc queue status` until none of ``names`` is queued or running; their final statuses."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = [line.split() for line in sh(["dvc", "queue", "status"], repo, env).splitlines()]
+        rows = [line.split() for line in queue_status(repo, env).splitlines()]
         status = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in names}
         if not any(s in ("Queued", "Running") for s in status.values()) and len(status) == len(names):
             return status

@@ -8,7 +8,7 @@ import time
 import mlflow
 import pytest
 from helpers.mlflow_server import MlflowServer
-from helpers.repos import copy_of, pipeline_env, sh, start_queue
+from helpers.repos import copy_of, pipeline_env, queue_status, sh, start_queue
 
 from ddpm.tracking.registry import registered_name
 
@@ -20,7 +20,7 @@ LRS = {"lr-a": "0.001", "lr-b": "0.002"}
 def wait_for_queue(repo, env, names, timeout=900) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while True:
-        rows = [line.split() for line in sh(["dvc", "queue", "status"], repo, env).splitlines()]
+        rows = [line.split() for line in queue_status(repo, env).splitlines()]
         status = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in names}
         if len(status) == len(names) and not any(s in ("Queued", "Running") for s in status.values()):
             return status
