@@ -53,6 +53,11 @@ class MlflowServer:
             f"mlflow server not up after {timeout}s: {(self.folder / 'server.log').read_text()[-3000:]}"
         )
 
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server's log (for an assertion's message)."""
+        path = self.folder / "server.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its workers

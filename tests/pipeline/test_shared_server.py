@@ -40,7 +40,13 @@ def test_two_queue_workers_log_every_run_and_model_to_one_server(tiny_run, tmp_p
             sh(["dvc", "exp", "run", "--queue", *TINY, "-S", f"train.lr={lr}", "-n", name, "train"], repo, env)
         start_queue(repo, env, jobs=2)
         status = wait_for_queue(repo, env, set(LRS))
-        assert status == dict.fromkeys(LRS, "Success"), sh(["dvc", "queue", "logs", "lr-a"], repo, env)[-3000:]
+        logs = {name: sh(["dvc", "queue", "logs", name], repo, env) for name in LRS}
+        warned = {
+            name: [ln for ln in log.splitlines() if ln.startswith(("warning:", "error:"))] for name, log in logs.items()
+        }
+        assert status == dict.fromkeys(LRS, "Success"), logs["lr-a"][-3000:]
+        kept = [path.read_text().splitlines()[0] for path in (repo / "mlflow-pending").glob("*.jsonl")]
+        assert warned == dict.fromkeys(LRS, []), f"{warned}\n{kept}\n{server.log_tail()}"
 
         client = mlflow.tracking.MlflowClient(server.uri)
         experiment = client.get_experiment_by_name("ddpm-digits")

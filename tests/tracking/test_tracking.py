@@ -236,3 +236,26 @@ def _crash_and_replay(tmp_path, monkeypatch, capsys, live, replay):
     assert [m.value for m in client.get_metric_history(run_id, "rate")] == [1.0, 2.0]
     parent = first.data.tags["mlflow.parentRunId"]
     assert replayed.data.tags["mlflow.parentRunId"] == parent and replayed.info.status == "FINISHED"
+
+
+def test_a_busy_server_answering_503_twice_per_request_keeps_the_live_run(tmp_path, monkeypatch, capsys):
+    """A shared server busy for a moment (every fourth request refused twice, as a SQLite store locked by another
+    queue worker answers): MLflow's client retries, the stage's run reaches the server FINISHED, nothing spooled."""
+    from helpers.flaky_proxy import FlakyProxy
+    from helpers.mlflow_server import MlflowServer
+
+    live = MlflowServer(tmp_path / "server").start()
+    try:
+        with FlakyProxy(live.uri, failures=2, every=4) as proxy:
+            pending = _run_stage(tmp_path, monkeypatch, proxy.uri)
+        assert proxy.refused >= 4 and pending == [] and "warning" not in capsys.readouterr().err
+        client = mlflow.tracking.MlflowClient(live.uri)
+        (experiment,) = client.search_experiments(filter_string="name LIKE 'ddpm-%'")
+        (train,) = client.search_runs([experiment.experiment_id], "tags.dvc_stage = 'train'")
+        assert train.info.status == "FINISHED"
+        assert [(m.step, m.value) for m in client.get_metric_history(train.info.run_id, "loss")] == [
+            (1, 0.5),
+            (2, 0.25),
+        ]
+    finally:
+        live.stop()

@@ -187,14 +187,22 @@ def _place(stage: str):
         fail(f"error: {stage}: {lost}")
 
 
+HTTP_RETRIES = {  # MLflow's client: ~7 s of retries on a refused connection or a 5xx, 60 s per request
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+
 def _tracker(stage: str, params, body: StageBody, compute: bool):
     """The stage's MLflow run, kept in a local file while the store is out of reach or damaged."""
     from ddpm.tracking.runs import StageRun  # imported after validation: a bad params file must not wait for MLflow
     from ddpm.tracking.spool import ResilientRun
 
-    # A dead tracking server should cost seconds, not MLflow's default minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # A dead tracking server should cost seconds, not MLflow's default minutes of retries; a busy one (a shared
+    # server's SQLite locked by another queue worker, a CPU taken by training) a few retries and a minute's wait.
+    for key, value in HTTP_RETRIES.items():
+        os.environ.setdefault(key, value)
     stage_run = StageRun(
         stage,
         params.model_dump(mode="json"),
