@@ -239,14 +239,15 @@ def _crash_and_replay(tmp_path, monkeypatch, capsys, live, replay):
 
 
 def test_a_busy_server_answering_503_twice_per_request_keeps_the_live_run(tmp_path, monkeypatch, capsys):
-    """A shared server busy for a moment (every fourth request refused twice, as a SQLite store locked by another
-    queue worker answers): MLflow's client retries, the stage's run reaches the server FINISHED, nothing spooled."""
+    """A shared server busy for a moment (every eighth request refused twice, as a SQLite store locked by another
+    queue worker answers): MLflow's client retries, the stage's run reaches the server FINISHED and whole, nothing
+    spooled."""
     from helpers.flaky_proxy import FlakyProxy
     from helpers.mlflow_server import MlflowServer
 
     live = MlflowServer(tmp_path / "server").start()
     try:
-        with FlakyProxy(live.uri, failures=2, every=4) as proxy:
+        with FlakyProxy(live.uri, failures=2, every=8) as proxy:
             pending = _run_stage(tmp_path, monkeypatch, proxy.uri)
         assert proxy.refused >= 4 and pending == [] and "warning" not in capsys.readouterr().err
         client = mlflow.tracking.MlflowClient(live.uri)
@@ -257,5 +258,8 @@ def test_a_busy_server_answering_503_twice_per_request_keeps_the_live_run(tmp_pa
             (1, 0.5),
             (2, 0.25),
         ]
+        # the image series' frame and its thumbnail, which MLflow uploads in the background, arrived with the run
+        images = [a.path.rsplit(".", 1)[-1] for a in client.list_artifacts(train.info.run_id, "images")]
+        assert sorted(images) == ["png", "webp"]
     finally:
         live.stop()

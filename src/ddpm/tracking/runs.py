@@ -259,12 +259,15 @@ class StageRun(Tracker):
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     def log_image(self, image: np.ndarray, name: str, step: int | None = None) -> None:
-        """An image artifact ``name``; with ``step``, one frame of the step-indexed image series ``name``."""
+        """An image artifact ``name``; with ``step``, one frame of the step-indexed image series ``name``, whose
+        files (the image and its thumbnail) MLflow uploads from a background queue: waited for here, so that a
+        stage ending with ``os._exit`` (``exit_now``) cannot cut an upload to a tracking server short."""
         image = image[..., 0] if image.shape[-1] == 1 else image
         if step is None:
             mlflow.log_image(image, name)
         else:
             mlflow.log_image(image, key=name, step=step)
+            mlflow.flush_artifact_async_logging()
 
     def log_table(self, rows: list[dict], name: str) -> None:
         """Rows as an MLflow table artifact (shown in the UI's artifact and evaluation views)."""
