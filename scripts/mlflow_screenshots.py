@@ -7,7 +7,8 @@ dependency): `python3 -m venv /tmp/pw && /tmp/pw/bin/pip install playwright`. Th
     /tmp/pw/bin/python scripts/mlflow_screenshots.py http://127.0.0.1:5056 /tmp/shots <DVC experiment> loss
 
 It saves the runs page as it opens, the headline view (`ddpm mlflow`'s address), the runs page filtered to the
-experiment's stage runs, the train run's charts (filtered by the last argument), the registered model's versions
+experiment's stage runs, the train run's charts (filtered by the last argument) and its sample grid's card (run
+parameters hidden, at the last step), the registered model's versions
 table, and the sample and figures runs' artifacts, 1700×900 each; the manual's
 copies are downscaled to 1100 px and quantized to 96 colours.
 """
@@ -81,6 +82,22 @@ with sync_playwright() as p:
     page.mouse.move(5, 890)
     page.wait_for_timeout(3000)
     page.screenshot(path=f"{out}/mlflow_train_run.png")
+    # the sample grid's card as a user sets it: ⋮ → Configure → "Show run parameters" off, slider at the last step
+    page.locator("input[placeholder='Search metric charts']").fill("ema_samples")
+    page.wait_for_timeout(2000)
+    page.locator("button[data-testid='experiment-view-compare-runs-card-menu']").first.click()
+    page.get_by_role("menuitem", name="Configure").click()
+    page.wait_for_timeout(1500)
+    page.locator("[data-component-id='mlflow.charts.image_grid_configure.show_run_params']").first.click()
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_timeout(1500)
+    thumb = page.locator("[role='slider']").last.bounding_box()
+    page.mouse.move(thumb["x"] + thumb["width"] / 2, thumb["y"] + thumb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(thumb["x"] + 600, thumb["y"] + thumb["height"] / 2, steps=10)  # to the last step
+    page.mouse.up()
+    page.wait_for_timeout(2000)
+    page.screenshot(path=f"{out}/mlflow_train_samples.png")
     page.goto(f"{base}/#/models/ddpm-digits?workflowType=machine_learning")  # the versions table, with scores
     page.wait_for_timeout(4000)
     page.screenshot(path=f"{out}/mlflow_versions.png")
