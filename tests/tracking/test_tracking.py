@@ -201,6 +201,7 @@ def test_a_server_killed_mid_stage_spools_the_rest_and_replay_after_its_restart_
 
     from ddpm.tracking.spool import replay
 
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # retrying a dead server: the unreachable test's subject
     live = MlflowServer(tmp_path / "server").start()
     try:
         _crash_and_replay(tmp_path, monkeypatch, capsys, live, replay)
