@@ -32,6 +32,19 @@ def queue_status(cwd, env, tries: int = 10) -> str:
     return sh(["dvc", "queue", "status"], cwd, env)
 
 
+def wait_for_queue(cwd, env, names, timeout: float = 900, poll: float = 3) -> dict[str, str]:
+    """Poll `dvc queue status` until none of the experiments ``names`` is queued or running; their final
+    statuses (``Success``, ``Failed``, ...), by name."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [line.split() for line in queue_status(cwd, env).splitlines()]
+        status = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in names}
+        if len(status) == len(names) and not any(s in ("Queued", "Running") for s in status.values()):
+            return status
+        assert time.monotonic() < deadline, f"queue still busy after {timeout}s: {status}"
+        time.sleep(poll)
+
+
 def pipeline_env() -> dict[str, str]:
     """The environment for running dvc in a test repository: this venv first, no outer MLflow/DVC settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "DDPM_"))}

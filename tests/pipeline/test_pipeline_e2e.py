@@ -4,12 +4,11 @@ import csv
 import json
 import math
 import re
-import time
 
 import mlflow
 import pytest
 import yaml
-from helpers.repos import DDPM, copy_of, pipeline_env, queue_status, sh, start_queue
+from helpers.repos import DDPM, copy_of, pipeline_env, sh, start_queue, wait_for_queue
 
 from ddpm.config import compose
 from ddpm.device_defaults import ELSEWHERE
@@ -23,18 +22,6 @@ pytestmark = pytest.mark.e2e
 
 
 QUEUED = {"linear", "cosine"}  # the queued grid: iDDPM's L_hybrid row for both schedules
-
-
-def _wait_for_queue(repo, env, names, timeout=2400):
-    """Poll `dvc queue status` until none of ``names`` is queued or running; their final statuses."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = [line.split() for line in queue_status(repo, env).splitlines()]
-        status = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in names}
-        if not any(s in ("Queued", "Running") for s in status.values()) and len(status) == len(names):
-            return status
-        assert time.monotonic() < deadline, f"queue still busy after {timeout}s: {status}"
-        time.sleep(10)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +54,7 @@ def project(tiny_run, tmp_path_factory):
     )
     names = re.findall(r"Queued experiment '([^']+)' for future execution", queued)
     start_queue(repo, env | {"OMP_NUM_THREADS": "1"}, jobs=2)  # a core each (README)
-    status = _wait_for_queue(repo, env, names)
+    status = wait_for_queue(repo, env, names, timeout=2400, poll=10)
     table = sh([DDPM, "table", "iddpm"], repo, env)
     return {
         "repo": repo,

@@ -3,29 +3,17 @@ copy of the session's quickstart run without its local MLflow store: every stage
 registry versions reach the server, and nothing is written to a local store."""
 
 import shutil
-import time
 
 import mlflow
 import pytest
 from helpers.mlflow_server import MlflowServer
-from helpers.repos import copy_of, pipeline_env, queue_status, sh, start_queue
+from helpers.repos import copy_of, pipeline_env, sh, start_queue, wait_for_queue
 
 from ddpm.tracking.registry import registered_name
 
 pytestmark = pytest.mark.e2e
 TINY = ["-S", "profile=tiny", "-S", "train.steps=20", "-S", "train.checkpoint_every=10", "-S", "train.sample_every=0"]
 LRS = {"lr-a": "0.001", "lr-b": "0.002"}
-
-
-def wait_for_queue(repo, env, names, timeout=900) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = [line.split() for line in queue_status(repo, env).splitlines()]
-        status = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in names}
-        if len(status) == len(names) and not any(s in ("Queued", "Running") for s in status.values()):
-            return status
-        assert time.monotonic() < deadline, f"queue still busy after {timeout}s: {status}"
-        time.sleep(3)
 
 
 def test_two_queue_workers_log_every_run_and_model_to_one_server(tiny_run, tmp_path):
