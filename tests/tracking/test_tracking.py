@@ -264,3 +264,33 @@ def test_a_busy_server_answering_503_twice_per_request_keeps_the_live_run(tmp_pa
         assert sorted(images) == ["png", "webp"]
     finally:
         live.stop()
+
+
+def test_a_dataset_another_worker_logged_first_is_retried_not_spooled(tmp_path, monkeypatch, capsys):
+    """Two queue workers log the same dataset to one experiment at once: the store's insert of the loser breaks
+    the unique key (as a shared server answered it), the retry finds the row; the run stays live, nothing spooled."""
+    from mlflow.exceptions import MlflowException
+
+    real, calls = mlflow.log_input, {"n": 0}
+
+    def raced(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
+                "datasets.digest",
+                error_code="BAD_REQUEST",
+            )
+        return real(*args, **kwargs)
+
+    def body(params, paths, run):
+        run.log_dataset("digits-8px-train", str(tmp_path), "0123456789abcdef", "training", {"images": "1500"})
+
+    monkeypatch.setattr(mlflow, "log_input", raced)
+    pending = _run_stage(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'mlflow.db'}", body)
+    assert pending == [] and "warning" not in capsys.readouterr().err and calls["n"] == 2
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (experiment,) = client.search_experiments(filter_string="name LIKE 'ddpm-%'")
+    (train,) = client.search_runs([experiment.experiment_id], "tags.dvc_stage = 'train'")
+    assert train.info.status == "FINISHED"
+    assert [d.dataset.name for d in train.inputs.dataset_inputs] == ["digits-8px-train"]

@@ -1,6 +1,7 @@
 """Keeping a stage's MLflow log when the tracking server is unreachable, and sending it later.
 
-``ResilientRun`` wraps a ``StageRun``: a call that meets a busy store (SQLite locked by another writer) is retried
+``ResilientRun`` wraps a ``StageRun``: a call that meets a busy store (SQLite locked by another writer, a row that
+another writer inserted first) is retried
 for a few seconds; the first call that still fails prints one warning, and from then on every
 call is appended to ``mlflow-pending/<stage>-<time>-<pid>.jsonl`` (images beside it as .npy) instead of failing
 the stage. ``ddpm replay mlflow-pending/*.jsonl`` replays such files into the current tracking store
@@ -26,9 +27,22 @@ from .tracker import OPS, Tracker
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)  # a busy store (another queue worker holding SQLite's write lock) is retried
 
 
+# What a store says when a write lost a race it wins on the next try: SQLite's write lock held by another writer,
+# and a get-or-create that another writer completed first (two queue workers logging the same dataset to one
+# experiment at once: the loser's insert breaks the unique key, its retry finds the row), in SQLite's and
+# PostgreSQL's words. The failed write was rolled back, so trying it again is safe.
+TRANSIENT_MESSAGES = (
+    "database is locked",
+    "UNIQUE constraint failed",
+    "duplicate key value violates unique constraint",
+)
+
+
 def _transient(err: Exception) -> bool:
-    """A failure worth retrying: a locked SQLite database or a store saying it is temporarily unavailable."""
-    return "database is locked" in str(err) or getattr(err, "error_code", "") == "TEMPORARILY_UNAVAILABLE"
+    """A failure worth retrying: a lost race (``TRANSIENT_MESSAGES``) or a store saying it is temporarily
+    unavailable."""
+    text = str(err)
+    return any(m in text for m in TRANSIENT_MESSAGES) or getattr(err, "error_code", "") == "TEMPORARILY_UNAVAILABLE"
 
 
 def _retrying(fn, *args, **kwargs):
