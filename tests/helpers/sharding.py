@@ -21,10 +21,13 @@ def sharded_evaluation(reference: Path, share) -> dict[str, np.ndarray]:
     from ddpm.evaluation.fid import inception_features
     from ddpm.evaluation.fid_cells import ddim_cell
     from ddpm.evaluation.likelihood import nll_bpd
+    from ddpm.parallel import Elsewhere
 
     inference, _ = sampling_setup("ddim", 0.0)
     images = eval_images()
-    nll = nll_bpd(inference.diffusion, inference.model, images.split(3), seed=5, device="cpu", share=share)
+    # as the test split's loader gives them: another rank's batch only as its size
+    batches = [b if share.owns(i) else Elsewhere(len(b)) for i, b in enumerate(images.split(3))]
+    nll = nll_bpd(inference.diffusion, inference.model, batches, seed=5, device="cpu", share=share)
     features = inception_features(images.split(2), "cpu", share)
     params = make_params(
         {

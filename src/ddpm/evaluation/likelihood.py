@@ -53,7 +53,7 @@ def nll_bpd(
                 model, to_model_range(images).to(device), clip_denoised=True, noise_fn=noise_fn, on_term=bar.update
             )
             mine[i] = {k: out[k].cpu() for k in ("total_bpd", "prior_bpd", "vb", "xstart_mse")}
-        first += images.shape[0]
+        first += len(images)  # another rank's batch is an Elsewhere: its size only
     if bar is not None:
         bar.close()
     parts = share.gather(mine)
