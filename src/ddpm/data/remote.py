@@ -202,5 +202,7 @@ def _fsspec(url: str, action):
         raise RemoteError(f"{url}: {err}") from None
     try:
         return action(fs, path)
+    except FileNotFoundError:  # fsspec's message is the bare path
+        raise RemoteError(f"{url}: cannot read it (no such file or object)") from None
     except Exception as err:
         raise RemoteError(f"{url}: cannot read it ({_reason(err)})") from None

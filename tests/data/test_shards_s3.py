@@ -1,0 +1,137 @@
+"""Shards read from an S3 bucket (``data.shards_url: s3://…``, through fsspec's s3fs) on a loopback S3 endpoint:
+the batches of the files on disk, each shard fetched once per node by two ranks with two DataLoader workers each,
+the weights of local shards after training, and one line naming the object for a damaged or missing shard or an
+endpoint that does not answer."""
+
+import re
+import shutil
+
+import pytest
+import s3fs
+import torch
+from helpers.params import make_params
+from helpers.s3 import s3_endpoint
+from test_corrupt_shards import corrupt
+
+from ddpm.data.loader import train_stream
+from ddpm.data.shard_cache import cached
+from ddpm.data.shards import read_manifest, shard_files
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with s3_endpoint() as endpoint, pytest.MonkeyPatch.context() as env:
+        for key, value in endpoint.env.items():
+            env.setenv(key, value)
+        yield endpoint
+
+
+@pytest.fixture(autouse=True)
+def fresh_filesystem():
+    """s3fs keeps one client per process for the same options: one made for an earlier endpoint would be reused."""
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def upload(endpoint, folder, bucket: str, prefix: str) -> str:
+    """The files of ``folder`` as objects ``prefix/<name>`` in a new ``bucket``; their folder URL."""
+    endpoint.bucket(bucket)
+    client = endpoint.client()
+    for path in sorted(folder.iterdir()):
+        client.upload_file(str(path), bucket, f"{prefix}/{path.name}")
+    return f"s3://{bucket}/{prefix}"
+
+
+def batches(folder, url, seed, n, cache=None, workers=0):
+    stream = train_stream(folder, 16, seed=seed, shuffle_buffer=50, url=url, workers=workers, cache=cache)
+    try:
+        return [next(stream) for _ in range(n)]
+    finally:
+        stream.close()
+
+
+def assert_same(a, b):
+    assert len(a) == len(b)
+    for (xa, la, ka), (xb, lb, kb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(la, lb) and ka == kb
+
+
+def test_two_ranks_with_two_workers_each_fetch_every_object_once_and_get_the_batches_of_the_files(
+    endpoint, digit_shards, tmp_path
+):
+    url = upload(endpoint, digit_shards, "shards-once", "shards/digits")
+    names = [s["name"] for s in read_manifest(digit_shards)["splits"]["train"]["shards"]]
+    images = sum(s["count"] for s in read_manifest(digit_shards)["splits"]["train"]["shards"])
+    n = 3 * images // 16 + 1  # into a fourth epoch
+    cache = tmp_path / "node-cache"
+    for seed in (0, 1):  # two ranks of one node: their own seeds, one cache
+        got = batches(tmp_path / "none", url, seed, n, cache=cache, workers=2)
+        assert_same(got, batches(digit_shards, None, seed, n))
+    fetched = endpoint.gets("shards-once/shards/digits/")
+    assert sorted(key.rsplit("/", 1)[1] for key in fetched if key.endswith(".tar")) == sorted(names)
+    assert sorted(p.name for p in cache.glob("*.tar")) == sorted(
+        f"{s.sha256}.tar" for s in shard_files(digit_shards, "train")
+    )
+
+
+def test_a_damaged_object_is_named_in_one_line_and_never_enters_the_cache(endpoint, digit_shards, tmp_path):
+    served = tmp_path / "served"
+    shutil.copytree(digit_shards, served)
+    corrupt(served / "train-000001.tar", "payload")
+    url = upload(endpoint, served, "shards-damaged", "digits")
+    cache = tmp_path / "node-cache"
+    shard = next(s for s in shard_files(tmp_path / "none", "train", url) if s.path.name == "train-000001.tar")
+    with pytest.raises(ValueError) as err:
+        cached(shard, cache)
+    message = str(err.value)
+    assert message.startswith(f"shard {url}/train-000001.tar is corrupt: sha256 ") and "\n" not in message
+    assert not list(cache.glob("*.tar")) and not list(cache.glob("*.part"))
+
+
+def test_a_missing_object_is_named_in_one_line_before_any_batch(endpoint, digit_shards, tmp_path):
+    served = tmp_path / "served"
+    shutil.copytree(digit_shards, served)
+    (served / "train-000002.tar").unlink()
+    url = upload(endpoint, served, "shards-missing", "digits")
+    with pytest.raises(OSError) as err:
+        next(train_stream(tmp_path / "none", 16, seed=0, url=url))
+    assert re.fullmatch(
+        rf"{re.escape(url)}/train-000002\.tar: cannot read it \(no such file or object\)", str(err.value)
+    ), err.value
+
+
+def test_a_bucket_that_does_not_exist_is_named_in_one_line(endpoint, tmp_path):
+    with pytest.raises(OSError) as err:
+        next(train_stream(tmp_path / "none", 16, seed=0, url="s3://no-such-bucket/digits"))
+    assert re.fullmatch(r"s3://no-such-bucket/digits/manifest\.json: cannot read it \(.+\)", str(err.value))
+
+
+def test_training_from_s3_shards_ends_with_the_weights_of_local_shards(endpoint, tmp_path):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from helpers.datasets import write_shards
+
+    from ddpm.training.loop import train
+
+    def tiny(url):
+        model = {"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []}
+        loop = {"batch_size": 8, "steps": 4, "checkpoint_every": 2, "shuffle_buffer": 20, "sample_every": 0}
+        return make_params({"model": model, "train": loop, "data": {"shards_url": url}}, profile="tiny")
+
+    shards = write_shards(tiny(None), tmp_path / "digits")
+    url = upload(endpoint, shards, "shards-train", "shards/digits")
+    weights = {}
+    for where, folder, shards_url in [("local", shards, None), ("s3", tmp_path / "none", url)]:
+        try:
+            train(
+                tiny(shards_url),
+                folder,
+                tmp_path / f"{where}.safetensors",
+                tmp_path / where,
+                accelerator=Accelerator(cpu=True),
+            )
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+        weights[where] = (tmp_path / f"{where}.safetensors").read_bytes()
+    assert weights["s3"] == weights["local"]
