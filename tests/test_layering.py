@@ -86,6 +86,7 @@ ALLOWED = {
         "ddpm.core",
         "ddpm.config",
         "ddpm.storage",
+        "ddpm.data",
         "ddpm.importers",
         "ddpm.evaluation",
         "ddpm.tracking",

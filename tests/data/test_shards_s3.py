@@ -1,7 +1,7 @@
-"""Shards read from an S3 bucket (``data.shards_url: s3://…``, through fsspec's s3fs) on a loopback S3 endpoint:
-the batches of the files on disk, each shard fetched once per node by two ranks with two DataLoader workers each,
-the weights of local shards after training, and one line naming the object for a damaged or missing shard or an
-endpoint that does not answer."""
+"""Shards in an S3 bucket on a loopback S3 endpoint: `ddpm upload-shards` copies a prepared folder there (checked
+first, manifest last); read back (``data.shards_url: s3://…``, through fsspec's s3fs) they give the batches of
+the files on disk, each fetched once per node by two ranks with two DataLoader workers each, and the weights of
+local shards after training; a damaged or missing object or bucket is one line naming it."""
 
 import re
 import shutil
@@ -13,6 +13,7 @@ from helpers.params import make_params
 from helpers.s3 import s3_endpoint
 from test_corrupt_shards import corrupt
 
+from ddpm.cli.main import main
 from ddpm.data.loader import train_stream
 from ddpm.data.shard_cache import cached
 from ddpm.data.shards import read_manifest, shard_files
@@ -35,7 +36,8 @@ def fresh_filesystem():
 
 
 def upload(endpoint, folder, bucket: str, prefix: str) -> str:
-    """The files of ``folder`` as objects ``prefix/<name>`` in a new ``bucket``; their folder URL."""
+    """The files of ``folder`` as they are (damaged or not) as objects ``prefix/<name>`` in a new ``bucket``;
+    their folder URL."""
     endpoint.bucket(bucket)
     client = endpoint.client()
     for path in sorted(folder.iterdir()):
@@ -60,7 +62,8 @@ def assert_same(a, b):
 def test_two_ranks_with_two_workers_each_fetch_every_object_once_and_get_the_batches_of_the_files(
     endpoint, digit_shards, tmp_path
 ):
-    url = upload(endpoint, digit_shards, "shards-once", "shards/digits")
+    url = f"{endpoint.bucket('shards-once')}/shards/digits"
+    assert main(["upload-shards", str(digit_shards), url]) == 0
     names = [s["name"] for s in read_manifest(digit_shards)["splits"]["train"]["shards"]]
     images = sum(s["count"] for s in read_manifest(digit_shards)["splits"]["train"]["shards"])
     n = 3 * images // 16 + 1  # into a fourth epoch
@@ -73,6 +76,45 @@ def test_two_ranks_with_two_workers_each_fetch_every_object_once_and_get_the_bat
     assert sorted(p.name for p in cache.glob("*.tar")) == sorted(
         f"{s.sha256}.tar" for s in shard_files(digit_shards, "train")
     )
+
+
+def test_upload_shards_writes_every_shard_before_the_manifest(endpoint, digit_shards, capsys):
+    url = f"{endpoint.bucket('shards-order')}/digits"
+    assert main(["upload-shards", str(digit_shards), url]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(rf"uploaded 5 shards \([\d.]+ MB\) and manifest.json to {re.escape(url)}", out[0])
+    assert out[1] == f"train from them with: dvc exp run -S data.shards_url={url}"
+    puts = [
+        key.rsplit("/", 1)[1]
+        for method, key, _ in endpoint.requests
+        if method == "PUT" and key.startswith("shards-order/")
+    ]
+    assert sorted(puts) == sorted(p.name for p in digit_shards.iterdir()) and puts[-1] == "manifest.json"
+
+
+def test_upload_shards_refuses_a_damaged_shard_before_writing_anything(endpoint, digit_shards, tmp_path, capsys):
+    folder = tmp_path / "digits"
+    shutil.copytree(digit_shards, folder)
+    corrupt(folder / "train-000001.tar", "payload")
+    url = f"{endpoint.bucket('shards-refused')}/digits"
+    assert main(["upload-shards", str(folder), url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: ddpm upload-shards: shard {folder / 'train-000001.tar'} is corrupt: sha256 ")
+    assert len(err.splitlines()) == 1
+    assert endpoint.client().list_objects_v2(Bucket="shards-refused")["KeyCount"] == 0
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://127.0.0.1:9/shards", "http://127.0.0.1:9/shards/test-000000.tar: http(s) URLs are read-only; "),
+        ("s3://no-such-bucket/digits", "s3://no-such-bucket/digits/test-000000.tar: cannot write it ("),
+    ],
+)
+def test_upload_shards_names_a_destination_it_cannot_write(endpoint, digit_shards, capsys, url, message):
+    assert main(["upload-shards", str(digit_shards), url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: ddpm upload-shards: {message}") and len(err.splitlines()) == 1, err
 
 
 def test_a_damaged_object_is_named_in_one_line_and_never_enters_the_cache(endpoint, digit_shards, tmp_path):
@@ -120,7 +162,8 @@ def test_training_from_s3_shards_ends_with_the_weights_of_local_shards(endpoint,
         return make_params({"model": model, "train": loop, "data": {"shards_url": url}}, profile="tiny")
 
     shards = write_shards(tiny(None), tmp_path / "digits")
-    url = upload(endpoint, shards, "shards-train", "shards/digits")
+    url = f"{endpoint.bucket('shards-train')}/shards/digits"
+    assert main(["upload-shards", str(shards), url]) == 0
     weights = {}
     for where, folder, shards_url in [("local", shards, None), ("s3", tmp_path / "none", url)]:
         try:

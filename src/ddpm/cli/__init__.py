@@ -1,7 +1,8 @@
 """The commands users type (``ddpm --help``; ``main.MODULES`` maps each to its module): ``ddpm compare``
 (experiments side by side), ``ddpm table`` (a paper table as a queued grid, and the table from MLflow), ``ddpm
 replay`` (send a spooled MLflow log), ``ddpm isc-weights`` (fetch the IS weights), ``ddpm profile`` (the workspace's
-default profile), ``ddpm mlflow`` (open the UI)."""
+default profile), ``ddpm mlflow`` (open the UI), ``ddpm export`` (a diffusers pipeline), ``ddpm upload-shards`` (shards
+to an object store)."""
 
 from __future__ import annotations
 

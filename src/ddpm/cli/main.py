@@ -16,7 +16,8 @@ ddpm replay mlflow-pending/*.jsonl              send the MLflow logs kept while 
 ddpm isc-weights                                fetch torch-fidelity's Inception weights (IS) into the torch hub cache
 ddpm profile [NAME | --reset]                   the workspace's default profile, which dvc exp run -S key=value varies
 ddpm mlflow [--port N]                          the command that opens the MLflow UI, and each experiment's page
-ddpm export --diffusers MODEL DIR               a trained model as a diffusers pipeline folder (from_pretrained)"""
+ddpm export --diffusers MODEL DIR               a trained model as a diffusers pipeline folder (from_pretrained)
+ddpm upload-shards FOLDER URL                   prepared shards copied to a bucket (s3://…) for data.shards_url"""
 
 
 MODULES = {  # command → its module under ddpm.cli (each has parser() and main(argv))
@@ -27,6 +28,7 @@ MODULES = {  # command → its module under ddpm.cli (each has parser() and main
     "profile": "profile",
     "mlflow": "mlflow_ui",
     "export": "export",
+    "upload-shards": "upload_shards",
 }
 
 

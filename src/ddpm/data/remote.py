@@ -191,11 +191,19 @@ def read_url(url: str, retry: Retry | None = None) -> bytes:
     return _fsspec(url, lambda fs, path: fs.cat_file(path))
 
 
-def _fsspec(url: str, action):
+def write_file(path, url: str) -> None:
+    """Copy the local file ``path`` to ``url`` through fsspec (an object store such as s3://; an http(s) URL is
+    read-only here)."""
+    if scheme(url) in HTTP_SCHEMES:
+        raise RemoteError(f"{url}: http(s) URLs are read-only; write to an object store (s3://…) or a file server")
+    _fsspec(url, lambda fs, dest: fs.put_file(str(path), dest), "write it")
+
+
+def _fsspec(url: str, action, what: str = "read it"):
     try:
         import fsspec  # type: ignore[import-untyped]  # noqa: PLC0415 - only non-http(s) URLs need it
     except ImportError:
-        raise RemoteError(f"{url}: reading {scheme(url)}:// URLs needs the fsspec package") from None
+        raise RemoteError(f"{url}: {scheme(url)}:// URLs need the fsspec package") from None
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as err:  # no backend for the scheme: fsspec names the package to install
@@ -203,6 +211,6 @@ def _fsspec(url: str, action):
     try:
         return action(fs, path)
     except FileNotFoundError:  # fsspec's message is the bare path
-        raise RemoteError(f"{url}: cannot read it (no such file or object)") from None
+        raise RemoteError(f"{url}: cannot {what} (no such file or object)") from None
     except Exception as err:
-        raise RemoteError(f"{url}: cannot read it ({_reason(err)})") from None
+        raise RemoteError(f"{url}: cannot {what} ({_reason(err)})") from None
