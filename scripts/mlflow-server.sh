@@ -5,6 +5,8 @@
 #   MLFLOW_BACKEND=postgresql://mlflow@db-host/mlflow MLFLOW_ARTIFACTS=s3://bucket/mlflow \
 #     MLFLOW_HOST=0.0.0.0 scripts/mlflow-server.sh
 # then on every machine that runs stages: export MLFLOW_TRACKING_URI=http://<server>:5000 (docs/mlflow.md).
+# An s3:// store is written by the server with its own credentials from the environment (AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY; AWS_ENDPOINT_URL for a store other than AWS); clients need none.
 # A PostgreSQL backend needs the psycopg driver in the server's environment (pip install 'psycopg[binary]').
 # Extra arguments go to `mlflow server` (e.g. --workers 4).
 set -euo pipefail
