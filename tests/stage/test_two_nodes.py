@@ -1,8 +1,9 @@
-"""Training on two nodes, proven on loopback: two node launchers (scripts/slurm/launch-node.sh, given SLURM's
-variables as `srun` sets them), one CPU process each (gloo), train the tiny stage to the same weights as one node's
-two processes and write each checkpoint once; a node that dies stops the other in one line naming it, and the rerun
-resumes to the same weights."""
+"""Two nodes, proven on loopback: two node launchers (scripts/slurm/launch-node.sh, given SLURM's variables as
+`srun` sets them), one CPU process each (gloo), train the tiny stage to the same weights as one node's two
+processes and write each checkpoint once, then sample and evaluate to the same bytes; a node that dies stops the
+other in one line naming it, and the rerun resumes to the same weights."""
 
+import json
 import os
 import shutil
 import signal
@@ -30,7 +31,12 @@ TINY = {
         "shuffle_buffer": 100,
         "warmup": 1,
     },
+    # sampling and evaluation in several chunks and batches per process
+    "sample": {"num_samples": 32, "chunk_size": 8, "batch_size": 8},
+    "fid": {"max_images": 24, "batch_size": 8},
+    "evaluate": {"nll_images": 8, "nll_batch_size": 4},
 }
+COST = {"peak_host_memory_gib", "peak_accelerator_memory_gib"}  # with the *_seconds: of the run, not the model
 LAUNCH_NODE = str(ROOT / "scripts" / "slurm" / "launch-node.sh")
 
 
@@ -51,9 +57,9 @@ def _stage(cwd: Path, stage: str, *launcher: str) -> subprocess.CompletedProcess
     return subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=600)
 
 
-def _start_nodes(cwd: Path) -> list[subprocess.Popen]:
-    """Node 0 and node 1 as `srun --ntasks-per-node=1 scripts/slurm/launch-node.sh pipeline/train.py` starts them
-    on a two-node allocation (here both on 127.0.0.1)."""
+def _start_nodes(cwd: Path, stage: str = "train") -> list[subprocess.Popen]:
+    """Node 0 and node 1 as `srun --ntasks-per-node=1 scripts/slurm/launch-node.sh pipeline/<stage>.py` starts
+    them on a two-node allocation (here both on 127.0.0.1)."""
     port = str(free_port())
     nodes = []
     for node in (0, 1):
@@ -61,7 +67,7 @@ def _start_nodes(cwd: Path) -> list[subprocess.Popen]:
         env = _env(cwd, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, **slurm)
         nodes.append(
             subprocess.Popen(
-                ["bash", LAUNCH_NODE, str(ROOT / "pipeline" / "train.py")],
+                ["bash", LAUNCH_NODE, str(ROOT / "pipeline" / f"{stage}.py")],
                 cwd=cwd,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -99,11 +105,37 @@ def one_node(tmp_path_factory):
     (ws / "params.yaml").write_text(yaml.safe_dump(merged(compose_raw(["profile=tiny"]), TINY)))
     prepared = _stage(ws, "prepare")
     assert prepared.returncode == 0, prepared.stderr[-3000:]
-    two_ranks = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
-    two_ranks += [str(ROOT / "conf" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(free_port())]
-    trained = _stage(ws, "train", *two_ranks)
+    trained = _stage(ws, "train", *_two_ranks())
     assert trained.returncode == 0, trained.stderr[-3000:]
     return ws
+
+
+def _two_ranks() -> list[str]:
+    """One node's two CPU processes (conf/accelerate/cpu_2proc.yaml)."""
+    two_ranks = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    return two_ranks + [str(ROOT / "conf" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(free_port())]
+
+
+@pytest.fixture(scope="module")
+def one_node_evaluated(one_node, tmp_path_factory):
+    """A copy of the trained workspace with its FID references (one process), then sampled and evaluated by one
+    node's two processes (the reference for two nodes)."""
+    ws = tmp_path_factory.mktemp("evaluated") / "one"
+    shutil.copytree(one_node, ws, ignore=shutil.ignore_patterns("checkpoints", "mlflow.db"))
+    for stage, launcher in [("fid_ref", []), ("sample", _two_ranks()), ("evaluate", _two_ranks())]:
+        done = _stage(ws, stage, *launcher)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return ws
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _scores(ws: Path) -> dict:
+    """What the evaluate stage measured, without what it cost (time, memory)."""
+    metrics = json.loads((ws / "metrics" / "evaluate.json").read_text())
+    return {key: value for key, value in metrics.items() if key not in COST and not key.endswith("_seconds")}
 
 
 def test_two_nodes_train_the_weights_of_one_node_and_write_each_checkpoint_once(one_node, tmp_path):
@@ -113,6 +145,21 @@ def test_two_nodes_train_the_weights_of_one_node_and_write_each_checkpoint_once(
     assert (ws / "models" / "ema.safetensors").read_bytes() == (one_node / "models" / "ema.safetensors").read_bytes()
     assert _checkpoints(ws) == _checkpoints(one_node) == ["step-000000050", "step-000000060"]
     assert "num_processes" in (ws / "metrics" / "train.json").read_text()
+
+
+def test_two_nodes_sample_and_evaluate_to_the_bytes_of_one_node(one_node_evaluated, tmp_path):
+    ws = tmp_path / "two"
+    shutil.copytree(one_node_evaluated, ws, ignore=shutil.ignore_patterns("outputs", "metrics", "mlflow.db"))
+    for stage in ("sample", "evaluate"):
+        (node0, _, err0), (node1, _, err1) = _finish(_start_nodes(ws, stage))
+        assert node0 == 0 and node1 == 0, stage + err0[-3000:] + err1[-3000:]
+    one = one_node_evaluated
+    assert _files(ws / "outputs") == _files(one / "outputs")  # the samples' chunks, grid and rate-distortion rows
+    assert _scores(ws) == _scores(one)
+    assert (
+        _scores(ws)["num_samples"] == 32
+        and json.loads((ws / "metrics" / "sample.json").read_text())["num_processes"] == 2
+    )
 
 
 def test_a_dead_node_stops_the_other_in_one_line_and_the_rerun_resumes_to_the_same_weights(one_node, tmp_path):
