@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from _common import cpu_name, write_results
-from http_shards import write_shards
+from remote_shards import write_shards
 
 from ddpm.config import ShardCheck
 from ddpm.data.loader import train_stream
