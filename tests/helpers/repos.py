@@ -57,6 +57,12 @@ def pipeline_env() -> dict[str, str]:
     }
 
 
+def dvc_env(s3) -> dict[str, str]:
+    """``pipeline_env()`` with the credentials of the S3 endpoint ``s3`` (helpers.s3); its address only in DVC's
+    remote config (``endpointurl``), as the manual sets it up."""
+    return pipeline_env() | {key: value for key, value in s3.env.items() if key != "AWS_ENDPOINT_URL"}
+
+
 def checkout_copy(repo: Path, env: dict[str, str]) -> Path:
     """A git repository at ``repo`` holding this checkout's files (committed or not), without local outputs."""
     files = (

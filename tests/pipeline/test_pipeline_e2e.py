@@ -8,7 +8,7 @@ import re
 import mlflow
 import pytest
 import yaml
-from helpers.repos import DDPM, copy_of, pipeline_env, sh, start_queue, wait_for_queue
+from helpers.repos import DDPM, copy_of, dvc_env, sh, start_queue, wait_for_queue
 
 from ddpm.config import compose
 from ddpm.device_defaults import ELSEWHERE
@@ -25,12 +25,12 @@ QUEUED = {"linear", "cosine"}  # the queued grid: iDDPM's L_hybrid row for both 
 
 
 @pytest.fixture(scope="module")
-def project(tiny_run, tmp_path_factory):
-    """A copy of the session's quickstart run (tiny-linear in the workspace; the team's DVC remote a shared
-    folder) pushing to a bare git remote; then a grid of two experiments queued without naming the profile (so they
-    vary the workspace's tiny one) with Hydra's sweep syntax and run by two queue workers at once
-    (`dvc queue start -j 2`), every run logging to one SQLite store."""
-    env = pipeline_env()
+def project(tiny_run, tmp_path_factory, s3):
+    """A copy of the session's quickstart run (tiny-linear in the workspace; the team's DVC remote an S3 bucket)
+    pushing to a bare git remote; then a grid of two experiments queued without naming the profile (so they vary
+    the workspace's tiny one) with Hydra's sweep syntax and run by two queue workers at once (`dvc queue start -j
+    2`), every run logging to one SQLite store."""
+    env = dvc_env(s3)
     tmp = tmp_path_factory.mktemp("e2e")
     repo = copy_of(tiny_run["repo"], tmp / "repo")
     sh(["git", "init", "-q", "--bare", str(tmp / "origin.git")], tmp, env)
@@ -325,9 +325,10 @@ def test_mlflow_parent_and_child_runs_as_its_users_expect(project):
     assert client.get_model_version_by_alias("ddpm-digits", "best_fid").tags["ddpm.model_sha256"] == best
 
 
-def test_a_fresh_clone_pulls_an_experiment_from_the_shared_remote(project):
-    """`dvc exp push` to the team's git and DVC remotes; a fresh clone with `dvc exp pull`, `dvc exp apply` and
-    `dvc pull` has the experiment's shards, FID references and model, nothing to recompute, and its metrics."""
+def test_a_fresh_clone_pulls_an_experiment_from_the_s3_remote(project, s3):
+    """`dvc exp push` to the team's git remote and S3 bucket; a fresh clone with `dvc exp pull`, `dvc exp apply`
+    and `dvc pull` has the experiment's shards, FID references and model, nothing to recompute, and its metrics;
+    the secret key is in no file of either clone."""
     repo, env, tmp = project["repo"], project["env"], project["tmp"]
     cosine = _queued(project)["cosine"]
     sh(["git", "push", "-q", "origin", "HEAD"], repo, env)
@@ -359,6 +360,12 @@ def test_a_fresh_clone_pulls_an_experiment_from_the_shared_remote(project):
         if (exp.get("name") or exp["revs"][0].get("name")) == cosine
     ]
     assert shown == [summary] and math.isfinite(summary["FID_train"])
+    assert "in sync" in sh(["dvc", "status", "--cloud"], fresh, env)  # everything it uses came from the bucket
+    stored = s3.client().list_objects_v2(Bucket="team-dvc", Prefix="ddpm/files/md5/")
+    assert stored["KeyCount"] >= 5
+    for folder in (repo, fresh):
+        for path in folder.rglob("*"):
+            assert not (path.is_file() and s3.secret.encode() in path.read_bytes()), path
 
 
 def test_every_compute_stage_records_its_placement_and_cost(project):

@@ -9,7 +9,6 @@ import mlflow
 import pytest
 from helpers.mlflow_server import MlflowServer
 from helpers.repos import copy_of, pipeline_env, sh, start_queue, wait_for_queue
-from helpers.s3 import s3_endpoint
 
 from ddpm.tracking.registry import registered_name
 
@@ -18,15 +17,10 @@ TINY = ["-S", "profile=tiny", "-S", "train.steps=20", "-S", "train.checkpoint_ev
 LRS = {"lr-a": "0.001", "lr-b": "0.002"}
 
 
-def test_two_queue_workers_log_every_run_and_model_to_one_server(tiny_run, tmp_path):
+def test_two_queue_workers_log_every_run_and_model_to_one_server(tiny_run, s3, tmp_path):
     """Each queued experiment runs check and train (prepare's shards are the workspace's, up to date). The stages
     hold the team's storage credentials too (as nodes that read shards from a bucket do)."""
-    with s3_endpoint() as s3:
-        server = MlflowServer(tmp_path / "server", artifacts=f"{s3.bucket('team-mlflow')}/artifacts", env=s3.env)
-        _two_queue_workers(server.start(), s3, tiny_run, tmp_path)
-
-
-def _two_queue_workers(server, s3, tiny_run, tmp_path):
+    server = MlflowServer(tmp_path / "server", artifacts="s3://team-mlflow/artifacts", env=s3.env).start()
     try:
         env = pipeline_env() | s3.env | {"MLFLOW_TRACKING_URI": server.uri}
         repo = copy_of(tiny_run["repo"], tmp_path / "repo", keep_checkpoints=False)
