@@ -109,6 +109,7 @@ def test_upload_shards_refuses_a_damaged_shard_before_writing_anything(endpoint,
     [
         ("http://127.0.0.1:9/shards", "http://127.0.0.1:9/shards/test-000000.tar: http(s) URLs are read-only; "),
         ("s3://no-such-bucket/digits", "s3://no-such-bucket/digits/test-000000.tar: cannot write it ("),
+        ("data/elsewhere", "'data/elsewhere' is not a folder URL (s3://bucket/folder, "),
     ],
 )
 def test_upload_shards_names_a_destination_it_cannot_write(endpoint, digit_shards, capsys, url, message):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ddpm.data.remote import RemoteError, join, remote_size, write_file
+from ddpm.data.remote import RemoteError, join, remote_size, scheme, write_file
 from ddpm.data.shards import MANIFEST, ShardFile, read_manifest, shard_files
 from ddpm.data.tar_reader import verify_shards
 
@@ -14,6 +14,8 @@ from ddpm.data.tar_reader import verify_shards
 def upload_shards(folder: Path, url: str) -> list[ShardFile]:
     """Copy the shard folder ``folder`` (what prepare wrote: data/shards/<dataset>) to ``url``; the shards copied.
     A shard that does not match the manifest stops it before anything is written."""
+    if "://" not in url or scheme(url) in ("", "file"):
+        raise ValueError(f"{url!r} is not a folder URL (s3://bucket/folder, or another scheme fsspec writes)")
     manifest = read_manifest(folder)
     shards = [shard for split in sorted(manifest["splits"]) for shard in shard_files(folder, split)]
     verify_shards(shards)
