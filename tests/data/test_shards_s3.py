@@ -38,11 +38,11 @@ def fresh_filesystem():
 def upload(endpoint, folder, bucket: str, prefix: str) -> str:
     """The files of ``folder`` as they are (damaged or not) as objects ``prefix/<name>`` in a new ``bucket``;
     their folder URL."""
-    endpoint.bucket(bucket)
+    url = endpoint.bucket(bucket)
     client = endpoint.client()
     for path in sorted(folder.iterdir()):
-        client.upload_file(str(path), bucket, f"{prefix}/{path.name}")
-    return f"s3://{bucket}/{prefix}"
+        client.upload_file(str(path), endpoint.buckets[bucket], f"{prefix}/{path.name}")
+    return f"{url}/{prefix}"
 
 
 def batches(folder, url, seed, n, cache=None, workers=0):
@@ -71,7 +71,7 @@ def test_two_ranks_with_two_workers_each_fetch_every_object_once_and_get_the_bat
     for seed in (0, 1):  # two ranks of one node: their own seeds, one cache
         got = batches(tmp_path / "none", url, seed, n, cache=cache, workers=2)
         assert_same(got, batches(digit_shards, None, seed, n))
-    fetched = endpoint.gets("shards-once/shards/digits/")
+    fetched = endpoint.gets(f"{endpoint.buckets['shards-once']}/shards/digits/")
     assert sorted(key.rsplit("/", 1)[1] for key in fetched if key.endswith(".tar")) == sorted(names)
     assert sorted(p.name for p in cache.glob("*.tar")) == sorted(
         f"{s.sha256}.tar" for s in shard_files(digit_shards, "train")
@@ -87,7 +87,7 @@ def test_upload_shards_writes_every_shard_before_the_manifest(endpoint, digit_sh
     puts = [
         key.rsplit("/", 1)[1]
         for method, key, _ in endpoint.requests
-        if method == "PUT" and key.startswith("shards-order/")
+        if method == "PUT" and key.startswith(url.removeprefix("s3://"))
     ]
     assert sorted(puts) == sorted(p.name for p in digit_shards.iterdir()) and puts[-1] == "manifest.json"
 
@@ -101,7 +101,7 @@ def test_upload_shards_refuses_a_damaged_shard_before_writing_anything(endpoint,
     err = capsys.readouterr().err
     assert err.startswith(f"error: ddpm upload-shards: shard {folder / 'train-000001.tar'} is corrupt: sha256 ")
     assert len(err.splitlines()) == 1
-    assert endpoint.client().list_objects_v2(Bucket="shards-refused")["KeyCount"] == 0
+    assert endpoint.client().list_objects_v2(Bucket=endpoint.buckets["shards-refused"])["KeyCount"] == 0
 
 
 @pytest.mark.parametrize(

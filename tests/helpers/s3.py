@@ -1,7 +1,8 @@
 """A loopback S3 endpoint: moto's server mode (``ThreadedMotoServer``) on 127.0.0.1, in memory, for as long as the
 block runs. Clients find it and sign their requests only through the environment (``endpoint.env``: the
 ``AWS_*`` variables boto3, s3fs, DVC and MLflow's server read), as a team's clients would; the secret key is made
-up per endpoint so that a test can look for it in every file, log and run."""
+up per endpoint so that a test can look for it in every file, log and run. moto's servers in one process share one
+store, so each endpoint names its buckets with a suffix of its own."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class S3Endpoint(logging.Handler):
             "AWS_ENDPOINT_URL": self.url,
         }
         self.requests: list[tuple[str, str, int]] = []
+        self.suffix = secrets.token_hex(4)
+        self.buckets: dict[str, str] = {}  # name asked for → the bucket's name on the server
 
     def emit(self, record: logging.LogRecord) -> None:
         match = _REQUEST.search(_COLOUR.sub("", record.getMessage()))
@@ -57,9 +60,10 @@ class S3Endpoint(logging.Handler):
         )
 
     def bucket(self, name: str) -> str:
-        """Create the bucket ``name``; its ``s3://`` URL."""
-        self.client().create_bucket(Bucket=name)
-        return f"s3://{name}"
+        """Create this endpoint's bucket ``name`` (on the server: ``self.buckets[name]``); its ``s3://`` URL."""
+        self.buckets[name] = f"{name}-{self.suffix}"
+        self.client().create_bucket(Bucket=self.buckets[name])
+        return f"s3://{self.buckets[name]}"
 
 
 @contextmanager

@@ -7,11 +7,10 @@ from helpers.s3 import s3_endpoint
 
 @pytest.fixture(scope="session")
 def s3():
-    """The team's object store for the session: a loopback S3 endpoint with the buckets ``team-dvc`` (DVC's
-    remote) and ``team-mlflow`` (a tracking server's artifacts)."""
+    """The team's object store for the session: a loopback S3 endpoint with the bucket ``team-dvc`` (DVC's
+    remote)."""
     with s3_endpoint() as endpoint:
         endpoint.bucket("team-dvc")
-        endpoint.bucket("team-mlflow")
         yield endpoint
 
 
@@ -28,7 +27,7 @@ def tiny_run(tmp_path_factory, s3) -> dict:
     env = dvc_env(s3)
     tmp = tmp_path_factory.mktemp("tiny-run")
     repo = checkout_copy(tmp / "repo", env)
-    sh(["dvc", "remote", "add", "-d", "store", "s3://team-dvc/ddpm"], repo, env)
+    sh(["dvc", "remote", "add", "-d", "store", f"s3://{s3.buckets['team-dvc']}/ddpm"], repo, env)
     sh(["dvc", "remote", "modify", "store", "endpointurl", s3.url], repo, env)
     sh(["git", "commit", "-qam", "the team's DVC remote"], repo, env)
     sh([DDPM, "profile", "tiny"], repo, env)

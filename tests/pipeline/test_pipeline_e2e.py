@@ -361,7 +361,7 @@ def test_a_fresh_clone_pulls_an_experiment_from_the_s3_remote(project, s3):
     ]
     assert shown == [summary] and math.isfinite(summary["FID_train"])
     assert "in sync" in sh(["dvc", "status", "--cloud"], fresh, env)  # everything it uses came from the bucket
-    stored = s3.client().list_objects_v2(Bucket="team-dvc", Prefix="ddpm/files/md5/")
+    stored = s3.client().list_objects_v2(Bucket=s3.buckets["team-dvc"], Prefix="ddpm/files/md5/")
     assert stored["KeyCount"] >= 5
     for folder in (repo, fresh):
         for path in folder.rglob("*"):

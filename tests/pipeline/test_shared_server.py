@@ -20,7 +20,7 @@ LRS = {"lr-a": "0.001", "lr-b": "0.002"}
 def test_two_queue_workers_log_every_run_and_model_to_one_server(tiny_run, s3, tmp_path):
     """Each queued experiment runs check and train (prepare's shards are the workspace's, up to date). The stages
     hold the team's storage credentials too (as nodes that read shards from a bucket do)."""
-    server = MlflowServer(tmp_path / "server", artifacts="s3://team-mlflow/artifacts", env=s3.env).start()
+    server = MlflowServer(tmp_path / "server", artifacts=f"{s3.bucket('team-mlflow')}/artifacts", env=s3.env).start()
     try:
         env = pipeline_env() | s3.env | {"MLFLOW_TRACKING_URI": server.uri}
         repo = copy_of(tiny_run["repo"], tmp_path / "repo", keep_checkpoints=False)
