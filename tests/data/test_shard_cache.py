@@ -20,7 +20,7 @@ def quick_retries(monkeypatch):
     monkeypatch.setattr(remote, "RETRY", remote.Retry(attempts=3, backoff=0.01, timeout=5.0))
 
 
-def _batches(folder, url, seed, n, cache=None, workers=0):
+def cached_batches(folder, url, seed, n, cache=None, workers=0):
     stream = train_stream(folder, 16, seed=seed, shuffle_buffer=50, url=url, workers=workers, cache=cache)
     try:
         return [next(stream) for _ in range(n)]
@@ -34,10 +34,10 @@ def test_two_ranks_with_two_workers_each_fetch_every_shard_once_over_three_epoch
     n = 3 * images // 16 + 1  # into a fourth epoch
     cache = tmp_path / "node-cache"
     with serve(digit_shards) as server:
-        streamed = {seed: _batches(tmp_path / "none", server.url, seed, n) for seed in (0, 1)}
+        streamed = {seed: cached_batches(tmp_path / "none", server.url, seed, n) for seed in (0, 1)}
         server.gets.clear()
         for seed in (0, 1):  # two ranks of one node: their own seeds, one cache
-            got = _batches(tmp_path / "none", server.url, seed, n, cache=cache, workers=2)
+            got = cached_batches(tmp_path / "none", server.url, seed, n, cache=cache, workers=2)
             for (xa, la, ka), (xb, lb, kb) in zip(got, streamed[seed], strict=True):
                 assert torch.equal(xa, xb) and torch.equal(la, lb) and ka == kb
         gets = Counter(name for name, _ in server.gets)

@@ -8,10 +8,11 @@ import shutil
 
 import pytest
 import s3fs
-import torch
 from helpers.params import make_params
 from helpers.s3 import s3_endpoint
 from test_corrupt_shards import corrupt
+from test_shard_cache import cached_batches
+from test_shards_url import assert_same
 
 from ddpm.cli.main import main
 from ddpm.data.loader import train_stream
@@ -45,20 +46,6 @@ def upload(endpoint, folder, bucket: str, prefix: str) -> str:
     return f"{url}/{prefix}"
 
 
-def batches(folder, url, seed, n, cache=None, workers=0):
-    stream = train_stream(folder, 16, seed=seed, shuffle_buffer=50, url=url, workers=workers, cache=cache)
-    try:
-        return [next(stream) for _ in range(n)]
-    finally:
-        stream.close()
-
-
-def assert_same(a, b):
-    assert len(a) == len(b)
-    for (xa, la, ka), (xb, lb, kb) in zip(a, b, strict=True):
-        assert torch.equal(xa, xb) and torch.equal(la, lb) and ka == kb
-
-
 def test_two_ranks_with_two_workers_each_fetch_every_object_once_and_get_the_batches_of_the_files(
     endpoint, digit_shards, tmp_path
 ):
@@ -69,8 +56,8 @@ def test_two_ranks_with_two_workers_each_fetch_every_object_once_and_get_the_bat
     n = 3 * images // 16 + 1  # into a fourth epoch
     cache = tmp_path / "node-cache"
     for seed in (0, 1):  # two ranks of one node: their own seeds, one cache
-        got = batches(tmp_path / "none", url, seed, n, cache=cache, workers=2)
-        assert_same(got, batches(digit_shards, None, seed, n))
+        got = cached_batches(tmp_path / "none", url, seed, n, cache=cache, workers=2)
+        assert_same(got, cached_batches(digit_shards, None, seed, n))
     fetched = endpoint.gets(f"{endpoint.buckets['shards-once']}/shards/digits/")
     assert sorted(key.rsplit("/", 1)[1] for key in fetched if key.endswith(".tar")) == sorted(names)
     assert sorted(p.name for p in cache.glob("*.tar")) == sorted(
